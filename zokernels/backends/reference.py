@@ -1,0 +1,130 @@
+"""Reference backend: the counter contract in plain torch, on any device. The oracle for every other backend.
+
+Philox runs in int64 tensors (32-bit words held in [0, 2**32)); normals are computed in float64 and rounded
+once to float32. It is written for clarity, not speed, and allocates freely.
+"""
+import math
+
+import torch
+
+from .. import contract as C
+
+NAME = "reference"
+
+
+def available(device: torch.device) -> bool:
+    return True
+
+
+def _mulhilo(a: torch.Tensor, m: int):
+    """(hi32, lo32) of a * m for int64 tensors a in [0, 2**32) and a 32-bit constant m, without overflow."""
+    p0 = a * (m & 0xFFFF)  # < 2**48
+    p1 = a * (m >> 16)  # < 2**48
+    mid = p1 + (p0 >> 16)  # a * m == mid * 2**16 + (p0 & 0xFFFF)
+    return mid >> 16, ((mid & 0xFFFF) << 16) | (p0 & 0xFFFF)
+
+
+def philox4x32_10(c0, c1, c2, c3, seed: int):
+    """Philox4x32-10 (Random123) on int64 tensors of 32-bit words; key = split_seed(seed). Returns x0..x3."""
+    k0, k1 = C.split_seed(seed)
+    like = next(c for c in (c0, c1, c2, c3) if isinstance(c, torch.Tensor))
+    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64, device=like.device).expand_as(like) for c in (c0, c1, c2, c3))
+    for _ in range(C.PHILOX_ROUNDS):
+        hi0, lo0 = _mulhilo(c0, C.PHILOX_M0)
+        hi1, lo1 = _mulhilo(c2, C.PHILOX_M1)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0, k1 = (k0 + C.PHILOX_W0) & C.MASK32, (k1 + C.PHILOX_W1) & C.MASK32
+    return c0, c1, c2, c3
+
+
+def _unit_words(n, offset, unit, stream, tensor_id, seed, device):
+    """Words of the Philox calls covering elements [offset, offset + n), as an int64 tensor [units, 4],
+    and the position of element `offset` inside the first unit."""
+    first, last = offset // unit, (offset + n - 1) // unit
+    units = torch.arange(first, last + 1, dtype=torch.int64, device=device)
+    words = philox4x32_10(units & C.MASK32, units >> 32, stream, tensor_id, seed)
+    return torch.stack(words, dim=1), offset - first * unit
+
+
+def _uniform(x: torch.Tensor) -> torch.Tensor:
+    return ((x >> 9) * 2 + 1).to(torch.float64) * 2.0**-24
+
+
+def stream_values(n: int, *, seed: int, stream: int, tensor_id: int, offset: int, dist: str, device) -> torch.Tensor:
+    """The float32 values z[offset : offset + n] of the contract's stream."""
+    if n == 0:
+        return torch.empty(0, dtype=torch.float32, device=device)
+    unit = C.unit_of(dist)
+    words, skip = _unit_words(n, offset, unit, stream, tensor_id, seed, device)
+    if dist == "gaussian":
+        u = _uniform(words)
+        r02 = torch.sqrt(-2.0 * torch.log(u[:, 0]))
+        r13 = torch.sqrt(-2.0 * torch.log(u[:, 2]))
+        a1, a3 = 2.0 * math.pi * u[:, 1], 2.0 * math.pi * u[:, 3]
+        z = torch.stack([r02 * torch.cos(a1), r02 * torch.sin(a1), r13 * torch.cos(a3), r13 * torch.sin(a3)], dim=1)
+        z = z.to(torch.float32).reshape(-1)
+    else:
+        bits = (words[:, :, None] >> torch.arange(32, device=device)) & 1  # [units, word, bit]
+        z = (bits.reshape(-1) * 2 - 1).to(torch.float32)
+    return z[skip : skip + n]
+
+
+def rounding_words(n: int, *, seed: int, tensor_id: int, offset: int, device) -> torch.Tensor:
+    """Stochastic-rounding random words (int64 in [0, 2**32)) for elements [offset, offset + n)."""
+    words, skip = _unit_words(n, offset, C.GAUSSIAN_UNIT, C.SR_STREAM, tensor_id, seed, device)
+    return words.reshape(-1)[skip : skip + n]
+
+
+def round_stochastic(v: torch.Tensor, dtype: torch.dtype, r: torch.Tensor) -> torch.Tensor:
+    """Unbiased rounding of float32 v to `dtype` using random words r (int64 in [0, 2**32)).
+
+    bf16: add the top 16 random bits to the 16 bits that bf16 drops, then truncate.
+    fp16 normal range: the same with 13 bits. fp16 subnormals (|v| < 2**-14) live on a uniform grid of
+    2**-24: round up with probability equal to the fractional part, using 24 random bits.
+    Every intermediate is exact, so E[result] = v (to within 2**-24 of an ulp for fp16 subnormals).
+    """
+    if dtype == torch.float32:
+        return v
+    bits = v.view(torch.int32)
+    if dtype == torch.bfloat16:
+        out = ((bits + (r >> 16).to(torch.int32)) & -65536).view(torch.float32)
+    else:
+        normal = ((bits + (r >> 19).to(torch.int32)) & -8192).view(torch.float32)
+        s = v.abs() * 2.0**24
+        fl = torch.floor(s)
+        up = ((r >> 8).to(torch.float32) * 2.0**-24) < (s - fl)
+        sub = torch.copysign((fl + up.to(torch.float32)) * 2.0**-24, v)
+        out = torch.where(v.abs() < 2.0**-14, sub, normal)
+    return torch.where(torch.isnan(v), v, out).to(dtype)
+
+
+def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
+    """dst_t = round(src_t + sum_k coeffs[k] * z(seed, streams[k], tensor_ids[t])) for every tensor t.
+
+    coeffs: a list of floats or a float32 tensor on the tensors' device (then, if any entry is not finite,
+    nothing is written). srcs: None for in place. Validation is the caller's (ops.py).
+    """
+    device = dsts[0].device
+    if isinstance(coeffs, torch.Tensor):
+        coeff_vals = coeffs.to(device=device, dtype=torch.float32)
+        finite = torch.isfinite(coeff_vals).all()
+    else:
+        coeff_vals, finite = [torch.tensor(c, dtype=torch.float32) for c in coeffs], None
+    for t, dst in enumerate(dsts):
+        if dst.numel() == 0:
+            continue
+        src = dst if srcs is None else srcs[t]
+        n, tid, off = dst.numel(), tensor_ids[t], offsets[t]
+        acc = src.reshape(-1).to(torch.float32)
+        for k, stream in enumerate(streams):
+            z = stream_values(n, seed=seed, stream=stream, tensor_id=tid, offset=off, dist=dist, device=device)
+            acc = acc + coeff_vals[k].to(device) * z
+        if rounding == "stochastic":
+            r = rounding_words(n, seed=rounding_seed, tensor_id=tid, offset=off, device=device)
+            out = round_stochastic(acc, dst.dtype, r)
+        else:
+            out = acc.to(dst.dtype)
+        out = out.view(dst.shape)
+        if finite is not None:
+            out = torch.where(finite, out, dst)
+        dst.copy_(out)

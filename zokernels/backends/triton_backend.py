@@ -1,0 +1,304 @@
+"""Triton backend: one multi-tensor kernel for perturb_, combine_, perturbed_copy_ and the raw streams.
+
+A launch covers every tensor of one (dst dtype, src dtype) group: a host-built table of chunks (cached per
+tensor list) gives each program its tensor (as an element offset from the first tensor's address), its
+Philox tensor_id and its index range. Each tile regenerates one Philox call per 4 elements (gaussian) or
+per 128 elements (rademacher) for each of the K directions, accumulates in fp32 registers and writes once.
+
+On a GPU the Box-Muller special functions use the hardware approximations (lg2/sin/cos.approx); under
+TRITON_INTERPRET=1 the same code runs with numpy's. Raw Philox words are bit-exact either way.
+"""
+import collections
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import contract as C
+
+NAME = "triton"
+TILE = 1024  # elements per tile: a multiple of RADEMACHER_UNIT
+CHUNK_TILES = 64  # tiles per program (per table row)
+_TABLE_COLS = 7  # dst_delta/A_dst, src_delta/A_src, local0/A_local, numel, offset, tensor_id, n_tiles
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def available(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return not interpreting() and torch.cuda.is_available()
+    return device.type == "cpu" and interpreting()
+
+
+# ----------------------------------------------------------------------------------------------- device code
+@triton.jit
+def _philox4x32_10(c0, c1, c2, c3, k0, k1):
+    for _ in tl.static_range(10):
+        hi0 = tl.umulhi(c0, 0xD2511F53)
+        hi1 = tl.umulhi(c2, 0xCD9E8D57)
+        lo0 = c0 * 0xD2511F53
+        lo1 = c2 * 0xCD9E8D57
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = k0 + 0x9E3779B9
+        k1 = k1 + 0xBB67AE85
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _unit_words(unit0, NU: tl.constexpr, stream, tid, k0, k1):
+    """Philox words of NU consecutive counters starting at unit index unit0 (int64)."""
+    g = unit0 + tl.arange(0, NU).to(tl.int64)
+    return _philox4x32_10((g & 0xFFFFFFFF).to(tl.uint32), (g >> 32).to(tl.uint32), stream, tid, k0, k1)
+
+
+@triton.jit
+def _interleave4(a0, a1, a2, a3):
+    """[G] x 4 -> [4G], out[4g + j] = a_j[g]."""
+    return tl.reshape(tl.join(tl.join(a0, a2), tl.join(a1, a3)), [a0.shape[0] * 4])
+
+
+@triton.jit
+def _uniform(x):
+    # (2 * (x >> 9) + 1) * 2**-24, exactly: [1, 2) float with 23 mantissa bits, minus (1 - 2**-24).
+    return ((x >> 9) | 0x3F800000).to(tl.float32, bitcast=True) - 0.999999940395355224609375
+
+
+@triton.jit
+def _fast_unary(x, OP: tl.constexpr, FAST: tl.constexpr):
+    if FAST:
+        if OP == "lg2":
+            y = tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+        elif OP == "sin":
+            y = tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+        else:
+            y = tl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        if OP == "lg2":
+            y = tl.log2(x)
+        elif OP == "sin":
+            y = tl.sin(x)
+        else:
+            y = tl.cos(x)
+    return y
+
+
+@triton.jit
+def _box_muller(xa, xb, FAST: tl.constexpr):
+    u0 = _uniform(xa)
+    u1 = _uniform(xb)
+    # ln(u0): near 1 the approximate lg2 has absolute (not relative) error, so use the series of ln(1 - w).
+    w = 1.0 - u0
+    series = -w * (1.0 + w * (0.5 + w * (0.3333333432674408 + w * 0.25)))
+    ln_u0 = tl.where(w < 0.015625, series, _fast_unary(u0, "lg2", FAST) * 0.6931471805599453)
+    r = tl.sqrt(-2.0 * ln_u0)
+    # cos/sin(2 pi u1) = -cos/sin(theta) with theta = 2 pi (u1 - 1/2) in (-pi, pi), where the approximations are best.
+    theta = (u1 - 0.5) * 6.283185307179586
+    return -r * _fast_unary(theta, "cos", FAST), -r * _fast_unary(theta, "sin", FAST)
+
+
+@triton.jit
+def _direction_tile(start, TILE: tl.constexpr, stream, tid, k0, k1, GAUSSIAN: tl.constexpr, FAST: tl.constexpr):
+    """z for the TILE elements from global index `start` (a multiple of the distribution's unit)."""
+    if GAUSSIAN:
+        x0, x1, x2, x3 = _unit_words(start // 4, TILE // 4, stream, tid, k0, k1)
+        n0, n1 = _box_muller(x0, x1, FAST)
+        n2, n3 = _box_muller(x2, x3, FAST)
+        z = _interleave4(n0, n1, n2, n3)
+    else:
+        x0, x1, x2, x3 = _unit_words(start // 128, TILE // 128, stream, tid, k0, k1)
+        words = tl.reshape(_interleave4(x0, x1, x2, x3), [TILE // 32, 1])
+        bits = (words >> tl.arange(0, 32)[None, :].to(tl.uint32)) & 1
+        z = tl.reshape(bits, [TILE]).to(tl.float32) * 2.0 - 1.0
+    return z
+
+
+@triton.jit
+def _round_to(acc, start, TILE: tl.constexpr, tid, rk0, rk1, DTYPE: tl.constexpr, STOCHASTIC: tl.constexpr,
+              SOFT_BF16_RNE: tl.constexpr):
+    """fp32 -> DTYPE, round-to-nearest-even or stochastic (see reference.round_stochastic).
+    SOFT_BF16_RNE: round to bf16 with integer ops (Triton's interpreter truncates in its bf16 cast)."""
+    if STOCHASTIC and DTYPE != tl.float32:
+        x0, x1, x2, x3 = _unit_words(start // 4, TILE // 4, tl.full([], 0xFFFFFFFF, tl.uint32), tid, rk0, rk1)
+        r = _interleave4(x0, x1, x2, x3)
+        bits = acc.to(tl.int32, bitcast=True)
+        if DTYPE == tl.bfloat16:
+            out = ((bits + (r >> 16).to(tl.int32)) & -65536).to(tl.float32, bitcast=True)
+        else:
+            normal = ((bits + (r >> 19).to(tl.int32)) & -8192).to(tl.float32, bitcast=True)
+            s = tl.abs(acc) * 16777216.0
+            fl = tl.floor(s)
+            up = ((r >> 8).to(tl.float32) * 5.9604644775390625e-08) < (s - fl)
+            sub = (fl + up.to(tl.float32)) * 5.9604644775390625e-08
+            sub = tl.where(acc < 0, -sub, sub)
+            out = tl.where(tl.abs(acc) < 6.103515625e-05, sub, normal)
+        out = tl.where(acc != acc, acc, out)
+    elif SOFT_BF16_RNE and DTYPE == tl.bfloat16:
+        bits = acc.to(tl.int32, bitcast=True)
+        out = ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).to(tl.float32, bitcast=True)
+        out = tl.where(acc != acc, acc, out)
+    else:
+        out = acc
+    return out.to(DTYPE)
+
+
+@triton.jit(do_not_specialize=["scale", "stream0", "k0", "k1", "rk0", "rk1"])
+def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1, rk0, rk1,
+                    TILE: tl.constexpr, GAUSSIAN: tl.constexpr, HAS_SRC: tl.constexpr, COEFF_PTR: tl.constexpr,
+                    STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr, FAST: tl.constexpr,
+                    A_DST: tl.constexpr, A_SRC: tl.constexpr, A_LOCAL: tl.constexpr):
+    row = table + tl.program_id(0).to(tl.int64) * 7
+    dst_delta = tl.load(row) * A_DST
+    src_delta = tl.load(row + 1) * A_SRC
+    local0 = tl.load(row + 2) * A_LOCAL
+    numel = tl.load(row + 3)
+    offset = tl.load(row + 4)
+    tid = tl.load(row + 5).to(tl.uint32)
+    n_tiles = tl.load(row + 6).to(tl.int32)
+    k0 = k0.to(tl.uint32)
+    k1 = k1.to(tl.uint32)
+    rk0 = rk0.to(tl.uint32)
+    rk1 = rk1.to(tl.uint32)
+    write = True
+    if COEFF_PTR:  # a device coefficient that is not finite vetoes every write (no host sync to raise)
+        for k in range(K):
+            write = write & (tl.abs(tl.load(coeff_ptr + k)) < float("inf"))
+    lanes = tl.arange(0, TILE)
+    for t in range(n_tiles):
+        local = local0 + t * TILE + lanes
+        start = offset + local0 + t * TILE
+        mask = (local >= 0) & (local < numel)
+        if HAS_SRC:
+            acc = tl.load(src_base + src_delta + local, mask=mask, other=0.0).to(tl.float32)
+        else:
+            acc = tl.zeros([TILE], dtype=tl.float32)
+        for k in range(K):
+            if COEFF_PTR:
+                c = tl.load(coeff_ptr + k)
+            else:
+                c = scale
+            if STREAM_PTR:
+                s = tl.load(stream_ptr + k).to(tl.uint32)
+            else:
+                s = (stream0 + k).to(tl.uint32)
+            acc += c * _direction_tile(start, TILE, s, tid, k0, k1, GAUSSIAN, FAST)
+        out = _round_to(acc, start, TILE, tid, rk0, rk1, dst_base.dtype.element_ty, STOCHASTIC, not FAST)
+        tl.store(dst_base + dst_delta + local, out, mask=mask & write)
+
+
+@triton.jit
+def _philox_kernel(c_ptr, out_ptr, n, k0, k1, BLOCK: tl.constexpr):
+    """Raw Philox words, for the known-answer tests: c_ptr/out_ptr are [4, n] uint32 (as int64 holders)."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = i < n
+    c = [tl.load(c_ptr + j * n + i, mask=m).to(tl.uint32) for j in tl.static_range(4)]
+    x = _philox4x32_10(c[0], c[1], c[2], c[3], k0.to(tl.uint32), k1.to(tl.uint32))
+    for j in tl.static_range(4):
+        tl.store(out_ptr + j * n + i, x[j].to(tl.int64), mask=m)
+
+
+# ------------------------------------------------------------------------------------------------- host code
+_TABLES: "collections.OrderedDict" = collections.OrderedDict()
+_TABLE_CACHE_SIZE = 16
+
+
+def _pow2_divisor(values, cap: int) -> int:
+    """The largest power of two <= cap dividing every value."""
+    a = cap
+    while a > 1 and any(v % a for v in values):
+        a //= 2
+    return a
+
+
+def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
+    """(device int64 table [chunks, 7], A_DST, A_SRC, A_LOCAL); cached on the tensors' addresses and sizes."""
+    device = dsts[0].device
+    key = (device, unit, dsts[0].dtype, srcs[0].dtype,
+           tuple((d.data_ptr(), s.data_ptr(), d.numel(), tid, off) for d, s, tid, off in zip(dsts, srcs, tensor_ids, offsets)))
+    hit = _TABLES.get(key)
+    if hit is not None:
+        _TABLES.move_to_end(key)
+        return hit
+    chunk = TILE * CHUNK_TILES
+    rows = []
+    for dst, src, tid, off in zip(dsts, srcs, tensor_ids, offsets):
+        n = dst.numel()
+        if n == 0:
+            continue
+        local_first = (off // unit) * unit - off  # in (-unit, 0]: tiles start on unit boundaries
+        dd = dst.data_ptr() - dsts[0].data_ptr()
+        sd = src.data_ptr() - srcs[0].data_ptr()
+        assert dd % dst.element_size() == 0 and sd % src.element_size() == 0
+        for local0 in range(local_first, n, chunk):
+            n_tiles = min(CHUNK_TILES, -(-(n - local0) // TILE))
+            rows.append([dd // dst.element_size(), sd // src.element_size(), local0, n, off, tid, n_tiles])
+    aligned_ptrs = all(t.data_ptr() % 16 == 0 for t in (*dsts, *srcs))
+    a_dst = _pow2_divisor([r[0] for r in rows], 16 // dsts[0].element_size() if aligned_ptrs else 1)
+    a_src = _pow2_divisor([r[1] for r in rows], 16 // srcs[0].element_size() if aligned_ptrs else 1)
+    a_local = _pow2_divisor([r[2] for r in rows], max(a_dst, a_src))
+    for r in rows:
+        r[0] //= a_dst
+        r[1] //= a_src
+        r[2] //= a_local
+    table = torch.tensor(rows, dtype=torch.int64).to(device, non_blocking=True)
+    entry = (table, a_dst, a_src, a_local)
+    _TABLES[key] = entry
+    if len(_TABLES) > _TABLE_CACHE_SIZE:
+        _TABLES.popitem(last=False)
+    return entry
+
+
+def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed, has_src):
+    table, a_dst, a_src, a_local = _chunk_table(dsts, srcs, tensor_ids, offsets, C.unit_of(dist))
+    if table.shape[0] == 0:
+        return
+    device = dsts[0].device
+    coeff_is_ptr = isinstance(coeffs, torch.Tensor)
+    if coeff_is_ptr:
+        coeff_arg, scale = coeffs, 0.0
+    elif len(coeffs) == 1:
+        coeff_arg, scale = None, float(coeffs[0])
+    else:
+        coeff_arg, scale = torch.tensor(coeffs, dtype=torch.float32).to(device, non_blocking=True), 0.0
+        coeff_is_ptr = True
+    contiguous_streams = list(streams) == list(range(streams[0], streams[0] + len(streams)))
+    stream_arg = None if contiguous_streams else torch.tensor(streams, dtype=torch.int64).to(device, non_blocking=True)
+    k0, k1 = C.split_seed(seed)
+    rk0, rk1 = C.split_seed(rounding_seed)
+    _combine_kernel[(table.shape[0],)](
+        dsts[0], srcs[0], table, coeff_arg, scale, stream_arg, streams[0], len(streams), k0, k1, rk0, rk1,
+        TILE=TILE, GAUSSIAN=dist == "gaussian", HAS_SRC=has_src, COEFF_PTR=coeff_is_ptr,
+        STREAM_PTR=not contiguous_streams, STOCHASTIC=rounding == "stochastic", FAST=not interpreting(),
+        A_DST=a_dst, A_SRC=a_src, A_LOCAL=a_local, num_warps=4)
+
+
+def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
+    """Same contract as reference.combine; one launch per (dst dtype, src dtype) group."""
+    srcs_or_dsts = dsts if srcs is None else srcs
+    groups = collections.defaultdict(list)
+    for t, (d, s) in enumerate(zip(dsts, srcs_or_dsts)):
+        groups[(d.dtype, s.dtype)].append(t)
+    for idx in groups.values():
+        pick = lambda seq: [seq[t] for t in idx]  # noqa: E731
+        _launch(pick(dsts), pick(srcs_or_dsts), seed=seed, coeffs=coeffs, streams=streams,
+                tensor_ids=pick(tensor_ids), offsets=pick(offsets), dist=dist, rounding=rounding,
+                rounding_seed=rounding_seed, has_src=True)
+
+
+def stream_values(n, *, seed, stream, tensor_id, offset, dist, device):
+    out = torch.empty(n, dtype=torch.float32, device=device)
+    _launch([out], [out], seed=seed, coeffs=[1.0], streams=[stream], tensor_ids=[tensor_id], offsets=[offset],
+            dist=dist, rounding="nearest", rounding_seed=seed, has_src=False)
+    return out
+
+
+def philox4x32_10(c0, c1, c2, c3, seed: int):
+    """Raw words through the device code (int64 tensors of 32-bit words in, out)."""
+    c = torch.stack([torch.as_tensor(x, dtype=torch.int64) for x in (c0, c1, c2, c3)]).contiguous()
+    n = c.shape[1]
+    out = torch.empty_like(c)
+    k0, k1 = C.split_seed(seed)
+    _philox_kernel[(triton.cdiv(n, 128),)](c, out, n, k0, k1, BLOCK=128)
+    return tuple(out)

@@ -1,0 +1,224 @@
+"""Public ops: validate everything once, then dispatch to a backend. Nothing is written before validation ends.
+
+All ops work in place on lists of contiguous float32/float16/bfloat16 tensors of one device, compute in
+float32 and round once per element when storing ("nearest": round-to-nearest-even; "stochastic": unbiased,
+bits from the reserved stream of the counter contract). Element i of tensor t in direction k draws
+z(seed, streams[k], tensor_ids[t], offsets[t] + i) as defined in zokernels.contract.
+"""
+import logging
+import math
+import numbers
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import backends
+from . import contract as C
+
+log = logging.getLogger("zokernels")
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+TensorList = Union[torch.Tensor, Sequence[torch.Tensor]]
+Coeffs = Union[Sequence[float], torch.Tensor]
+
+
+def _describe(name, i, t):
+    return f"{name}[{i}] (shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device})"
+
+
+def _as_list(name, tensors):
+    if isinstance(tensors, torch.Tensor):
+        return [tensors]
+    if not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{name} must be a tensor or a list/tuple of tensors, got {type(tensors).__name__}")
+    out = list(tensors)
+    for i, t in enumerate(out):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}[{i}] is a {type(t).__name__}, not a torch.Tensor")
+    return out
+
+
+def _check_tensors(name, tensors, device=None):
+    for i, t in enumerate(tensors):
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{_describe(name, i, t)}: dtype must be float32, float16 or bfloat16")
+        if device is None:
+            device = t.device
+        if t.device != device:
+            raise ValueError(f"{_describe(name, i, t)} is not on {device} like {name}[0]: all tensors must share one device")
+        if not t.is_contiguous():
+            raise ValueError(f"{_describe(name, i, t)} is not contiguous (strides {t.stride()}): pass a contiguous tensor")
+    return device
+
+
+def _span(t):
+    return t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+
+
+def _check_no_overlap(name, tensors, allowed_same=None):
+    """No two tensors may share memory, except pairs listed in allowed_same (exact aliases)."""
+    spans = sorted((*_span(t), i) for i, t in enumerate(tensors) if t.numel() > 0)
+    for (a0, a1, i), (b0, b1, j) in zip(spans, spans[1:]):
+        if b0 < a1 and not (allowed_same and allowed_same(i, j)):
+            raise ValueError(f"{name}[{i}] and {name}[{j}] overlap in memory: an in-place update needs disjoint tensors")
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if not lo <= value < hi:
+        raise ValueError(f"{name}={value} is outside [{lo}, {hi})")
+    return value
+
+
+def _check_real(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value} is not finite")
+    return value
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}; choose one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def _per_tensor_ints(name, values, n, lo, hi, default):
+    if values is None:
+        return [default(i) for i in range(n)]
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} entries for {n} tensors")
+    return [_check_int(f"{name}[{i}]", v, lo, hi) for i, v in enumerate(values)]
+
+
+def _check_coeffs(coeffs, device):
+    if isinstance(coeffs, torch.Tensor):
+        if coeffs.dim() != 1 or coeffs.numel() == 0:
+            raise ValueError(f"coeffs must be a non-empty 1-D tensor, got shape {tuple(coeffs.shape)} (K = 0 directions?)")
+        if not coeffs.is_floating_point():
+            raise TypeError(f"coeffs tensor has dtype {coeffs.dtype}: it must be floating point")
+        if coeffs.device != device:
+            raise ValueError(f"coeffs tensor is on {coeffs.device}, the tensors on {device}")
+        return coeffs.to(torch.float32).contiguous()
+    if isinstance(coeffs, (str, bytes)) or not isinstance(coeffs, Sequence):
+        raise TypeError(f"coeffs must be a sequence of numbers or a 1-D tensor, got {type(coeffs).__name__}")
+    if len(coeffs) == 0:
+        raise ValueError("coeffs is empty: K must be at least 1")
+    return [_check_real(f"coeffs[{k}]", c) for k, c in enumerate(coeffs)]
+
+
+def _check_streams(streams, k):
+    streams = list(range(k)) if streams is None else list(streams)
+    if len(streams) != k:
+        raise ValueError(f"streams has {len(streams)} entries for {k} coeffs")
+    return [_check_int(f"streams[{j}]", s, 0, C.MAX_STREAM) for j, s in enumerate(streams)]
+
+
+def _run(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed, backend):
+    """Shared validation and dispatch of perturb_, combine_ and perturbed_copy_. srcs is None for in place."""
+    device = _check_tensors("tensors", dsts)
+    if device is None:
+        return None
+    if srcs is not None:
+        _check_tensors("src", srcs, device)
+        for i, (d, s) in enumerate(zip(dsts, srcs)):
+            if d.shape != s.shape:
+                raise ValueError(f"{_describe('dst', i, d)} and {_describe('src', i, s)} differ in shape")
+        n = len(dsts)
+        both = dsts + srcs
+        alias = lambda i, j: (j - i == n or i - j == n) and _span(both[i]) == _span(both[j]) and both[i].dtype == both[j].dtype  # noqa: E731
+        _check_no_overlap("dst+src", both, alias)
+    else:
+        _check_no_overlap("tensors", dsts)
+    seed = _check_int("seed", seed, 0, C.MAX_SEED)
+    rounding_seed = seed if rounding_seed is None else _check_int("rounding_seed", rounding_seed, 0, C.MAX_SEED)
+    coeffs = _check_coeffs(coeffs, device)
+    streams = _check_streams(streams, len(coeffs))
+    tensor_ids = _per_tensor_ints("tensor_ids", tensor_ids, len(dsts), 0, C.MAX_TENSOR_ID, lambda i: i)
+    offsets = _per_tensor_ints("offsets", offsets, len(dsts), 0, C.MAX_INDEX, lambda i: 0)
+    for i, (t, off) in enumerate(zip(dsts, offsets)):
+        if off + t.numel() > C.MAX_INDEX:
+            raise ValueError(f"offsets[{i}] + numel of {_describe('tensors', i, t)} exceeds 2**62")
+    _check_choice("dist", dist, C.DISTRIBUTIONS)
+    _check_choice("rounding", rounding, C.ROUNDINGS)
+    name = backends.resolve(backend, device)
+    log.debug("zokernels: %d tensors on %s -> backend %s", len(dsts), device, name)
+    with torch.no_grad():
+        backends.load(name).combine(dsts, srcs, seed=seed, coeffs=coeffs, streams=streams, tensor_ids=tensor_ids,
+                                    offsets=offsets, dist=dist, rounding=rounding, rounding_seed=rounding_seed)
+    return name
+
+
+def perturb_(tensors: TensorList, *, seed: int, scale: float, stream: int = 0, tensor_ids=None, offsets=None,
+             dist: str = "gaussian", rounding: str = "nearest", rounding_seed: Optional[int] = None,
+             backend: str = "auto") -> str:
+    """In place: t += scale * z(seed, stream, tensor_ids[i]) for every tensor t = tensors[i].
+
+    tensors: contiguous float32/float16/bfloat16 tensors of one device (one launch per dtype on a GPU).
+    tensor_ids default to list positions, offsets (index of element 0 in the unsharded tensor) to 0.
+    Returns the name of the backend that ran.
+    """
+    return _run(_as_list("tensors", tensors), None, seed=seed, coeffs=[_check_real("scale", scale)], streams=[stream],
+                tensor_ids=tensor_ids, offsets=offsets, dist=dist, rounding=rounding, rounding_seed=rounding_seed,
+                backend=backend)
+
+
+def combine_(tensors: TensorList, *, seed: int, coeffs: Coeffs, streams=None, tensor_ids=None, offsets=None,
+             dist: str = "gaussian", rounding: str = "nearest", rounding_seed: Optional[int] = None,
+             backend: str = "auto") -> str:
+    """In place, one pass over memory: t += sum_k coeffs[k] * z(seed, streams[k], tensor_ids[i]).
+
+    coeffs: K >= 1 numbers, or a 1-D float tensor on the tensors' device (read on the device, no host sync:
+    if it holds NaN/inf no tensor is written; a Python sequence with NaN/inf raises). streams default to
+    0..K-1, each in [0, 2**31). Returns the name of the backend that ran.
+    """
+    return _run(_as_list("tensors", tensors), None, seed=seed, coeffs=coeffs, streams=streams, tensor_ids=tensor_ids,
+                offsets=offsets, dist=dist, rounding=rounding, rounding_seed=rounding_seed, backend=backend)
+
+
+def perturbed_copy_(dst: TensorList, src: TensorList, *, seed: int, scale: float, stream: int = 0, tensor_ids=None,
+                    offsets=None, dist: str = "gaussian", rounding: str = "nearest",
+                    rounding_seed: Optional[int] = None, backend: str = "auto") -> str:
+    """dst[i] = src[i] + scale * z(seed, stream, tensor_ids[i]); src is only read (dst[i] may be src[i] itself).
+
+    dst and src: equal-length lists of same-shape tensors on one device; dtypes may differ (e.g. an fp32
+    master into a bf16 buffer). Returns the name of the backend that ran.
+    """
+    dsts, srcs = _as_list("dst", dst), _as_list("src", src)
+    if len(dsts) != len(srcs):
+        raise ValueError(f"dst has {len(dsts)} tensors, src has {len(srcs)}")
+    return _run(dsts, srcs, seed=seed, coeffs=[_check_real("scale", scale)], streams=[stream], tensor_ids=tensor_ids,
+                offsets=offsets, dist=dist, rounding=rounding, rounding_seed=rounding_seed, backend=backend)
+
+
+def _stream(n, seed, stream, tensor_id, offset, device, dist, backend):
+    n = _check_int("n", n, 0, C.MAX_INDEX)
+    seed = _check_int("seed", seed, 0, C.MAX_SEED)
+    stream = _check_int("stream", stream, 0, C.MAX_STREAM)
+    tensor_id = _check_int("tensor_id", tensor_id, 0, C.MAX_TENSOR_ID)
+    offset = _check_int("offset", offset, 0, C.MAX_INDEX - n)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    name = backends.resolve(backend, device)
+    return backends.load(name).stream_values(n, seed=seed, stream=stream, tensor_id=tensor_id, offset=offset,
+                                             dist=dist, device=device)
+
+
+def normal(n: int, *, seed: int, stream: int = 0, tensor_id: int = 0, offset: int = 0, device=None,
+           backend: str = "auto") -> torch.Tensor:
+    """float32 [n]: the Gaussian stream z(seed, stream, tensor_id, i) for i in [offset, offset + n)."""
+    return _stream(n, seed, stream, tensor_id, offset, device, "gaussian", backend)
+
+
+def rademacher(n: int, *, seed: int, stream: int = 0, tensor_id: int = 0, offset: int = 0, device=None,
+               backend: str = "auto") -> torch.Tensor:
+    """float32 [n] of +-1: the Rademacher stream for i in [offset, offset + n)."""
+    return _stream(n, seed, stream, tensor_id, offset, device, "rademacher", backend)
+
+
+def backend_for(device, backend: str = "auto") -> str:
+    """The backend an op would run on tensors of `device` (honours ZOKERNELS_BACKEND for "auto")."""
+    return backends.resolve(backend, torch.device(device))
