@@ -39,7 +39,8 @@ def resolve(backend: str, device: torch.device) -> str:
         if forced and forced != "auto":
             backend = forced
         else:
-            return next(n for n in _AUTO_ORDER if is_available(n, device))
+            # On the CPU Triton is only its (slow) interpreter: "auto" takes the reference there.
+            return next(n for n in _AUTO_ORDER if is_available(n, device) and (n == "reference" or device.type != "cpu"))
     if backend not in _MODULES:
         raise ValueError(f"unknown backend {backend!r}; choose one of 'auto', {', '.join(map(repr, _MODULES))}")
     if not is_available(backend, device):
