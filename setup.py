@@ -7,5 +7,5 @@ setup(
     packages=find_packages(include=["zokernels", "zokernels.*"]),
     python_requires=">=3.9",
     install_requires=["torch>=2.1"],
-    extras_require={"triton": ["triton>=3.0"], "test": ["pytest", "scipy"]},
+    extras_require={"triton": ["triton>=3.0"], "test": ["pytest", "numpy<2.4"]},
 )

@@ -20,6 +20,7 @@ from .. import contract as C
 NAME = "triton"
 TILE = 1024  # elements per tile: a multiple of RADEMACHER_UNIT
 CHUNK_TILES = 64  # tiles per program (per table row)
+NUM_WARPS = 4
 _TABLE_COLS = 7  # dst_delta/A_dst, src_delta/A_src, local0/A_local, numel, offset, tensor_id, n_tiles
 
 
@@ -164,7 +165,7 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
     write = True
     if COEFF_PTR:  # a device coefficient that is not finite vetoes every write (no host sync to raise)
         for k in range(K):
-            write = write & (tl.abs(tl.load(coeff_ptr + k)) < float("inf"))
+            write = write & (tl.abs(tl.load(coeff_ptr + k)) <= 3.4028234663852886e38)  # NaN fails too
     lanes = tl.arange(0, TILE)
     for t in range(n_tiles):
         local = local0 + t * TILE + lanes
@@ -265,13 +266,13 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
         coeff_is_ptr = True
     contiguous_streams = list(streams) == list(range(streams[0], streams[0] + len(streams)))
     stream_arg = None if contiguous_streams else torch.tensor(streams, dtype=torch.int64).to(device, non_blocking=True)
-    k0, k1 = C.split_seed(seed)
-    rk0, rk1 = C.split_seed(rounding_seed)
+    # key words as signed int32 so that every seed compiles to the same kernel signature
+    k0, k1, rk0, rk1 = (w - 2**32 if w >= 2**31 else w for w in (*C.split_seed(seed), *C.split_seed(rounding_seed)))
     _combine_kernel[(table.shape[0],)](
         dsts[0], srcs[0], table, coeff_arg, scale, stream_arg, streams[0], len(streams), k0, k1, rk0, rk1,
         TILE=TILE, GAUSSIAN=dist == "gaussian", HAS_SRC=has_src, COEFF_PTR=coeff_is_ptr,
         STREAM_PTR=not contiguous_streams, STOCHASTIC=rounding == "stochastic", FAST=not interpreting(),
-        A_DST=a_dst, A_SRC=a_src, A_LOCAL=a_local, num_warps=4)
+        A_DST=a_dst, A_SRC=a_src, A_LOCAL=a_local, num_warps=NUM_WARPS)
 
 
 def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):

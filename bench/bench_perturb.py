@@ -1,0 +1,165 @@
+"""Microbenchmark of perturb_ and combine_ on an OPT-shaped parameter list, against eager PyTorch and the
+copy roofline measured in the same run.
+
+GPU: OPT-1.3B shapes (388 tensors, 1.316e9 bf16 elements), device-event timing (triton.testing.do_bench,
+median). CPU: a scaled-down model, wall-clock median, reference backend (Triton would be its interpreter).
+Prints a table and writes JSON (default bench/results/perturb_<device>.json).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+import zokernels as zk
+
+OPT_1_3B = dict(hidden=2048, ffn=8192, vocab=50272, layers=24, positions=2050)
+OPT_TINY = dict(hidden=128, ffn=512, vocab=2000, layers=2, positions=130)
+
+
+def opt_shapes(hidden, ffn, vocab, layers, positions):
+    """The parameter shapes of an OPT decoder (tied LM head), in named_parameters() order."""
+    shapes = [(vocab, hidden), (positions, hidden)]
+    for _ in range(layers):
+        for _ in range(4):  # k, v, q, out projections
+            shapes += [(hidden, hidden), (hidden,)]
+        shapes += [(hidden,), (hidden,), (ffn, hidden), (ffn,), (hidden, ffn), (hidden,), (hidden,), (hidden,)]
+    return shapes + [(hidden,), (hidden,)]
+
+
+def timer(device):
+    if device.type == "cuda":
+        import triton.testing
+
+        def run(fn, rep_ms=400):
+            return triton.testing.do_bench(fn, warmup=50, rep=rep_ms, return_mode="median")
+    else:
+        def run(fn, rep_ms=400):
+            fn()
+            times = []
+            deadline = time.perf_counter() + rep_ms / 1000
+            while len(times) < 5 or time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1000)
+            return statistics.median(times)
+    return run
+
+
+def peak_extra_mb(fn, device):
+    """Device memory the call allocates beyond what exists before it (MB)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 1e6
+
+
+def eager_mezo(params, seed, scale):
+    """MeZO's idiom: reseed, then per parameter draw z with torch.normal and rebind p.data = p.data + scale * z."""
+    torch.manual_seed(seed)
+    for p in params:
+        z = torch.normal(mean=0, std=1, size=p.size(), device=p.device, dtype=p.dtype)
+        p.data = p.data + scale * z
+
+
+def eager_inplace(params, seed, scale):
+    torch.manual_seed(seed)
+    for p in params:
+        p.add_(torch.randn_like(p), alpha=scale)
+
+
+def eager_combine(params, seeds, coeffs):
+    """K directions the eager way: one reseeded pass over all parameters per direction."""
+    for s, c in zip(seeds, coeffs):
+        eager_inplace(params, s, c)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default=None, help="JSON path (default bench/results/perturb_<device>.json)")
+    ap.add_argument("--ks", default="1,4,16,64")
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--quick", action="store_true", help="fewer variants (smoke run)")
+    args = ap.parse_args(argv)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dims = OPT_1_3B if device.type == "cuda" else OPT_TINY
+    dtype = torch.bfloat16
+    gen = torch.Generator(device=device).manual_seed(0)
+    params = [torch.randn(s, device=device, dtype=dtype, generator=gen) for s in opt_shapes(**dims)]
+    numel = sum(p.numel() for p in params)
+    nbytes = numel * params[0].element_size()
+    backend = zk.backend_for(device, args.backend)
+    bench = timer(device)
+    ks = [int(k) for k in args.ks.split(",")]
+
+    src = torch.randn(numel, device=device, dtype=dtype, generator=gen)
+    dst = torch.empty_like(src)
+    roofline = bench(lambda: dst.copy_(src))
+    del src, dst
+    print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'cpu'}: "
+          f"{len(params)} tensors, {numel / 1e9:.3f}e9 {dtype} elements; backend {backend}; "
+          f"copy roofline {roofline:.3f} ms ({2 * nbytes / roofline / 1e6:.0f} GB/s read+write)", flush=True)
+
+    rows = []
+
+    def record(op, dist, k, rounding, ms, eager_ms=None, eager_kind=None, extra_mb=None):
+        rows.append(dict(op=op, dist=dist, K=k, rounding=rounding, backend=backend, ms=ms, eager_ms=eager_ms,
+                         eager_kind=eager_kind, roofline_ms=roofline, x_roofline=ms / roofline,
+                         speedup_vs_eager=(eager_ms / ms) if eager_ms else None, extra_mem_mb=extra_mb))
+        print(f"  {op:9s} {dist:10s} K={k:<3d} {rounding:10s} {ms:9.3f} ms  {ms / roofline:5.2f}x roofline"
+              + (f"  eager {eager_ms:9.2f} ms ({eager_ms / ms:5.1f}x)" if eager_ms else ""), flush=True)
+
+    seeds = iter(range(10**6))
+    eager_ms = bench(lambda: eager_mezo(params, next(seeds), 1e-3))
+    eager_extra = peak_extra_mb(lambda: eager_mezo(params, 1, 1e-3), device)
+    inplace_ms = bench(lambda: eager_inplace(params, next(seeds), 1e-3))
+    record("eager", "gaussian", 1, "nearest", eager_ms, extra_mb=eager_extra)
+    rows[-1]["backend"] = "eager MeZO idiom (torch.normal, p.data = p.data + scale*z)"
+    record("eager", "gaussian", 1, "nearest", inplace_ms, extra_mb=peak_extra_mb(lambda: eager_inplace(params, 1, 1e-3), device))
+    rows[-1]["backend"] = "eager in place (randn_like, add_)"
+
+    for dist in ("gaussian", "rademacher"):
+        for rounding in (("nearest",) if args.quick else ("nearest", "stochastic")):
+            fn = lambda: zk.perturb_(params, seed=next(seeds), scale=1e-3, dist=dist, rounding=rounding, backend=backend)  # noqa: E731
+            ms = bench(fn)
+            record("perturb_", dist, 1, rounding, ms, eager_ms if dist == "gaussian" else None, "mezo", peak_extra_mb(fn, device))
+
+    eager_k = {}
+    for k in ks:
+        coeffs = torch.full((k,), 1e-3 / k, device=device)
+        if dist_eager_ok := (k <= 16 or not args.quick):
+            eager_k[k] = bench(lambda: eager_combine(params, range(k), [1e-3 / k] * k), rep_ms=1 if k > 4 else 400)
+        for dist in ("gaussian", "rademacher"):
+            fn = lambda: zk.combine_(params, seed=next(seeds), coeffs=coeffs, dist=dist, rounding="stochastic", backend=backend)  # noqa: E731
+            ms = bench(fn, rep_ms=400 if k < 64 else 1500)
+            record("combine_", dist, k, "stochastic", ms, eager_k.get(k) if dist == "gaussian" and dist_eager_ok else None,
+                   "eager K passes", peak_extra_mb(fn, device))
+
+    import triton
+    result = dict(
+        device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        torch=torch.__version__, triton=triton.__version__, zokernels=zk.__version__,
+        date=datetime.date.today().isoformat(), shapes="OPT-1.3B" if dims is OPT_1_3B else "OPT-tiny",
+        tensors=len(params), elements=numel, dtype=str(dtype), roofline_ms=roofline,
+        roofline_gbps=2 * nbytes / roofline / 1e6, rows=rows)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   f"perturb_{result['device'].replace(' ', '_')}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
