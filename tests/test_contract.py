@@ -14,7 +14,8 @@ from .conftest import DEVICE
 
 # Gaussian values may differ between backends by the error of the special functions (the GPU uses the
 # hardware's lg2/sin/cos approximations, the reference float64 math rounded once): |dz| <= Z_ATOL.
-Z_ATOL = 2e-5
+# Measured on an NVIDIA H100 80GB HBM3 (2026-11-23, bench/gpu_check.py, 2e8 samples): max |dz| = 1.9e-6.
+Z_ATOL = 5e-6
 
 KATS = [  # Random123 known answers: (counter, key) -> output
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),

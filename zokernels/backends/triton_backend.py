@@ -56,12 +56,6 @@ def _unit_words(unit0, NU: tl.constexpr, stream, tid, k0, k1):
 
 
 @triton.jit
-def _interleave4(a0, a1, a2, a3):
-    """[G] x 4 -> [4G], out[4g + j] = a_j[g]."""
-    return tl.reshape(tl.join(tl.join(a0, a2), tl.join(a1, a3)), [a0.shape[0] * 4])
-
-
-@triton.jit
 def _uniform(x):
     # (2 * (x >> 9) + 1) * 2**-24, exactly: [1, 2) float with 23 mantissa bits, minus (1 - 2**-24).
     return ((x >> 9) | 0x3F800000).to(tl.float32, bitcast=True) - 0.999999940395355224609375
@@ -101,29 +95,43 @@ def _box_muller(xa, xb, FAST: tl.constexpr):
 
 
 @triton.jit
-def _direction_tile(start, TILE: tl.constexpr, stream, tid, k0, k1, GAUSSIAN: tl.constexpr, FAST: tl.constexpr):
-    """z for the TILE elements from global index `start` (a multiple of the distribution's unit)."""
-    if GAUSSIAN:
-        x0, x1, x2, x3 = _unit_words(start // 4, TILE // 4, stream, tid, k0, k1)
+def _select4(j, a0, a1, a2, a3):
+    """[G] x 4 -> [G, 4] tile: element (g, j) is a_j[g] (columns are register-resident: no data movement)."""
+    return tl.where(j == 0, a0[:, None], tl.where(j == 1, a1[:, None], tl.where(j == 2, a2[:, None], a3[:, None])))
+
+
+@triton.jit
+def _direction_tile(start, TILE: tl.constexpr, UNIT: tl.constexpr, stream, tid, k0, k1, FAST: tl.constexpr):
+    """z for the TILE elements from global index `start` (a multiple of UNIT), as a [TILE // UNIT, UNIT] tile.
+    UNIT 4: Gaussian (one Philox call per row); UNIT 128: Rademacher (one call per row, one bit per element)."""
+    x0, x1, x2, x3 = _unit_words(start // UNIT, TILE // UNIT, stream, tid, k0, k1)
+    j = tl.arange(0, UNIT)[None, :]
+    if UNIT == 4:
         n0, n1 = _box_muller(x0, x1, FAST)
         n2, n3 = _box_muller(x2, x3, FAST)
-        z = _interleave4(n0, n1, n2, n3)
+        z = _select4(j, n0, n1, n2, n3)
     else:
-        x0, x1, x2, x3 = _unit_words(start // 128, TILE // 128, stream, tid, k0, k1)
-        words = tl.reshape(_interleave4(x0, x1, x2, x3), [TILE // 32, 1])
-        bits = (words >> tl.arange(0, 32)[None, :].to(tl.uint32)) & 1
-        z = tl.reshape(bits, [TILE]).to(tl.float32) * 2.0 - 1.0
+        word = tl.where(j < 64, tl.where(j < 32, x0[:, None], x1[:, None]), tl.where(j < 96, x2[:, None], x3[:, None]))
+        z = tl.where(((word >> (j & 31).to(tl.uint32)) & 1) != 0, 1.0, -1.0)
     return z
 
 
 @triton.jit
-def _round_to(acc, start, TILE: tl.constexpr, tid, rk0, rk1, DTYPE: tl.constexpr, STOCHASTIC: tl.constexpr,
-              SOFT_BF16_RNE: tl.constexpr):
-    """fp32 -> DTYPE, round-to-nearest-even or stochastic (see reference.round_stochastic).
+def _rounding_words(start, TILE: tl.constexpr, UNIT: tl.constexpr, tid, rk0, rk1):
+    """Stochastic-rounding words (reserved stream 2**32 - 1) for the tile, shaped [TILE // UNIT, UNIT]."""
+    x0, x1, x2, x3 = _unit_words(start // 4, TILE // 4, tl.full([], 0xFFFFFFFF, tl.uint32), tid, rk0, rk1)
+    if UNIT == 4:
+        r = _select4(tl.arange(0, 4)[None, :], x0, x1, x2, x3)
+    else:
+        r = tl.reshape(tl.join(tl.join(x0, x2), tl.join(x1, x3)), [TILE // UNIT, UNIT])
+    return r
+
+
+@triton.jit
+def _round_to(acc, r, DTYPE: tl.constexpr, STOCHASTIC: tl.constexpr, SOFT_BF16_RNE: tl.constexpr):
+    """fp32 -> DTYPE, round-to-nearest-even or stochastic with random words r (see reference.round_stochastic).
     SOFT_BF16_RNE: round to bf16 with integer ops (Triton's interpreter truncates in its bf16 cast)."""
     if STOCHASTIC and DTYPE != tl.float32:
-        x0, x1, x2, x3 = _unit_words(start // 4, TILE // 4, tl.full([], 0xFFFFFFFF, tl.uint32), tid, rk0, rk1)
-        r = _interleave4(x0, x1, x2, x3)
         bits = acc.to(tl.int32, bitcast=True)
         if DTYPE == tl.bfloat16:
             out = ((bits + (r >> 16).to(tl.int32)) & -65536).to(tl.float32, bitcast=True)
@@ -147,7 +155,7 @@ def _round_to(acc, start, TILE: tl.constexpr, tid, rk0, rk1, DTYPE: tl.constexpr
 
 @triton.jit(do_not_specialize=["scale", "stream0", "k0", "k1", "rk0", "rk1"])
 def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1, rk0, rk1,
-                    TILE: tl.constexpr, GAUSSIAN: tl.constexpr, HAS_SRC: tl.constexpr, COEFF_PTR: tl.constexpr,
+                    TILE: tl.constexpr, UNIT: tl.constexpr, HAS_SRC: tl.constexpr, COEFF_PTR: tl.constexpr,
                     STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr, FAST: tl.constexpr,
                     A_DST: tl.constexpr, A_SRC: tl.constexpr, A_LOCAL: tl.constexpr):
     row = table + tl.program_id(0).to(tl.int64) * 7
@@ -166,7 +174,7 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
     if COEFF_PTR:  # a device coefficient that is not finite vetoes every write (no host sync to raise)
         for k in range(K):
             write = write & (tl.abs(tl.load(coeff_ptr + k)) <= 3.4028234663852886e38)  # NaN fails too
-    lanes = tl.arange(0, TILE)
+    lanes = tl.arange(0, TILE // UNIT)[:, None] * UNIT + tl.arange(0, UNIT)[None, :]
     for t in range(n_tiles):
         local = local0 + t * TILE + lanes
         start = offset + local0 + t * TILE
@@ -174,7 +182,7 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
         if HAS_SRC:
             acc = tl.load(src_base + src_delta + local, mask=mask, other=0.0).to(tl.float32)
         else:
-            acc = tl.zeros([TILE], dtype=tl.float32)
+            acc = tl.zeros([TILE // UNIT, UNIT], dtype=tl.float32)
         for k in range(K):
             if COEFF_PTR:
                 c = tl.load(coeff_ptr + k)
@@ -184,8 +192,12 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
                 s = tl.load(stream_ptr + k).to(tl.uint32)
             else:
                 s = (stream0 + k).to(tl.uint32)
-            acc += c * _direction_tile(start, TILE, s, tid, k0, k1, GAUSSIAN, FAST)
-        out = _round_to(acc, start, TILE, tid, rk0, rk1, dst_base.dtype.element_ty, STOCHASTIC, not FAST)
+            acc += c * _direction_tile(start, TILE, UNIT, s, tid, k0, k1, FAST)
+        if STOCHASTIC:
+            r = _rounding_words(start, TILE, UNIT, tid, rk0, rk1)
+        else:
+            r = 0
+        out = _round_to(acc, r, dst_base.dtype.element_ty, STOCHASTIC, not FAST)
         tl.store(dst_base + dst_delta + local, out, mask=mask & write)
 
 
@@ -194,10 +206,15 @@ def _philox_kernel(c_ptr, out_ptr, n, k0, k1, BLOCK: tl.constexpr):
     """Raw Philox words, for the known-answer tests: c_ptr/out_ptr are [4, n] uint32 (as int64 holders)."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = i < n
-    c = [tl.load(c_ptr + j * n + i, mask=m).to(tl.uint32) for j in tl.static_range(4)]
-    x = _philox4x32_10(c[0], c[1], c[2], c[3], k0.to(tl.uint32), k1.to(tl.uint32))
-    for j in tl.static_range(4):
-        tl.store(out_ptr + j * n + i, x[j].to(tl.int64), mask=m)
+    c0 = tl.load(c_ptr + i, mask=m).to(tl.uint32)
+    c1 = tl.load(c_ptr + n + i, mask=m).to(tl.uint32)
+    c2 = tl.load(c_ptr + 2 * n + i, mask=m).to(tl.uint32)
+    c3 = tl.load(c_ptr + 3 * n + i, mask=m).to(tl.uint32)
+    x0, x1, x2, x3 = _philox4x32_10(c0, c1, c2, c3, k0.to(tl.uint32), k1.to(tl.uint32))
+    tl.store(out_ptr + i, x0.to(tl.int64), mask=m)
+    tl.store(out_ptr + n + i, x1.to(tl.int64), mask=m)
+    tl.store(out_ptr + 2 * n + i, x2.to(tl.int64), mask=m)
+    tl.store(out_ptr + 3 * n + i, x3.to(tl.int64), mask=m)
 
 
 # ------------------------------------------------------------------------------------------------- host code
@@ -270,7 +287,7 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
     k0, k1, rk0, rk1 = (w - 2**32 if w >= 2**31 else w for w in (*C.split_seed(seed), *C.split_seed(rounding_seed)))
     _combine_kernel[(table.shape[0],)](
         dsts[0], srcs[0], table, coeff_arg, scale, stream_arg, streams[0], len(streams), k0, k1, rk0, rk1,
-        TILE=TILE, GAUSSIAN=dist == "gaussian", HAS_SRC=has_src, COEFF_PTR=coeff_is_ptr,
+        TILE=TILE, UNIT=C.unit_of(dist), HAS_SRC=has_src, COEFF_PTR=coeff_is_ptr,
         STREAM_PTR=not contiguous_streams, STOCHASTIC=rounding == "stochastic", FAST=not interpreting(),
         A_DST=a_dst, A_SRC=a_src, A_LOCAL=a_local, num_warps=NUM_WARPS)
 
