@@ -34,14 +34,16 @@ def sweep():
     params = [torch.randn(s, device="cuda", dtype=torch.bfloat16, generator=gen) for s in opt_shapes(**OPT_1_3B)]
     coeffs16 = torch.full((16,), 1e-4, device="cuda")
     rows = []
-    for tile, warps, chunk in itertools.product((512, 1024, 2048), (4, 8), (64,)):
-        T.TILE, T.NUM_WARPS, T.CHUNK_TILES = tile, warps, chunk
-        r = dict(tile=tile, warps=warps, chunk_tiles=chunk)
+    defaults = (T.TILE, T.NUM_WARPS, T.WIDE_MUL)
+    for wide, tile, warps in itertools.product((False, True), (512, 1024, 2048), (4, 8)):
+        T.TILE, T.NUM_WARPS, T.WIDE_MUL = tile, warps, wide
+        r = dict(wide_mul=wide, tile=tile, warps=warps)
         r["gauss_k1"] = triton.testing.do_bench(lambda: zk.perturb_(params, seed=1, scale=1e-3), warmup=30, rep=200, return_mode="median")
         r["rad_k1"] = triton.testing.do_bench(lambda: zk.perturb_(params, seed=1, scale=1e-3, dist="rademacher"), warmup=30, rep=200, return_mode="median")
         r["gauss_k16_sr"] = triton.testing.do_bench(lambda: zk.combine_(params, seed=1, coeffs=coeffs16, rounding="stochastic"), warmup=10, rep=300, return_mode="median")
         print(r, flush=True)
         rows.append(r)
+    T.TILE, T.NUM_WARPS, T.WIDE_MUL = defaults
     return rows
 
 

@@ -21,6 +21,7 @@ NAME = "triton"
 TILE = 1024  # elements per tile: a multiple of RADEMACHER_UNIT
 CHUNK_TILES = 64  # tiles per program (per table row)
 NUM_WARPS = 4
+WIDE_MUL = True  # Philox products through mul.wide.u32 (GPU only)
 _TABLE_COLS = 7  # dst_delta/A_dst, src_delta/A_src, local0/A_local, numel, offset, tensor_id, n_tiles
 
 
@@ -36,12 +37,28 @@ def available(device: torch.device) -> bool:
 
 # ----------------------------------------------------------------------------------------------- device code
 @triton.jit
-def _philox4x32_10(c0, c1, c2, c3, k0, k1):
+def _mulhilo(a, M: tl.constexpr, WIDE_MUL: tl.constexpr):
+    """(hi32, lo32) of a * M. WIDE_MUL: one mul.wide.u32 (a single IMAD.WIDE) instead of mul.hi + mul.lo."""
+    if WIDE_MUL:
+        if M == 0xD2511F53:
+            lo, hi = tl.inline_asm_elementwise(
+                "{ .reg .u64 t; mul.wide.u32 t, $2, 0xD2511F53; mov.b64 {$0, $1}, t; }", "=r,=r,r", [a],
+                dtype=(tl.uint32, tl.uint32), is_pure=True, pack=1)
+        else:
+            lo, hi = tl.inline_asm_elementwise(
+                "{ .reg .u64 t; mul.wide.u32 t, $2, 0xCD9E8D57; mov.b64 {$0, $1}, t; }", "=r,=r,r", [a],
+                dtype=(tl.uint32, tl.uint32), is_pure=True, pack=1)
+    else:
+        hi = tl.umulhi(a, M)
+        lo = a * M
+    return hi, lo
+
+
+@triton.jit
+def _philox4x32_10(c0, c1, c2, c3, k0, k1, WIDE_MUL: tl.constexpr = False):
     for _ in tl.static_range(10):
-        hi0 = tl.umulhi(c0, 0xD2511F53)
-        hi1 = tl.umulhi(c2, 0xCD9E8D57)
-        lo0 = c0 * 0xD2511F53
-        lo1 = c2 * 0xCD9E8D57
+        hi0, lo0 = _mulhilo(c0, 0xD2511F53, WIDE_MUL)
+        hi1, lo1 = _mulhilo(c2, 0xCD9E8D57, WIDE_MUL)
         c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
         k0 = k0 + 0x9E3779B9
         k1 = k1 + 0xBB67AE85
@@ -49,10 +66,10 @@ def _philox4x32_10(c0, c1, c2, c3, k0, k1):
 
 
 @triton.jit
-def _unit_words(unit0, NU: tl.constexpr, stream, tid, k0, k1):
+def _unit_words(unit0, NU: tl.constexpr, stream, tid, k0, k1, WIDE_MUL: tl.constexpr):
     """Philox words of NU consecutive counters starting at unit index unit0 (int64)."""
     g = unit0 + tl.arange(0, NU).to(tl.int64)
-    return _philox4x32_10((g & 0xFFFFFFFF).to(tl.uint32), (g >> 32).to(tl.uint32), stream, tid, k0, k1)
+    return _philox4x32_10((g & 0xFFFFFFFF).to(tl.uint32), (g >> 32).to(tl.uint32), stream, tid, k0, k1, WIDE_MUL)
 
 
 @triton.jit
@@ -101,10 +118,11 @@ def _select4(j, a0, a1, a2, a3):
 
 
 @triton.jit
-def _direction_tile(start, TILE: tl.constexpr, UNIT: tl.constexpr, stream, tid, k0, k1, FAST: tl.constexpr):
+def _direction_tile(start, TILE: tl.constexpr, UNIT: tl.constexpr, stream, tid, k0, k1, FAST: tl.constexpr,
+                    WIDE_MUL: tl.constexpr):
     """z for the TILE elements from global index `start` (a multiple of UNIT), as a [TILE // UNIT, UNIT] tile.
     UNIT 4: Gaussian (one Philox call per row); UNIT 128: Rademacher (one call per row, one bit per element)."""
-    x0, x1, x2, x3 = _unit_words(start // UNIT, TILE // UNIT, stream, tid, k0, k1)
+    x0, x1, x2, x3 = _unit_words(start // UNIT, TILE // UNIT, stream, tid, k0, k1, WIDE_MUL)
     j = tl.arange(0, UNIT)[None, :]
     if UNIT == 4:
         n0, n1 = _box_muller(x0, x1, FAST)
@@ -117,9 +135,9 @@ def _direction_tile(start, TILE: tl.constexpr, UNIT: tl.constexpr, stream, tid, 
 
 
 @triton.jit
-def _rounding_words(start, TILE: tl.constexpr, UNIT: tl.constexpr, tid, rk0, rk1):
+def _rounding_words(start, TILE: tl.constexpr, UNIT: tl.constexpr, tid, rk0, rk1, WIDE_MUL: tl.constexpr):
     """Stochastic-rounding words (reserved stream 2**32 - 1) for the tile, shaped [TILE // UNIT, UNIT]."""
-    x0, x1, x2, x3 = _unit_words(start // 4, TILE // 4, tl.full([], 0xFFFFFFFF, tl.uint32), tid, rk0, rk1)
+    x0, x1, x2, x3 = _unit_words(start // 4, TILE // 4, tl.full([], 0xFFFFFFFF, tl.uint32), tid, rk0, rk1, WIDE_MUL)
     if UNIT == 4:
         r = _select4(tl.arange(0, 4)[None, :], x0, x1, x2, x3)
     else:
@@ -156,7 +174,7 @@ def _round_to(acc, r, DTYPE: tl.constexpr, STOCHASTIC: tl.constexpr, SOFT_BF16_R
 @triton.jit(do_not_specialize=["scale", "stream0", "k0", "k1", "rk0", "rk1"])
 def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1, rk0, rk1,
                     TILE: tl.constexpr, UNIT: tl.constexpr, HAS_SRC: tl.constexpr, COEFF_PTR: tl.constexpr,
-                    STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr, FAST: tl.constexpr,
+                    STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
                     A_DST: tl.constexpr, A_SRC: tl.constexpr, A_LOCAL: tl.constexpr):
     row = table + tl.program_id(0).to(tl.int64) * 7
     dst_delta = tl.load(row) * A_DST
@@ -170,17 +188,23 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
     k1 = k1.to(tl.uint32)
     rk0 = rk0.to(tl.uint32)
     rk1 = rk1.to(tl.uint32)
-    write = True
     if COEFF_PTR:  # a device coefficient that is not finite vetoes every write (no host sync to raise)
+        finite = True
         for k in range(K):
-            write = write & (tl.abs(tl.load(coeff_ptr + k)) <= 3.4028234663852886e38)  # NaN fails too
+            finite = finite & (tl.abs(tl.load(coeff_ptr + k)) <= 3.4028234663852886e38)  # NaN fails too
+        n_tiles = tl.where(finite, n_tiles, 0)
     lanes = tl.arange(0, TILE // UNIT)[:, None] * UNIT + tl.arange(0, UNIT)[None, :]
     for t in range(n_tiles):
-        local = local0 + t * TILE + lanes
-        start = offset + local0 + t * TILE
-        mask = (local >= 0) & (local < numel)
+        tile0 = local0 + t * TILE
+        local = tile0 + lanes
+        start = offset + tile0
+        # interior tiles go unmasked: a per-element mask of unknown constancy would forbid vector access
+        interior = (tile0 >= 0) & (tile0 + TILE <= numel)
         if HAS_SRC:
-            acc = tl.load(src_base + src_delta + local, mask=mask, other=0.0).to(tl.float32)
+            if interior:
+                acc = tl.load(src_base + src_delta + local).to(tl.float32)
+            else:
+                acc = tl.load(src_base + src_delta + local, mask=(local >= 0) & (local < numel), other=0.0).to(tl.float32)
         else:
             acc = tl.zeros([TILE // UNIT, UNIT], dtype=tl.float32)
         for k in range(K):
@@ -192,13 +216,16 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
                 s = tl.load(stream_ptr + k).to(tl.uint32)
             else:
                 s = (stream0 + k).to(tl.uint32)
-            acc += c * _direction_tile(start, TILE, UNIT, s, tid, k0, k1, FAST)
+            acc += c * _direction_tile(start, TILE, UNIT, s, tid, k0, k1, FAST, WIDE_MUL)
         if STOCHASTIC:
-            r = _rounding_words(start, TILE, UNIT, tid, rk0, rk1)
+            r = _rounding_words(start, TILE, UNIT, tid, rk0, rk1, WIDE_MUL)
         else:
             r = 0
         out = _round_to(acc, r, dst_base.dtype.element_ty, STOCHASTIC, not FAST)
-        tl.store(dst_base + dst_delta + local, out, mask=mask & write)
+        if interior:
+            tl.store(dst_base + dst_delta + local, out)
+        else:
+            tl.store(dst_base + dst_delta + local, out, mask=(local >= 0) & (local < numel))
 
 
 @triton.jit
@@ -289,6 +316,7 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
         dsts[0], srcs[0], table, coeff_arg, scale, stream_arg, streams[0], len(streams), k0, k1, rk0, rk1,
         TILE=TILE, UNIT=C.unit_of(dist), HAS_SRC=has_src, COEFF_PTR=coeff_is_ptr,
         STREAM_PTR=not contiguous_streams, STOCHASTIC=rounding == "stochastic", FAST=not interpreting(),
+        WIDE_MUL=WIDE_MUL and not interpreting(),
         A_DST=a_dst, A_SRC=a_src, A_LOCAL=a_local, num_warps=NUM_WARPS)
 
 
