@@ -18,9 +18,10 @@ import triton.language as tl
 from .. import contract as C
 
 NAME = "triton"
-TILE = 1024  # elements per tile: a multiple of RADEMACHER_UNIT
+# Launch settings (measured on an H100: bench/results/); the environment may override them for other GPUs.
+TILE = int(os.environ.get("ZOKERNELS_TRITON_TILE", 1024))  # elements per tile: a power of two >= 128
 CHUNK_TILES = 64  # tiles per program (per table row)
-NUM_WARPS = 4
+NUM_WARPS = int(os.environ.get("ZOKERNELS_TRITON_WARPS", 4))
 WIDE_MUL = True  # Philox products through mul.wide.u32 (GPU only)
 _TABLE_COLS = 7  # dst_delta/A_dst, src_delta/A_src, local0/A_local, numel, offset, tensor_id, n_tiles
 
@@ -260,7 +261,7 @@ def _pow2_divisor(values, cap: int) -> int:
 def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
     """(device int64 table [chunks, 7], A_DST, A_SRC, A_LOCAL); cached on the tensors' addresses and sizes."""
     device = dsts[0].device
-    key = (device, unit, dsts[0].dtype, srcs[0].dtype,
+    key = (device, unit, TILE, CHUNK_TILES, dsts[0].dtype, srcs[0].dtype,
            tuple((d.data_ptr(), s.data_ptr(), d.numel(), tid, off) for d, s, tid, off in zip(dsts, srcs, tensor_ids, offsets)))
     hit = _TABLES.get(key)
     if hit is not None:
