@@ -20,7 +20,7 @@ from .. import contract as C
 NAME = "triton"
 # Launch settings (measured on an H100: bench/results/); the environment may override them for other GPUs.
 TILE = int(os.environ.get("ZOKERNELS_TRITON_TILE", 1024))  # elements per tile: a power of two >= 128
-CHUNK_TILES = 64  # tiles per table row (grid axis 1)
+CHUNK_TILES = 64  # tiles per program (per table row)
 NUM_WARPS = int(os.environ.get("ZOKERNELS_TRITON_WARPS", 4))
 WIDE_MUL = True  # Philox products through mul.wide.u32 (GPU only)
 _TABLE_COLS = 7  # dst_delta/A_dst, src_delta/A_src, local0/A_local, numel, offset, tensor_id, n_tiles
@@ -177,7 +177,7 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
                     TILE: tl.constexpr, UNIT: tl.constexpr, HAS_SRC: tl.constexpr, COEFF_PTR: tl.constexpr,
                     STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
                     A_DST: tl.constexpr, A_SRC: tl.constexpr, A_LOCAL: tl.constexpr):
-    row = table + tl.program_id(0).to(tl.int64) * 7  # grid: (table rows, tiles per row)
+    row = table + tl.program_id(0).to(tl.int64) * 7
     dst_delta = tl.load(row) * A_DST
     src_delta = tl.load(row + 1) * A_SRC
     local0 = tl.load(row + 2) * A_LOCAL
@@ -189,9 +189,13 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
     k1 = k1.to(tl.uint32)
     rk0 = rk0.to(tl.uint32)
     rk1 = rk1.to(tl.uint32)
+    if COEFF_PTR:  # a device coefficient that is not finite vetoes every write (no host sync to raise)
+        finite = True
+        for k in range(K):
+            finite = finite & (tl.abs(tl.load(coeff_ptr + k)) <= 3.4028234663852886e38)  # NaN fails too
+        n_tiles = tl.where(finite, n_tiles, 0)
     lanes = tl.arange(0, TILE // UNIT)[:, None] * UNIT + tl.arange(0, UNIT)[None, :]
-    t = tl.program_id(1)  # one tile per program: the block scheduler overlaps one block's loads with another's math
-    if t < n_tiles:
+    for t in range(n_tiles):
         tile0 = local0 + t * TILE
         local = tile0 + lanes
         start = offset + tile0
@@ -204,11 +208,9 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
                 acc = tl.load(src_base + src_delta + local, mask=(local >= 0) & (local < numel), other=0.0).to(tl.float32)
         else:
             acc = tl.zeros([TILE // UNIT, UNIT], dtype=tl.float32)
-        finite = True  # a device coefficient that is not finite vetoes every write (no host sync to raise)
         for k in range(K):
             if COEFF_PTR:
                 c = tl.load(coeff_ptr + k)
-                finite = finite & (tl.abs(c) <= 3.4028234663852886e38)  # NaN fails too
             else:
                 c = scale
             if STREAM_PTR:
@@ -222,9 +224,9 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
             r = 0
         out = _round_to(acc, r, dst_base.dtype.element_ty, STOCHASTIC, not FAST)
         if interior:
-            tl.store(dst_base + dst_delta + local, out, mask=finite)
+            tl.store(dst_base + dst_delta + local, out)
         else:
-            tl.store(dst_base + dst_delta + local, out, mask=(local >= 0) & (local < numel) & finite)
+            tl.store(dst_base + dst_delta + local, out, mask=(local >= 0) & (local < numel))
 
 
 @triton.jit
@@ -257,8 +259,7 @@ def _pow2_divisor(values, cap: int) -> int:
 
 
 def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
-    """(device int64 table [chunks, 7], most tiles in a chunk, A_DST, A_SRC, A_LOCAL); cached on the tensors'
-    addresses and sizes and on the tile settings."""
+    """(device int64 table [chunks, 7], A_DST, A_SRC, A_LOCAL); cached on the tensors' addresses and sizes."""
     device = dsts[0].device
     key = (device, unit, TILE, CHUNK_TILES, dsts[0].dtype, srcs[0].dtype,
            tuple((d.data_ptr(), s.data_ptr(), d.numel(), tid, off) for d, s, tid, off in zip(dsts, srcs, tensor_ids, offsets)))
@@ -288,7 +289,7 @@ def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
         r[1] //= a_src
         r[2] //= a_local
     table = torch.tensor(rows, dtype=torch.int64).to(device, non_blocking=True)
-    entry = (table, max((r[6] for r in rows), default=0), a_dst, a_src, a_local)
+    entry = (table, a_dst, a_src, a_local)
     _TABLES[key] = entry
     if len(_TABLES) > _TABLE_CACHE_SIZE:
         _TABLES.popitem(last=False)
@@ -296,7 +297,7 @@ def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
 
 
 def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed, has_src):
-    table, max_tiles, a_dst, a_src, a_local = _chunk_table(dsts, srcs, tensor_ids, offsets, C.unit_of(dist))
+    table, a_dst, a_src, a_local = _chunk_table(dsts, srcs, tensor_ids, offsets, C.unit_of(dist))
     if table.shape[0] == 0:
         return
     device = dsts[0].device
@@ -312,7 +313,7 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
     stream_arg = None if contiguous_streams else torch.tensor(streams, dtype=torch.int64).to(device, non_blocking=True)
     # key words as signed int32 so that every seed compiles to the same kernel signature
     k0, k1, rk0, rk1 = (w - 2**32 if w >= 2**31 else w for w in (*C.split_seed(seed), *C.split_seed(rounding_seed)))
-    _combine_kernel[(table.shape[0], max_tiles)](
+    _combine_kernel[(table.shape[0],)](
         dsts[0], srcs[0], table, coeff_arg, scale, stream_arg, streams[0], len(streams), k0, k1, rk0, rk1,
         TILE=TILE, UNIT=C.unit_of(dist), HAS_SRC=has_src, COEFF_PTR=coeff_is_ptr,
         STREAM_PTR=not contiguous_streams, STOCHASTIC=rounding == "stochastic", FAST=not interpreting(),
