@@ -83,11 +83,11 @@ def _uniform(x):
 def _fast_unary(x, OP: tl.constexpr, FAST: tl.constexpr):
     if FAST:
         if OP == "lg2":
-            y = tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+            y = tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
         elif OP == "sin":
-            y = tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+            y = tl.inline_asm_elementwise("sin.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
         else:
-            y = tl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+            y = tl.inline_asm_elementwise("cos.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
     else:
         if OP == "lg2":
             y = tl.log2(x)
@@ -99,17 +99,18 @@ def _fast_unary(x, OP: tl.constexpr, FAST: tl.constexpr):
 
 
 @triton.jit
-def _box_muller(xa, xb, FAST: tl.constexpr):
+def _box_muller_scaled(xa, xb, c, FAST: tl.constexpr):
+    """c * (r cos(2 pi u1), r sin(2 pi u1)) with r = sqrt(-2 ln u0), (u0, u1) = uniforms of words (xa, xb)."""
     u0 = _uniform(xa)
     u1 = _uniform(xb)
-    # ln(u0): near 1 the approximate lg2 has absolute (not relative) error, so use the series of ln(1 - w).
-    w = 1.0 - u0
-    series = -w * (1.0 + w * (0.5 + w * (0.3333333432674408 + w * 0.25)))
-    ln_u0 = tl.where(w < 0.015625, series, _fast_unary(u0, "lg2", FAST) * 0.6931471805599453)
-    r = tl.sqrt(-2.0 * ln_u0)
-    # cos/sin(2 pi u1) = -cos/sin(theta) with theta = 2 pi (u1 - 1/2) in (-pi, pi), where the approximations are best.
-    theta = (u1 - 0.5) * 6.283185307179586
-    return -r * _fast_unary(theta, "cos", FAST), -r * _fast_unary(theta, "sin", FAST)
+    # -2 ln(u0): near 1 the approximate lg2 has absolute (not relative) error, so there use the series of
+    # -2 ln(1 - w) = w (2 + w + 2/3 w^2 + 1/2 w^3 + ...), truncated where its relative error is below 2**-24.
+    w = 1.0 - u0  # exact for u0 >= 1/2
+    series = w * (2.0 + w * (1.0 + w * (0.6666666865348816 + w * 0.5)))
+    r2 = tl.where(w < 0.015625, series, _fast_unary(u0, "lg2", FAST) * -1.3862943611198906)
+    cr = c * tl.sqrt(r2)
+    angle = u1 * 6.283185307179586
+    return cr * _fast_unary(angle, "cos", FAST), cr * _fast_unary(angle, "sin", FAST)
 
 
 @triton.jit
@@ -119,19 +120,19 @@ def _select4(j, a0, a1, a2, a3):
 
 
 @triton.jit
-def _direction_tile(start, TILE: tl.constexpr, UNIT: tl.constexpr, stream, tid, k0, k1, FAST: tl.constexpr,
-                    WIDE_MUL: tl.constexpr):
-    """z for the TILE elements from global index `start` (a multiple of UNIT), as a [TILE // UNIT, UNIT] tile.
-    UNIT 4: Gaussian (one Philox call per row); UNIT 128: Rademacher (one call per row, one bit per element)."""
+def _scaled_direction_tile(start, TILE: tl.constexpr, UNIT: tl.constexpr, c, stream, tid, k0, k1, FAST: tl.constexpr,
+                           WIDE_MUL: tl.constexpr):
+    """c * z for the TILE elements from global index `start` (a multiple of UNIT), as a [TILE // UNIT, UNIT]
+    tile. UNIT 4: Gaussian (one Philox call per row); UNIT 128: Rademacher (one call per row, a bit each)."""
     x0, x1, x2, x3 = _unit_words(start // UNIT, TILE // UNIT, stream, tid, k0, k1, WIDE_MUL)
     j = tl.arange(0, UNIT)[None, :]
     if UNIT == 4:
-        n0, n1 = _box_muller(x0, x1, FAST)
-        n2, n3 = _box_muller(x2, x3, FAST)
+        n0, n1 = _box_muller_scaled(x0, x1, c, FAST)
+        n2, n3 = _box_muller_scaled(x2, x3, c, FAST)
         z = _select4(j, n0, n1, n2, n3)
     else:
         word = tl.where(j < 64, tl.where(j < 32, x0[:, None], x1[:, None]), tl.where(j < 96, x2[:, None], x3[:, None]))
-        z = tl.where(((word >> (j & 31).to(tl.uint32)) & 1) != 0, 1.0, -1.0)
+        z = tl.where(((word >> (j & 31).to(tl.uint32)) & 1) != 0, c, -c)
     return z
 
 
@@ -217,7 +218,7 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
                 s = tl.load(stream_ptr + k).to(tl.uint32)
             else:
                 s = (stream0 + k).to(tl.uint32)
-            acc += c * _direction_tile(start, TILE, UNIT, s, tid, k0, k1, FAST, WIDE_MUL)
+            acc += _scaled_direction_tile(start, TILE, UNIT, c, s, tid, k0, k1, FAST, WIDE_MUL)
         if STOCHASTIC:
             r = _rounding_words(start, TILE, UNIT, tid, rk0, rk1, WIDE_MUL)
         else:
