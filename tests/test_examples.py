@@ -1,0 +1,17 @@
+"""The runnable examples in python/ keep working."""
+import importlib.util
+import os
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU smoke test")
+def test_spsa_example_lowers_the_loss():
+    spec = importlib.util.spec_from_file_location("spsa", os.path.join(ROOT, "python", "spsa_step_example.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    first, last = mod.main()
+    assert last < 0.5 * first
