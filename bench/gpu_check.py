@@ -2,7 +2,6 @@
 float64 reference over a large sample (justifies the tests' Z_ATOL), and a sweep of Triton launch settings
 on the OPT-1.3B parameter list. Run on a GPU: python bench/gpu_check.py [--sweep]."""
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -29,21 +28,33 @@ def z_error(n=2**26):
     return worst
 
 
+VARIANTS = [dict(PREFETCH=p, K_UNROLL=u) for p in (False, True) for u in (1, 2)]
+
+
 def sweep():
+    """Each variant of the Triton kernel's switches on the OPT-1.3B list (one process; tables are keyed on them)."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     params = [torch.randn(s, device="cuda", dtype=torch.bfloat16, generator=gen) for s in opt_shapes(**OPT_1_3B)]
     coeffs16 = torch.full((16,), 1e-4, device="cuda")
+    ops = {
+        "gauss_k1": lambda: zk.perturb_(params, seed=1, scale=1e-3),
+        "gauss_k1_sr": lambda: zk.perturb_(params, seed=1, scale=1e-3, rounding="stochastic"),
+        "rad_k1": lambda: zk.perturb_(params, seed=1, scale=1e-3, dist="rademacher"),
+        "gauss_k16_sr": lambda: zk.combine_(params, seed=1, coeffs=coeffs16, rounding="stochastic"),
+        "rad_k16_sr": lambda: zk.combine_(params, seed=1, coeffs=coeffs16, rounding="stochastic", dist="rademacher"),
+    }
+    defaults = {k: getattr(T, k) for k in VARIANTS[0]}
     rows = []
-    defaults = (T.TILE, T.NUM_WARPS, T.WIDE_MUL)
-    for wide, tile, warps in itertools.product((True,), (512, 1024, 2048), (2, 4, 8)):
-        T.TILE, T.NUM_WARPS, T.WIDE_MUL = tile, warps, wide
-        r = dict(wide_mul=wide, tile=tile, warps=warps)
-        r["gauss_k1"] = triton.testing.do_bench(lambda: zk.perturb_(params, seed=1, scale=1e-3), warmup=30, rep=200, return_mode="median")
-        r["rad_k1"] = triton.testing.do_bench(lambda: zk.perturb_(params, seed=1, scale=1e-3, dist="rademacher"), warmup=30, rep=200, return_mode="median")
-        r["gauss_k16_sr"] = triton.testing.do_bench(lambda: zk.combine_(params, seed=1, coeffs=coeffs16, rounding="stochastic"), warmup=10, rep=300, return_mode="median")
+    for variant in VARIANTS:
+        for k, v in variant.items():
+            setattr(T, k, v)
+        r = dict(variant)
+        for name, fn in ops.items():
+            r[name] = triton.testing.do_bench(fn, warmup=30, rep=300, return_mode="median")
         print(r, flush=True)
         rows.append(r)
-    T.TILE, T.NUM_WARPS, T.WIDE_MUL = defaults
+    for k, v in defaults.items():
+        setattr(T, k, v)
     return rows
 
 
@@ -56,9 +67,5 @@ if __name__ == "__main__":
     print(res, flush=True)
     if a.sweep:
         res["sweep"] = sweep()
-        best = min(res["sweep"], key=lambda r: r["gauss_k1"] / res["sweep"][0]["gauss_k1"] + r["gauss_k16_sr"] / res["sweep"][0]["gauss_k16_sr"])
-        print(f"best: tile {best['tile']} warps {best['warps']}")
-        with open(os.path.join(os.path.dirname(a.out or "."), "best.env"), "w") as f:
-            f.write(f"export ZOKERNELS_TRITON_TILE={best['tile']} ZOKERNELS_TRITON_WARPS={best['warps']}\n")
     if a.out:
         json.dump(res, open(a.out, "w"), indent=1)

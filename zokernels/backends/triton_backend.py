@@ -23,6 +23,8 @@ TILE = int(os.environ.get("ZOKERNELS_TRITON_TILE", 1024))  # elements per tile: 
 CHUNK_TILES = 64  # tiles per program (per table row)
 NUM_WARPS = int(os.environ.get("ZOKERNELS_TRITON_WARPS", 4))
 WIDE_MUL = True  # Philox products through mul.wide.u32 (GPU only)
+PREFETCH = True  # load tile t+1 before the arithmetic of tile t
+K_UNROLL = 1  # unroll factor of the direction loop
 _TABLE_COLS = 7  # dst_delta/A_dst, src_delta/A_src, local0/A_local, numel, offset, tensor_id, n_tiles
 
 
@@ -173,10 +175,22 @@ def _round_to(acc, r, DTYPE: tl.constexpr, STOCHASTIC: tl.constexpr, SOFT_BF16_R
     return out.to(DTYPE)
 
 
+@triton.jit
+def _load_tile(base, tile0, lanes, numel, TILE: tl.constexpr):
+    """fp32 tile of base[tile0 + lanes]; unmasked (vector loads) when the tile lies inside [0, numel)."""
+    local = tile0 + lanes
+    if (tile0 >= 0) & (tile0 + TILE <= numel):
+        x = tl.load(base + local)
+    else:
+        x = tl.load(base + local, mask=(local >= 0) & (local < numel), other=0.0)
+    return x.to(tl.float32)
+
+
 @triton.jit(do_not_specialize=["scale", "stream0", "k0", "k1", "rk0", "rk1"])
 def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1, rk0, rk1,
                     TILE: tl.constexpr, UNIT: tl.constexpr, HAS_SRC: tl.constexpr, COEFF_PTR: tl.constexpr,
                     STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
+                    PREFETCH: tl.constexpr, K_UNROLL: tl.constexpr,
                     A_DST: tl.constexpr, A_SRC: tl.constexpr, A_LOCAL: tl.constexpr):
     row = table + tl.program_id(0).to(tl.int64) * 7
     dst_delta = tl.load(row) * A_DST
@@ -190,28 +204,27 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
     k1 = k1.to(tl.uint32)
     rk0 = rk0.to(tl.uint32)
     rk1 = rk1.to(tl.uint32)
-    if COEFF_PTR:  # a device coefficient that is not finite vetoes every write (no host sync to raise)
-        finite = True
-        for k in range(K):
-            finite = finite & (tl.abs(tl.load(coeff_ptr + k)) <= 3.4028234663852886e38)  # NaN fails too
-        n_tiles = tl.where(finite, n_tiles, 0)
     lanes = tl.arange(0, TILE // UNIT)[:, None] * UNIT + tl.arange(0, UNIT)[None, :]
-    for t in range(n_tiles):
+    if HAS_SRC and PREFETCH:
+        x_next = _load_tile(src_base + src_delta, local0, lanes, numel, TILE)
+    for t in tl.range(n_tiles):
         tile0 = local0 + t * TILE
         local = tile0 + lanes
         start = offset + tile0
-        # interior tiles go unmasked: a per-element mask of unknown constancy would forbid vector access
-        interior = (tile0 >= 0) & (tile0 + TILE <= numel)
         if HAS_SRC:
-            if interior:
-                acc = tl.load(src_base + src_delta + local).to(tl.float32)
+            if PREFETCH:  # the next tile's loads go out before this tile's arithmetic
+                acc = x_next
+                if t + 1 < n_tiles:
+                    x_next = _load_tile(src_base + src_delta, tile0 + TILE, lanes, numel, TILE)
             else:
-                acc = tl.load(src_base + src_delta + local, mask=(local >= 0) & (local < numel), other=0.0).to(tl.float32)
+                acc = _load_tile(src_base + src_delta, tile0, lanes, numel, TILE)
         else:
             acc = tl.zeros([TILE // UNIT, UNIT], dtype=tl.float32)
-        for k in range(K):
+        finite = True  # a device coefficient that is not finite vetoes every write (no host sync to raise)
+        for k in tl.range(K, loop_unroll_factor=K_UNROLL):
             if COEFF_PTR:
                 c = tl.load(coeff_ptr + k)
+                finite = finite & (tl.abs(c) <= 3.4028234663852886e38)  # NaN fails too
             else:
                 c = scale
             if STREAM_PTR:
@@ -224,10 +237,11 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
         else:
             r = 0
         out = _round_to(acc, r, dst_base.dtype.element_ty, STOCHASTIC, not FAST)
-        if interior:
-            tl.store(dst_base + dst_delta + local, out)
+        # interior tiles go unmasked: a per-element mask of unknown constancy would forbid vector access
+        if (tile0 >= 0) & (tile0 + TILE <= numel):
+            tl.store(dst_base + dst_delta + local, out, mask=finite)
         else:
-            tl.store(dst_base + dst_delta + local, out, mask=(local >= 0) & (local < numel))
+            tl.store(dst_base + dst_delta + local, out, mask=(local >= 0) & (local < numel) & finite)
 
 
 @triton.jit
@@ -318,7 +332,7 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
         dsts[0], srcs[0], table, coeff_arg, scale, stream_arg, streams[0], len(streams), k0, k1, rk0, rk1,
         TILE=TILE, UNIT=C.unit_of(dist), HAS_SRC=has_src, COEFF_PTR=coeff_is_ptr,
         STREAM_PTR=not contiguous_streams, STOCHASTIC=rounding == "stochastic", FAST=not interpreting(),
-        WIDE_MUL=WIDE_MUL and not interpreting(),
+        WIDE_MUL=WIDE_MUL and not interpreting(), PREFETCH=PREFETCH, K_UNROLL=K_UNROLL,
         A_DST=a_dst, A_SRC=a_src, A_LOCAL=a_local, num_warps=NUM_WARPS)
 
 
