@@ -160,7 +160,7 @@ def perturb_(tensors: TensorList, *, seed: int, scale: float, stream: int = 0, t
 
     tensors: contiguous float32/float16/bfloat16 tensors of one device (one launch per dtype on a GPU).
     tensor_ids default to list positions, offsets (index of element 0 in the unsharded tensor) to 0.
-    Returns the name of the backend that ran.
+    Returns the name of the backend that ran (None for an empty list).
     """
     return _run(_as_list("tensors", tensors), None, seed=seed, coeffs=[_check_real("scale", scale)], streams=[stream],
                 tensor_ids=tensor_ids, offsets=offsets, dist=dist, rounding=rounding, rounding_seed=rounding_seed,

@@ -24,7 +24,6 @@ CHUNK_TILES = 64  # tiles per program (per table row)
 NUM_WARPS = int(os.environ.get("ZOKERNELS_TRITON_WARPS", 4))
 WIDE_MUL = True  # Philox products through mul.wide.u32 (GPU only)
 K_UNROLL = 2  # unroll factor of the direction loop (H100: 2-5% faster at K=16; see bench/NOTES.md)
-_TABLE_COLS = 7  # dst_delta/A_dst, src_delta/A_src, local0/A_local, numel, offset, tensor_id, n_tiles
 
 
 def interpreting() -> bool:
@@ -175,10 +174,17 @@ def _round_to(acc, r, DTYPE: tl.constexpr, STOCHASTIC: tl.constexpr, SOFT_BF16_R
 
 
 @triton.jit
+def _is_interior(tile0, numel, TILE: tl.constexpr):
+    """Whether the tile [tile0, tile0 + TILE) lies inside the tensor: such tiles go unmasked, since a
+    per-element mask of unknown constancy would forbid vector loads and stores."""
+    return (tile0 >= 0) & (tile0 + TILE <= numel)
+
+
+@triton.jit
 def _load_tile(base, tile0, lanes, numel, TILE: tl.constexpr):
-    """fp32 tile of base[tile0 + lanes]; unmasked (vector loads) when the tile lies inside [0, numel)."""
+    """fp32 tile of base[tile0 + lanes], zero outside [0, numel)."""
     local = tile0 + lanes
-    if (tile0 >= 0) & (tile0 + TILE <= numel):
+    if _is_interior(tile0, numel, TILE):
         x = tl.load(base + local)
     else:
         x = tl.load(base + local, mask=(local >= 0) & (local < numel), other=0.0)
@@ -191,7 +197,7 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
                     STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
                     K_UNROLL: tl.constexpr,
                     A_DST: tl.constexpr, A_SRC: tl.constexpr, A_LOCAL: tl.constexpr):
-    row = table + tl.program_id(0).to(tl.int64) * 7
+    row = table + tl.program_id(0).to(tl.int64) * 7  # the 7 columns of _chunk_table
     dst_delta = tl.load(row) * A_DST
     src_delta = tl.load(row + 1) * A_SRC
     local0 = tl.load(row + 2) * A_LOCAL
@@ -229,14 +235,13 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
         else:
             r = 0
         out = _round_to(acc, r, dst_base.dtype.element_ty, STOCHASTIC, not FAST)
-        # interior tiles go unmasked: a per-element mask of unknown constancy would forbid vector access
-        if (tile0 >= 0) & (tile0 + TILE <= numel):
+        if _is_interior(tile0, numel, TILE):
             tl.store(dst_base + dst_delta + local, out, mask=finite)
         else:
             tl.store(dst_base + dst_delta + local, out, mask=(local >= 0) & (local < numel) & finite)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "k0", "k1"])
 def _philox_kernel(c_ptr, out_ptr, n, k0, k1, BLOCK: tl.constexpr):
     """Raw Philox words, for the known-answer tests: c_ptr/out_ptr are [4, n] uint32 (as int64 holders)."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -265,8 +270,17 @@ def _pow2_divisor(values, cap: int) -> int:
     return a
 
 
+def _key_words(seed: int):
+    """The Philox key words of a seed as signed int32 values, so every seed compiles to one kernel signature."""
+    return tuple(w - 2**32 if w >= 2**31 else w for w in C.split_seed(seed))
+
+
 def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
-    """(device int64 table [chunks, 7], A_DST, A_SRC, A_LOCAL); cached on the tensors' addresses and sizes."""
+    """(device int64 table [chunks, 7], A_DST, A_SRC, A_LOCAL); cached on the tensors' addresses and sizes and
+    on the tile settings. Columns: dst and src element offsets from the first tensor (/ A_DST, / A_SRC), the
+    chunk's first local index (/ A_LOCAL, may be negative to start on a unit boundary), numel, offset,
+    tensor_id, tiles in the chunk. A_* are the largest powers of two (up to 16 bytes) dividing a column, so
+    the kernel multiplies them back in as constants and the compiler can prove 16-byte alignment."""
     device = dsts[0].device
     key = (device, unit, TILE, CHUNK_TILES, dsts[0].dtype, srcs[0].dtype,
            tuple((d.data_ptr(), s.data_ptr(), d.numel(), tid, off) for d, s, tid, off in zip(dsts, srcs, tensor_ids, offsets)))
@@ -318,8 +332,8 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
         coeff_is_ptr = True
     contiguous_streams = list(streams) == list(range(streams[0], streams[0] + len(streams)))
     stream_arg = None if contiguous_streams else torch.tensor(streams, dtype=torch.int64).to(device, non_blocking=True)
-    # key words as signed int32 so that every seed compiles to the same kernel signature
-    k0, k1, rk0, rk1 = (w - 2**32 if w >= 2**31 else w for w in (*C.split_seed(seed), *C.split_seed(rounding_seed)))
+    k0, k1 = _key_words(seed)
+    rk0, rk1 = _key_words(rounding_seed)
     _combine_kernel[(table.shape[0],)](
         dsts[0], srcs[0], table, coeff_arg, scale, stream_arg, streams[0], len(streams), k0, k1, rk0, rk1,
         TILE=TILE, UNIT=C.unit_of(dist), HAS_SRC=has_src, COEFF_PTR=coeff_is_ptr,
@@ -353,6 +367,5 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
     c = torch.stack([torch.as_tensor(x, dtype=torch.int64) for x in (c0, c1, c2, c3)]).contiguous()
     n = c.shape[1]
     out = torch.empty_like(c)
-    k0, k1 = C.split_seed(seed)
-    _philox_kernel[(triton.cdiv(n, 128),)](c, out, n, k0, k1, BLOCK=128)
+    _philox_kernel[(triton.cdiv(n, 128),)](c, out, n, *_key_words(seed), BLOCK=128)
     return tuple(out)
