@@ -24,6 +24,7 @@ CHUNK_TILES = 64  # tiles per program (per table row)
 NUM_WARPS = int(os.environ.get("ZOKERNELS_TRITON_WARPS", 4))
 WIDE_MUL = True  # Philox products through mul.wide.u32 (GPU only)
 K_UNROLL = 2  # unroll factor of the direction loop (H100: 2-5% faster at K=16; see bench/NOTES.md)
+MAX_REGISTERS = None  # ptxas register cap per thread (None: the compiler's choice); trades spills for occupancy
 
 
 def interpreting() -> bool:
@@ -339,7 +340,8 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
         TILE=TILE, UNIT=C.unit_of(dist), HAS_SRC=has_src, COEFF_PTR=coeff_is_ptr,
         STREAM_PTR=not contiguous_streams, STOCHASTIC=rounding == "stochastic", FAST=not interpreting(),
         WIDE_MUL=WIDE_MUL and not interpreting(), K_UNROLL=K_UNROLL,
-        A_DST=a_dst, A_SRC=a_src, A_LOCAL=a_local, num_warps=NUM_WARPS)
+        A_DST=a_dst, A_SRC=a_src, A_LOCAL=a_local, num_warps=NUM_WARPS,
+        **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS and not interpreting() else {}))
 
 
 def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
