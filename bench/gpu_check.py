@@ -28,7 +28,7 @@ def z_error(n=2**26):
     return worst
 
 
-VARIANTS = [dict(K_UNROLL=u, MAX_REGISTERS=r) for u in (1, 2) for r in (None, 64, 56, 48)]
+VARIANTS = [dict(K_UNROLL=u, MAX_REGISTERS={"nearest": r, "stochastic": r}) for u in (1, 2) for r in (None, 64, 56, 48)]
 
 
 def sweep():

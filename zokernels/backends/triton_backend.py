@@ -24,7 +24,10 @@ CHUNK_TILES = 64  # tiles per program (per table row)
 NUM_WARPS = int(os.environ.get("ZOKERNELS_TRITON_WARPS", 4))
 WIDE_MUL = True  # Philox products through mul.wide.u32 (GPU only)
 K_UNROLL = 2  # unroll factor of the direction loop (H100: 2-5% faster at K=16; see bench/NOTES.md)
-MAX_REGISTERS = None  # ptxas register cap per thread (None: the compiler's choice); trades spills for occupancy
+# ptxas register cap per thread, by rounding mode (None: the compiler's choice). H100: capping round-to-nearest
+# at 56 raises occupancy and takes Gaussian perturb_ from 1.16x to 1.06x roofline; stochastic rounding only
+# loses from a cap (bench/results/raw/2026-11-23_h100_v9_sweep_register_cap.json).
+MAX_REGISTERS = {"nearest": 56, "stochastic": None}
 
 
 def interpreting() -> bool:
@@ -341,7 +344,7 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
         STREAM_PTR=not contiguous_streams, STOCHASTIC=rounding == "stochastic", FAST=not interpreting(),
         WIDE_MUL=WIDE_MUL and not interpreting(), K_UNROLL=K_UNROLL,
         A_DST=a_dst, A_SRC=a_src, A_LOCAL=a_local, num_warps=NUM_WARPS,
-        **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS and not interpreting() else {}))
+        **({"maxnreg": MAX_REGISTERS[rounding]} if MAX_REGISTERS[rounding] and not interpreting() else {}))
 
 
 def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
