@@ -165,7 +165,7 @@ def _round_to(acc, r, DTYPE: tl.constexpr, STOCHASTIC: tl.constexpr, SOFT_BF16_R
             fl = tl.floor(s)
             up = ((r >> 8).to(tl.float32) * 5.9604644775390625e-08) < (s - fl)
             sub = (fl + up.to(tl.float32)) * 5.9604644775390625e-08
-            sub = tl.where(acc < 0, -sub, sub)
+            sub = (sub.to(tl.int32, bitcast=True) | (bits & -2147483648)).to(tl.float32, bitcast=True)  # copysign
             out = tl.where(tl.abs(acc) < 6.103515625e-05, sub, normal)
         out = tl.where(acc != acc, acc, out)
     elif SOFT_BF16_RNE and DTYPE == tl.bfloat16:
