@@ -80,7 +80,7 @@ def test_triton_values_do_not_depend_on_tile_or_chunk_size(fast_backend, monkeyp
     from zokernels.backends import triton_backend as T
 
     x = torch.randn(5000, device=DEVICE)
-    monkeypatch.setattr(T, "_TABLES", type(T._TABLES)())
+    monkeypatch.setattr(T, "_TABLES", T.TableCache())
     outs, y = [], torch.empty_like(x)  # one buffer: the chunk-table cache sees the same address every time
     for tile, chunk_tiles in [(1024, 64), (256, 1), (512, 3)]:
         monkeypatch.setattr(T, "TILE", tile)

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from .. import contract as C
+from .chunks import TableCache, chunk_spans
 
 NAME = "triton"
 # Launch settings (measured on an H100: bench/results/); the environment may override them for other GPUs.
@@ -262,8 +263,7 @@ def _philox_kernel(c_ptr, out_ptr, n, k0, k1, BLOCK: tl.constexpr):
 
 
 # ------------------------------------------------------------------------------------------------- host code
-_TABLES: "collections.OrderedDict" = collections.OrderedDict()
-_TABLE_CACHE_SIZE = 16
+_TABLES = TableCache()
 
 
 def _pow2_divisor(values, cap: int) -> int:
@@ -285,26 +285,19 @@ def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
     chunk's first local index (/ A_LOCAL, may be negative to start on a unit boundary), numel, offset,
     tensor_id, tiles in the chunk. A_* are the largest powers of two (up to 16 bytes) dividing a column, so
     the kernel multiplies them back in as constants and the compiler can prove 16-byte alignment."""
-    device = dsts[0].device
-    key = (device, unit, TILE, CHUNK_TILES, dsts[0].dtype, srcs[0].dtype,
+    key = (dsts[0].device, unit, TILE, CHUNK_TILES, dsts[0].dtype, srcs[0].dtype,
            tuple((d.data_ptr(), s.data_ptr(), d.numel(), tid, off) for d, s, tid, off in zip(dsts, srcs, tensor_ids, offsets)))
-    hit = _TABLES.get(key)
-    if hit is not None:
-        _TABLES.move_to_end(key)
-        return hit
-    chunk = TILE * CHUNK_TILES
+    return _TABLES.get_or_build(key, lambda: _build_table(dsts, srcs, tensor_ids, offsets, unit))
+
+
+def _build_table(dsts, srcs, tensor_ids, offsets, unit):
     rows = []
-    for dst, src, tid, off in zip(dsts, srcs, tensor_ids, offsets):
-        n = dst.numel()
-        if n == 0:
-            continue
-        local_first = (off // unit) * unit - off  # in (-unit, 0]: tiles start on unit boundaries
-        dd = dst.data_ptr() - dsts[0].data_ptr()
-        sd = src.data_ptr() - srcs[0].data_ptr()
-        assert dd % dst.element_size() == 0 and sd % src.element_size() == 0
-        for local0 in range(local_first, n, chunk):
-            n_tiles = min(CHUNK_TILES, -(-(n - local0) // TILE))
-            rows.append([dd // dst.element_size(), sd // src.element_size(), local0, n, off, tid, n_tiles])
+    for t, local0, length in chunk_spans([d.numel() for d in dsts], offsets, unit, TILE * CHUNK_TILES):
+        dd = dsts[t].data_ptr() - dsts[0].data_ptr()
+        sd = srcs[t].data_ptr() - srcs[0].data_ptr()
+        assert dd % dsts[t].element_size() == 0 and sd % srcs[t].element_size() == 0
+        rows.append([dd // dsts[t].element_size(), sd // srcs[t].element_size(), local0, dsts[t].numel(), offsets[t],
+                     tensor_ids[t], -(-length // TILE)])
     aligned_ptrs = all(t.data_ptr() % 16 == 0 for t in (*dsts, *srcs))
     a_dst = _pow2_divisor([r[0] for r in rows], 16 // dsts[0].element_size() if aligned_ptrs else 1)
     a_src = _pow2_divisor([r[1] for r in rows], 16 // srcs[0].element_size() if aligned_ptrs else 1)
@@ -313,12 +306,8 @@ def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
         r[0] //= a_dst
         r[1] //= a_src
         r[2] //= a_local
-    table = torch.tensor(rows, dtype=torch.int64).to(device, non_blocking=True)
-    entry = (table, a_dst, a_src, a_local)
-    _TABLES[key] = entry
-    if len(_TABLES) > _TABLE_CACHE_SIZE:
-        _TABLES.popitem(last=False)
-    return entry
+    table = torch.tensor(rows, dtype=torch.int64).to(dsts[0].device, non_blocking=True)
+    return table, a_dst, a_src, a_local
 
 
 def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed, has_src):
