@@ -17,6 +17,7 @@ import time
 import torch
 
 import zokernels as zk
+from zokernels import backends
 
 OPT_1_3B = dict(hidden=2048, ffn=8192, vocab=50272, layers=24, positions=2050)
 OPT_TINY = dict(hidden=128, ffn=512, vocab=2000, layers=2, positions=130)
@@ -87,7 +88,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/perturb_<device>.json)")
     ap.add_argument("--ks", default="1,4,16,64")
-    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--backends", default="auto", help="comma-separated; auto: every compiled backend available")
     ap.add_argument("--quick", action="store_true", help="fewer variants (smoke run)")
     args = ap.parse_args(argv)
 
@@ -98,7 +99,10 @@ def main(argv=None):
     params = [torch.randn(s, device=device, dtype=dtype, generator=gen) for s in opt_shapes(**dims)]
     numel = sum(p.numel() for p in params)
     nbytes = numel * params[0].element_size()
-    backend = zk.backend_for(device, args.backend)
+    if args.backends == "auto":
+        names = [b for b in ("cuda", "triton") if backends.is_available(b, device)] or ["reference"]
+    else:
+        names = args.backends.split(",")
     bench = timer(device)
     ks = [int(k) for k in args.ks.split(",")]
 
@@ -107,16 +111,16 @@ def main(argv=None):
     roofline = bench(lambda: dst.copy_(src))
     del src, dst
     print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'cpu'}: "
-          f"{len(params)} tensors, {numel / 1e9:.3f}e9 {dtype} elements; backend {backend}; "
+          f"{len(params)} tensors, {numel / 1e9:.3f}e9 {dtype} elements; backends {', '.join(names)}; "
           f"copy roofline {roofline:.3f} ms ({2 * nbytes / roofline / 1e6:.0f} GB/s read+write)", flush=True)
 
     rows = []
 
-    def record(op, dist, k, rounding, ms, eager_ms=None, eager_kind=None, extra_mb=None):
+    def record(op, dist, k, rounding, ms, eager_ms=None, eager_kind=None, extra_mb=None, backend="eager"):
         rows.append(dict(op=op, dist=dist, K=k, rounding=rounding, backend=backend, ms=ms, eager_ms=eager_ms,
                          eager_kind=eager_kind, roofline_ms=roofline, x_roofline=ms / roofline,
                          speedup_vs_eager=(eager_ms / ms) if eager_ms else None, extra_mem_mb=extra_mb))
-        print(f"  {op:9s} {dist:10s} K={k:<3d} {rounding:10s} {ms:9.3f} ms  {ms / roofline:5.2f}x roofline"
+        print(f"  {op:9s} {backend:9s} {dist:10s} K={k:<3d} {rounding:10s} {ms:9.3f} ms  {ms / roofline:5.2f}x roofline"
               + (f"  eager {eager_ms:9.2f} ms ({eager_ms / ms:5.1f}x)" if eager_ms else ""), flush=True)
 
     seeds = iter(range(10**6))
@@ -128,22 +132,20 @@ def main(argv=None):
     record("eager", "gaussian", 1, "nearest", inplace_ms, extra_mb=peak_extra_mb(lambda: eager_inplace(params, 1, 1e-3), device))
     rows[-1]["backend"] = "eager in place (randn_like, add_)"
 
-    for dist in ("gaussian", "rademacher"):
-        for rounding in (("nearest",) if args.quick else ("nearest", "stochastic")):
-            fn = lambda: zk.perturb_(params, seed=next(seeds), scale=1e-3, dist=dist, rounding=rounding, backend=backend)  # noqa: E731
-            ms = bench(fn)
-            record("perturb_", dist, 1, rounding, ms, eager_ms if dist == "gaussian" else None, "mezo", peak_extra_mb(fn, device))
-
-    eager_k = {}
-    for k in ks:
-        coeffs = torch.full((k,), 1e-3 / k, device=device)
-        if dist_eager_ok := (k <= 16 or not args.quick):
-            eager_k[k] = bench(lambda: eager_combine(params, range(k), [1e-3 / k] * k), rep_ms=1 if k > 4 else 400)
+    eager_k = {k: bench(lambda: eager_combine(params, range(k), [1e-3 / k] * k), rep_ms=1 if k > 4 else 400)
+               for k in ks if k <= 16 or not args.quick}
+    for backend in names:
         for dist in ("gaussian", "rademacher"):
-            fn = lambda: zk.combine_(params, seed=next(seeds), coeffs=coeffs, dist=dist, rounding="stochastic", backend=backend)  # noqa: E731
-            ms = bench(fn, rep_ms=400 if k < 64 else 1500)
-            record("combine_", dist, k, "stochastic", ms, eager_k.get(k) if dist == "gaussian" and dist_eager_ok else None,
-                   "eager K passes", peak_extra_mb(fn, device))
+            for rounding in (("nearest",) if args.quick else ("nearest", "stochastic")):
+                fn = lambda: zk.perturb_(params, seed=next(seeds), scale=1e-3, dist=dist, rounding=rounding, backend=backend)  # noqa: E731
+                record("perturb_", dist, 1, rounding, bench(fn), eager_ms if dist == "gaussian" else None, "mezo",
+                       peak_extra_mb(fn, device), backend)
+        for k in ks:
+            coeffs = torch.full((k,), 1e-3 / k, device=device)
+            for dist in ("gaussian", "rademacher"):
+                fn = lambda: zk.combine_(params, seed=next(seeds), coeffs=coeffs, dist=dist, rounding="stochastic", backend=backend)  # noqa: E731
+                record("combine_", dist, k, "stochastic", bench(fn, rep_ms=400 if k < 64 else 1500),
+                       eager_k.get(k) if dist == "gaussian" else None, "eager K passes", peak_extra_mb(fn, device), backend)
 
     import triton
     result = dict(

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # One device call: versions, the test suite on the real GPU compiler, error check + sweep, the benchmark.
-# Usage (device tool): [SWEEP=1] bash bench/gpu_session.sh [--ncu]; writes logs and JSON under $OUT.
+# Usage (device tool): [SWEEP=1] bash bench/gpu_session.sh [--ncu] [--sanitize]; writes logs and JSON under $OUT.
 set -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/env.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/env.txt"
+# build the CUDA extension first (cached for the rest of the session) and show why if it cannot be used
+python3 -c "import torch; from zokernels.backends import cuda_backend as c; print('cuda backend:', c.unavailable_reason(torch.device('cuda')) or 'ready')" 2>&1 | tail -30 | tee "$OUT/cuda_build.log"
 python3 -m pytest -q -x tests 2>&1 | tee "$OUT/pytest.log" | tail -15
+if [[ " $* " == *" --sanitize "* ]]; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py -k "cuda and (combine_parity or perturb_parity or sharded or copy_parity)" 2>&1 | tail -4 | tee "$OUT/sanitizer_$tool.log"
+  done
+fi
 python3 bench/gpu_check.py ${SWEEP:+--sweep} --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
 if [[ " $* " == *" --ncu "* ]]; then  # stall reasons and pipe use of one combine_ K=16 launch
   ncu --clock-control none --kernel-name regex:_combine_kernel --launch-skip 2 --launch-count 1 \

@@ -1,13 +1,13 @@
-"""Backend registry. Every backend module has NAME, available(device), combine(...), stream_values(...),
-philox4x32_10(...), implementing the same contract (zokernels.contract)."""
+"""Backend registry. Every backend module has NAME, unavailable_reason(device),
+combine(...), stream_values(...), philox4x32_10(...), implementing the same contract (zokernels.contract)."""
 import importlib
 import os
 
 import torch
 
 BACKEND_ENV = "ZOKERNELS_BACKEND"
-_MODULES = {"reference": ".reference", "triton": ".triton_backend"}
-_AUTO_ORDER = ("triton", "reference")  # fastest first
+_MODULES = {"reference": ".reference", "triton": ".triton_backend", "cuda": ".cuda_backend"}
+_AUTO_ORDER = ("triton", "reference")  # fastest first; "cuda" joins once measured faster (bench/NOTES.md)
 _loaded = {}
 _import_errors = {}
 
@@ -28,7 +28,7 @@ def load(name: str):
 
 def is_available(name: str, device: torch.device) -> bool:
     module = load(name)
-    return module is not None and module.available(device)
+    return module is not None and module.unavailable_reason(device) is None
 
 
 def resolve(backend: str, device: torch.device) -> str:
@@ -43,10 +43,8 @@ def resolve(backend: str, device: torch.device) -> str:
             return next(n for n in _AUTO_ORDER if is_available(n, device) and (n == "reference" or device.type != "cpu"))
     if backend not in _MODULES:
         raise ValueError(f"unknown backend {backend!r}; choose one of 'auto', {', '.join(map(repr, _MODULES))}")
-    if not is_available(backend, device):
-        why = _import_errors.get(backend)
-        hint = f" (import failed: {why})" if why else ""
-        if backend == "triton" and device.type == "cpu":
-            hint = " (Triton runs CPU tensors only in its interpreter: set TRITON_INTERPRET=1 before importing zokernels)"
-        raise ValueError(f"backend {backend!r} is not available for device {device}{hint}")
+    module = load(backend)
+    why = f"import failed: {_import_errors[backend]}" if module is None else module.unavailable_reason(device)
+    if why is not None:
+        raise ValueError(f"backend {backend!r} is not available for device {device}: {why}")
     return backend

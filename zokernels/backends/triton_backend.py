@@ -8,7 +8,6 @@ per 128 elements (rademacher) for each of the K directions, accumulates in fp32 
 On a GPU the Box-Muller special functions use the hardware approximations (lg2/sin/cos.approx); under
 TRITON_INTERPRET=1 the same code runs with numpy's. Raw Philox words are bit-exact either way.
 """
-import collections
 import os
 
 import torch
@@ -16,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .. import contract as C
-from .chunks import TableCache, chunk_spans
+from .launch import TableCache, chunk_spans, direction_args, dtype_groups, key_words
 
 NAME = "triton"
 # Launch settings (measured on an H100: bench/results/); the environment may override them for other GPUs.
@@ -35,10 +34,16 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def available(device: torch.device) -> bool:
+def unavailable_reason(device: torch.device):
+    """None if this backend can run on `device`, else why not (for the error message)."""
     if device.type == "cuda":
-        return not interpreting() and torch.cuda.is_available()
-    return device.type == "cpu" and interpreting()
+        if interpreting():
+            return "TRITON_INTERPRET is set: Triton runs CPU tensors only"
+        return None if torch.cuda.is_available() else "torch sees no CUDA device"
+    if device.type == "cpu":
+        return None if interpreting() else ("Triton runs CPU tensors only in its interpreter: set TRITON_INTERPRET=1 "
+                                            "before importing zokernels")
+    return f"Triton does not run {device.type} tensors"
 
 
 # ----------------------------------------------------------------------------------------------- device code
@@ -274,11 +279,6 @@ def _pow2_divisor(values, cap: int) -> int:
     return a
 
 
-def _key_words(seed: int):
-    """The Philox key words of a seed as signed int32 values, so every seed compiles to one kernel signature."""
-    return tuple(w - 2**32 if w >= 2**31 else w for w in C.split_seed(seed))
-
-
 def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
     """(device int64 table [chunks, 7], A_DST, A_SRC, A_LOCAL); cached on the tensors' addresses and sizes and
     on the tile settings. Columns: dst and src element offsets from the first tensor (/ A_DST, / A_SRC), the
@@ -314,23 +314,13 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
     table, a_dst, a_src, a_local = _chunk_table(dsts, srcs, tensor_ids, offsets, C.unit_of(dist))
     if table.shape[0] == 0:
         return
-    device = dsts[0].device
-    coeff_is_ptr = isinstance(coeffs, torch.Tensor)
-    if coeff_is_ptr:
-        coeff_arg, scale = coeffs, 0.0
-    elif len(coeffs) == 1:
-        coeff_arg, scale = None, float(coeffs[0])
-    else:
-        coeff_arg, scale = torch.tensor(coeffs, dtype=torch.float32).to(device, non_blocking=True), 0.0
-        coeff_is_ptr = True
-    contiguous_streams = list(streams) == list(range(streams[0], streams[0] + len(streams)))
-    stream_arg = None if contiguous_streams else torch.tensor(streams, dtype=torch.int64).to(device, non_blocking=True)
-    k0, k1 = _key_words(seed)
-    rk0, rk1 = _key_words(rounding_seed)
+    coeff_arg, scale, stream_arg = direction_args(coeffs, streams, dsts[0].device)
+    k0, k1 = key_words(seed)
+    rk0, rk1 = key_words(rounding_seed)
     _combine_kernel[(table.shape[0],)](
         dsts[0], srcs[0], table, coeff_arg, scale, stream_arg, streams[0], len(streams), k0, k1, rk0, rk1,
-        TILE=TILE, UNIT=C.unit_of(dist), HAS_SRC=has_src, COEFF_PTR=coeff_is_ptr,
-        STREAM_PTR=not contiguous_streams, STOCHASTIC=rounding == "stochastic", FAST=not interpreting(),
+        TILE=TILE, UNIT=C.unit_of(dist), HAS_SRC=has_src, COEFF_PTR=coeff_arg is not None,
+        STREAM_PTR=stream_arg is not None, STOCHASTIC=rounding == "stochastic", FAST=not interpreting(),
         WIDE_MUL=WIDE_MUL and not interpreting(), K_UNROLL=K_UNROLL,
         A_DST=a_dst, A_SRC=a_src, A_LOCAL=a_local, num_warps=NUM_WARPS,
         **({"maxnreg": MAX_REGISTERS[rounding]} if MAX_REGISTERS[rounding] and not interpreting() else {}))
@@ -338,15 +328,10 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
 
 def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
     """Same contract as reference.combine; one launch per (dst dtype, src dtype) group."""
-    srcs_or_dsts = dsts if srcs is None else srcs
-    groups = collections.defaultdict(list)
-    for t, (d, s) in enumerate(zip(dsts, srcs_or_dsts)):
-        groups[(d.dtype, s.dtype)].append(t)
-    for idx in groups.values():
-        pick = lambda seq: [seq[t] for t in idx]  # noqa: E731
-        _launch(pick(dsts), pick(srcs_or_dsts), seed=seed, coeffs=coeffs, streams=streams,
-                tensor_ids=pick(tensor_ids), offsets=pick(offsets), dist=dist, rounding=rounding,
-                rounding_seed=rounding_seed, has_src=True)
+    for d, s, idx in dtype_groups(dsts, dsts if srcs is None else srcs):
+        _launch(d, s, seed=seed, coeffs=coeffs, streams=streams, tensor_ids=[tensor_ids[t] for t in idx],
+                offsets=[offsets[t] for t in idx], dist=dist, rounding=rounding, rounding_seed=rounding_seed,
+                has_src=True)
 
 
 def stream_values(n, *, seed, stream, tensor_id, offset, dist, device):
@@ -361,5 +346,5 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
     c = torch.stack([torch.as_tensor(x, dtype=torch.int64) for x in (c0, c1, c2, c3)]).contiguous()
     n = c.shape[1]
     out = torch.empty_like(c)
-    _philox_kernel[(triton.cdiv(n, 128),)](c, out, n, *_key_words(seed), BLOCK=128)
+    _philox_kernel[(triton.cdiv(n, 128),)](c, out, n, *key_words(seed), BLOCK=128)
     return tuple(out)

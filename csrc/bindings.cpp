@@ -1,0 +1,91 @@
+// torch.library bindings of the CUDA kernels: torch.ops.zokernels.combine_ and torch.ops.zokernels.philox_words.
+// Validation of user input happens once, in zokernels/ops.py; these checks guard the binding's own contract.
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "zo_kernels.h"
+
+namespace {
+
+zk::DType dtype_code(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return zk::DType::kFloat32;
+    case at::kBFloat16: return zk::DType::kBFloat16;
+    case at::kHalf: return zk::DType::kFloat16;
+    default: TORCH_CHECK(false, "zokernels cuda: unsupported dtype ", t.scalar_type());
+  }
+}
+
+// dsts/srcs: the tensors the table points into (one dtype each; declared so that the mutation is visible to
+// torch.compile and autograd). table: int64 [rows, 7] on the same device.
+void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table, const c10::optional<at::Tensor>& coeffs,
+              double scale, const c10::optional<at::Tensor>& streams, int64_t stream0, int64_t K, int64_t k0,
+              int64_t k1, int64_t rk0, int64_t rk1, bool gaussian, bool stochastic) {
+  TORCH_CHECK(!dsts.empty() && dsts.size() == srcs.size(), "zokernels cuda: dsts and srcs must be non-empty, equal length");
+  TORCH_CHECK(table.is_cuda() && table.scalar_type() == at::kLong && table.is_contiguous() && table.dim() == 2 &&
+                  table.size(1) == 7, "zokernels cuda: table must be a contiguous CUDA int64 [rows, 7] tensor");
+  TORCH_CHECK(K >= 1, "zokernels cuda: K must be >= 1");
+  const c10::cuda::CUDAGuard guard(table.device());
+  zk::CombineArgs a{};
+  a.dst_dtype = dtype_code(dsts[0]);
+  a.src_dtype = dtype_code(srcs[0]);
+  a.gaussian = gaussian;
+  a.stochastic = stochastic;
+  a.table = table.data_ptr<int64_t>();
+  a.rows = table.size(0);
+  if (coeffs.has_value()) {
+    TORCH_CHECK(coeffs->is_cuda() && coeffs->scalar_type() == at::kFloat && coeffs->is_contiguous() &&
+                    coeffs->numel() == K, "zokernels cuda: coeffs must be a contiguous CUDA float32 [K] tensor");
+    a.coeffs = coeffs->data_ptr<float>();
+  }
+  a.scale = static_cast<float>(scale);
+  if (streams.has_value()) {
+    TORCH_CHECK(streams->is_cuda() && streams->scalar_type() == at::kLong && streams->is_contiguous() &&
+                    streams->numel() == K, "zokernels cuda: streams must be a contiguous CUDA int64 [K] tensor");
+    a.streams = streams->data_ptr<int64_t>();
+  }
+  a.stream0 = static_cast<uint32_t>(stream0);
+  a.K = static_cast<int>(K);
+  a.k0 = static_cast<uint32_t>(k0);
+  a.k1 = static_cast<uint32_t>(k1);
+  a.rk0 = static_cast<uint32_t>(rk0);
+  a.rk1 = static_cast<uint32_t>(rk1);
+  const cudaError_t err = zk::launch_combine(a, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "zokernels cuda: combine_ launch failed: ", cudaGetErrorString(err));
+}
+
+// Raw Philox words (known-answer tests): counters int64 [4, n] of 32-bit words -> int64 [4, n].
+at::Tensor philox_words(const at::Tensor& counters, int64_t k0, int64_t k1) {
+  TORCH_CHECK(counters.is_cuda() && counters.scalar_type() == at::kLong && counters.dim() == 2 && counters.size(0) == 4,
+              "zokernels cuda: counters must be a CUDA int64 [4, n] tensor");
+  const c10::cuda::CUDAGuard guard(counters.device());
+  const at::Tensor c = counters.contiguous();
+  at::Tensor out = at::empty_like(c);
+  const cudaError_t err = zk::launch_philox(c.data_ptr<int64_t>(), out.data_ptr<int64_t>(), c.size(1),
+                                            static_cast<uint32_t>(k0), static_cast<uint32_t>(k1),
+                                            c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "zokernels cuda: philox launch failed: ", cudaGetErrorString(err));
+  return out;
+}
+
+void combine_meta(at::TensorList, at::TensorList, const at::Tensor&, const c10::optional<at::Tensor>&, double,
+                  const c10::optional<at::Tensor>&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool) {}
+
+}  // namespace
+
+TORCH_LIBRARY(zokernels, m) {
+  m.def("combine_(Tensor(a!)[] dsts, Tensor[] srcs, Tensor table, Tensor? coeffs, float scale, Tensor? streams, "
+        "int stream0, int K, int k0, int k1, int rk0, int rk1, bool gaussian, bool stochastic) -> ()");
+  m.def("philox_words(Tensor counters, int k0, int k1) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(zokernels, CUDA, m) {
+  m.impl("combine_", &combine_);
+  m.impl("philox_words", &philox_words);
+}
+
+TORCH_LIBRARY_IMPL(zokernels, Meta, m) { m.impl("combine_", &combine_meta); }
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.doc() = "zokernels CUDA kernels (ops under torch.ops.zokernels)"; }

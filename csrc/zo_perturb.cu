@@ -1,0 +1,187 @@
+// Multi-tensor perturb_/combine_/perturbed_copy_ for the CUDA backend: one block per chunk of a host-built table
+// (zokernels/backends/chunks.py), the K directions regenerated in registers, one read and one write per element.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "zo_kernels.h"
+#include "zo_random.cuh"
+
+namespace zk {
+
+struct ChunkRow {  // one table row, 7 x int64 (cuda_backend.py builds it)
+  int64_t dst, src;     // element 0 of the tensor (device addresses)
+  int64_t local0;       // first local index of the chunk (negative: the span starts on a unit boundary)
+  int64_t numel, offset, tensor_id, length;
+};
+static_assert(sizeof(ChunkRow) == 7 * sizeof(int64_t), "table layout");
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+
+// fp32 -> T, round to nearest even or stochastic with random word r (unbiased: see reference.round_stochastic).
+template <typename T> __device__ __forceinline__ T round_to(float v, uint32_t r, bool stochastic);
+template <> __device__ __forceinline__ float round_to<float>(float v, uint32_t, bool) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 round_to<__nv_bfloat16>(float v, uint32_t r, bool stochastic) {
+  if (stochastic && v == v) v = __uint_as_float((__float_as_uint(v) + (r >> 16)) & 0xFFFF0000u);
+  return __float2bfloat16_rn(v);
+}
+template <> __device__ __forceinline__ __half round_to<__half>(float v, uint32_t r, bool stochastic) {
+  if (stochastic && v == v) {
+    const float s = fabsf(v) * 16777216.0f;  // fp16 subnormals: a uniform grid of 2^-24
+    const float fl = floorf(s);
+    const bool up = static_cast<float>(r >> 8) * 5.9604644775390625e-08f < s - fl;
+    const float sub = copysignf((fl + (up ? 1.0f : 0.0f)) * 5.9604644775390625e-08f, v);
+    const float normal = __uint_as_float((__float_as_uint(v) + (r >> 19)) & ~0x1FFFu);
+    v = fabsf(v) < 6.103515625e-05f ? sub : normal;
+  }
+  return __float2half_rn(v);
+}
+
+template <int BYTES> struct VecOf;
+template <> struct VecOf<16> { using type = uint4; };
+template <> struct VecOf<8> { using type = uint2; };
+template <> struct VecOf<4> { using type = uint32_t; };
+
+// G elements from local index `local`: 16-byte (or narrower) vector accesses when the group is inside the
+// tensor and aligned, element by element otherwise (zero outside [0, numel)).
+template <typename T, int G>
+__device__ __forceinline__ void load_group(const T* p, int64_t local, int64_t numel, float (&v)[G]) {
+  constexpr int kBytes = G * sizeof(T), kVec = kBytes < 16 ? kBytes : 16;
+  using V = typename VecOf<kVec>::type;
+  if (local >= 0 && local + G <= numel && reinterpret_cast<uintptr_t>(p + local) % kVec == 0) {
+    T tmp[G];
+#pragma unroll
+    for (int i = 0; i < kBytes / kVec; ++i) reinterpret_cast<V*>(tmp)[i] = reinterpret_cast<const V*>(p + local)[i];
+#pragma unroll
+    for (int j = 0; j < G; ++j) v[j] = to_f32(tmp[j]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < G; ++j) v[j] = (local + j >= 0 && local + j < numel) ? to_f32(p[local + j]) : 0.0f;
+  }
+}
+
+template <typename T, int G>
+__device__ __forceinline__ void store_group(T* p, int64_t local, int64_t numel, const float (&v)[G],
+                                            const uint32_t (&r)[G], bool stochastic) {
+  constexpr int kBytes = G * sizeof(T), kVec = kBytes < 16 ? kBytes : 16;
+  using V = typename VecOf<kVec>::type;
+  T tmp[G];
+#pragma unroll
+  for (int j = 0; j < G; ++j) tmp[j] = round_to<T>(v[j], r[j], stochastic);
+  if (local >= 0 && local + G <= numel && reinterpret_cast<uintptr_t>(p + local) % kVec == 0) {
+#pragma unroll
+    for (int i = 0; i < kBytes / kVec; ++i) reinterpret_cast<V*>(p + local)[i] = reinterpret_cast<const V*>(tmp)[i];
+  } else {
+#pragma unroll
+    for (int j = 0; j < G; ++j)
+      if (local + j >= 0 && local + j < numel) p[local + j] = tmp[j];
+  }
+}
+
+// Each thread owns groups of G elements: G = 4 (one Philox call feeds a Gaussian group) or G = 32 (one word of
+// a Rademacher call). Groups start on multiples of G of the global index, as the table's spans do.
+template <typename DT, typename ST, bool GAUSSIAN, bool STOCHASTIC>
+__global__ void __launch_bounds__(kThreads) combine_kernel(const ChunkRow* __restrict__ table,
+                                                           const float* __restrict__ coeffs, float scale,
+                                                           const int64_t* __restrict__ streams, uint32_t stream0,
+                                                           int K, uint2 key, uint2 rounding_key) {
+  constexpr int G = GAUSSIAN ? 4 : 32;
+  constexpr bool kRound = STOCHASTIC && !std::is_same<DT, float>::value;
+  const ChunkRow row = table[blockIdx.x];
+  if (coeffs != nullptr) {  // a coefficient that is not finite vetoes every write (no host sync to raise)
+    for (int k = 0; k < K; ++k)
+      if (!isfinite(coeffs[k])) return;
+  }
+  DT* dst = reinterpret_cast<DT*>(row.dst);
+  const ST* src = reinterpret_cast<const ST*>(row.src);
+  const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
+  const int64_t groups = (row.length + G - 1) / G;
+  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
+    const int64_t local = row.local0 + g * G;
+    const int64_t global = row.offset + local;  // a multiple of G
+    float acc[G];
+    load_group<ST, G>(src, local, row.numel, acc);
+    for (int k = 0; k < K; ++k) {
+      const float c = coeffs != nullptr ? coeffs[k] : scale;
+      const uint32_t stream = streams != nullptr ? static_cast<uint32_t>(streams[k]) : stream0 + k;
+      if constexpr (GAUSSIAN) {
+        const uint4 x = unit_words(global >> 2, stream, tensor_id, key);
+        const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
+        acc[0] += a.x; acc[1] += a.y; acc[2] += b.x; acc[3] += b.y;
+      } else {
+        const uint4 x = unit_words(global >> 7, stream, tensor_id, key);
+        const int which = static_cast<int>((global >> 5) & 3);
+        const uint32_t word = which == 0 ? x.x : which == 1 ? x.y : which == 2 ? x.z : x.w;
+#pragma unroll
+        for (int j = 0; j < 32; ++j) acc[j] += ((word >> j) & 1u) ? c : -c;
+      }
+    }
+    uint32_t r[G];
+#pragma unroll
+    for (int q = 0; q < G / 4; ++q) {
+      uint4 x = make_uint4(0, 0, 0, 0);
+      if constexpr (kRound) x = unit_words((global >> 2) + q, kRoundingStream, tensor_id, rounding_key);
+      r[4 * q] = x.x; r[4 * q + 1] = x.y; r[4 * q + 2] = x.z; r[4 * q + 3] = x.w;
+    }
+    store_group<DT, G>(dst, local, row.numel, acc, r, kRound);
+  }
+}
+
+template <typename DT, typename ST>
+static cudaError_t launch_typed(const CombineArgs& a, cudaStream_t stream) {
+  const ChunkRow* table = reinterpret_cast<const ChunkRow*>(a.table);
+  const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
+  const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
+#define ZK_LAUNCH(G, S) \
+  combine_kernel<DT, ST, G, S><<<grid, block, 0, stream>>>(table, a.coeffs, a.scale, a.streams, a.stream0, a.K, key, rkey)
+  if (a.gaussian) {
+    if (a.stochastic) ZK_LAUNCH(true, true); else ZK_LAUNCH(true, false);
+  } else {
+    if (a.stochastic) ZK_LAUNCH(false, true); else ZK_LAUNCH(false, false);
+  }
+#undef ZK_LAUNCH
+  return cudaGetLastError();
+}
+
+template <typename DT>
+static cudaError_t launch_dst(const CombineArgs& a, cudaStream_t stream) {
+  switch (a.src_dtype) {
+    case DType::kFloat32: return launch_typed<DT, float>(a, stream);
+    case DType::kBFloat16: return launch_typed<DT, __nv_bfloat16>(a, stream);
+    case DType::kFloat16: return launch_typed<DT, __half>(a, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_combine(const CombineArgs& a, cudaStream_t stream) {
+  if (a.rows == 0) return cudaSuccess;
+  switch (a.dst_dtype) {
+    case DType::kFloat32: return launch_dst<float>(a, stream);
+    case DType::kBFloat16: return launch_dst<__nv_bfloat16>(a, stream);
+    case DType::kFloat16: return launch_dst<__half>(a, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+__global__ void philox_kernel(const int64_t* __restrict__ counters, int64_t* __restrict__ out, int64_t n, uint2 key) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const uint4 x = philox4x32_10(make_uint4(static_cast<uint32_t>(counters[i]), static_cast<uint32_t>(counters[n + i]),
+                                           static_cast<uint32_t>(counters[2 * n + i]),
+                                           static_cast<uint32_t>(counters[3 * n + i])), key);
+  out[i] = x.x; out[n + i] = x.y; out[2 * n + i] = x.z; out[3 * n + i] = x.w;
+}
+
+cudaError_t launch_philox(const int64_t* counters, int64_t* out, int64_t n, uint32_t k0, uint32_t k1,
+                          cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  philox_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(counters, out, n, make_uint2(k0, k1));
+  return cudaGetLastError();
+}
+
+}  // namespace zk

@@ -1,0 +1,55 @@
+// The counter contract on the device (zokernels/contract.py is the definition; README states it).
+// Philox4x32-10 as Random123; Box-Muller on the hardware approximations with a series for ln u near 1;
+// the same instruction choices as the Triton backend.
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace zk {
+
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+constexpr uint32_t kRoundingStream = 0xFFFFFFFFu;  // reserved stream of the stochastic-rounding bits
+
+__device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint2 k) {
+#pragma unroll
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c.x;  // one IMAD.WIDE each
+    const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c.z;
+    c = make_uint4(static_cast<uint32_t>(p1 >> 32) ^ c.y ^ k.x, static_cast<uint32_t>(p1),
+                   static_cast<uint32_t>(p0 >> 32) ^ c.w ^ k.y, static_cast<uint32_t>(p0));
+    k.x += kPhiloxW0;
+    k.y += kPhiloxW1;
+  }
+  return c;
+}
+
+// Words of counter (lo32(unit), hi32(unit), stream, tensor_id).
+__device__ __forceinline__ uint4 unit_words(int64_t unit, uint32_t stream, uint32_t tensor_id, uint2 key) {
+  const uint64_t u = static_cast<uint64_t>(unit);
+  return philox4x32_10(make_uint4(static_cast<uint32_t>(u), static_cast<uint32_t>(u >> 32), stream, tensor_id), key);
+}
+
+// (2 * (x >> 9) + 1) * 2^-24 exactly: a [1, 2) float with 23 mantissa bits minus (1 - 2^-24).
+__device__ __forceinline__ float uniform_open(uint32_t x) {
+  return __uint_as_float((x >> 9) | 0x3F800000u) - 0.999999940395355224609375f;
+}
+
+__device__ __forceinline__ float lg2_approx(float x) { float y; asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+__device__ __forceinline__ float sin_approx(float x) { float y; asm("sin.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+__device__ __forceinline__ float cos_approx(float x) { float y; asm("cos.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+__device__ __forceinline__ float sqrt_approx(float x) { float y; asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+
+// c * (r cos(2 pi u1), r sin(2 pi u1)), r = sqrt(-2 ln u0). Near u0 = 1 the approximate lg2 has absolute error,
+// so there -2 ln(1 - w) = w (2 + w + 2/3 w^2 + 1/2 w^3 + ...) (relative error below 2^-24 for w < 1/64).
+__device__ __forceinline__ float2 box_muller_scaled(uint32_t xa, uint32_t xb, float c) {
+  const float u0 = uniform_open(xa), u1 = uniform_open(xb);
+  const float w = 1.0f - u0;  // exact for u0 >= 1/2
+  const float r2 = w < 0.015625f ? w * (2.0f + w * (1.0f + w * (0.6666666865348816f + w * 0.5f)))
+                                 : lg2_approx(u0) * -1.3862943611198906f;
+  const float cr = c * sqrt_approx(r2);
+  const float angle = u1 * 6.283185307179586f;
+  return make_float2(cr * cos_approx(angle), cr * sin_approx(angle));
+}
+
+}  // namespace zk

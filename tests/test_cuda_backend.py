@@ -1,0 +1,51 @@
+"""The CUDA backend: nvcc compiles every kernel (CI, no GPU needed); on a GPU the suite's parity tests run it
+through the `backend` fixtures, and these check what is specific to it."""
+import glob
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+import zokernels as zk
+from zokernels import _cuda_build, backends
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc on this machine")
+@pytest.mark.parametrize("source", sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cu"))), ids=os.path.basename)
+def test_every_kernel_compiles_for_sm90(source, tmp_path):
+    cmd = ["nvcc", "-c", source, "-o", str(tmp_path / "k.o"), "-std=c++17", "-O3", f"-I{os.path.join(ROOT, 'csrc')}",
+           "-gencode=arch=compute_90,code=sm_90", "-Werror=all-warnings"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_cuda_backend_refuses_cpu_tensors():
+    with pytest.raises(ValueError, match="backend 'cuda' is not available for device cpu: the CUDA backend runs CUDA"):
+        zk.perturb_([torch.randn(8)], seed=0, scale=1.0, backend="cuda")
+
+
+def test_build_targets_sm80_and_sm90():
+    flags = " ".join(_cuda_build.NVCC_FLAGS)
+    assert "code=sm_80" in flags and "code=sm_90" in flags
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_ops_are_registered_and_graph_capturable():
+    if not backends.is_available("cuda", torch.device("cuda")):
+        pytest.skip("CUDA extension unavailable here")
+    x = torch.randn(10_000, device="cuda", dtype=torch.bfloat16)
+    original = x.clone()
+    zk.perturb_([x], seed=3, scale=0.1, rounding="stochastic", backend="cuda")  # eager; builds the cached table
+    eager = x.clone()
+    x.copy_(original)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        torch.ops.zokernels.combine_  # noqa: B018
+        zk.perturb_([x], seed=3, scale=0.1, rounding="stochastic", backend="cuda")
+    x.copy_(original)
+    graph.replay()
+    assert torch.equal(x, eager) and not torch.equal(x, original)

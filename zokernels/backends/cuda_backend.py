@@ -1,0 +1,98 @@
+"""CUDA backend: the csrc/ kernels, reached through torch.ops.zokernels (TORCH_LIBRARY bindings).
+
+The extension comes from the install (setup.py builds zokernels._C when a CUDA toolkit and a CUDA build of
+torch are present) or is built at first use with ninja (cached by torch.utils.cpp_extension). Where neither
+works, this backend reports itself unavailable with the reason, "auto" moves on to Triton, and one warning
+says so. One launch per (dst dtype, src dtype) group, like the Triton backend; the same chunk spans.
+"""
+import warnings
+
+import torch
+
+from .. import _cuda_build
+from .. import contract as C
+from .launch import TableCache, chunk_spans, direction_args, dtype_groups, key_words
+
+NAME = "cuda"
+CHUNK = 64 * 1024  # elements per block (a multiple of the Rademacher unit)
+_TABLES = TableCache()
+_state = {"loaded": False, "error": None}
+
+
+def _load():
+    """Load the extension once; returns the error (None when torch.ops.zokernels is ready)."""
+    if _state["loaded"] or _state["error"] is not None:
+        return _state["error"]
+    try:
+        try:
+            from .. import _C  # noqa: F401  (prebuilt by setup.py)
+        except ImportError:
+            from torch.utils.cpp_extension import load
+
+            load(name="zokernels_cuda", sources=_cuda_build.SOURCES, extra_cuda_cflags=_cuda_build.NVCC_FLAGS,
+                 extra_cflags=_cuda_build.CXX_FLAGS, verbose=False)
+        torch.ops.zokernels.combine_  # noqa: B018  (raises if the registration did not happen)
+        _state["loaded"] = True
+    except Exception as exc:  # a missing toolkit, ninja or compiler: fall back, never crash
+        _state["error"] = exc
+        warnings.warn(f"zokernels: the CUDA extension could not be loaded or built ({type(exc).__name__}: {exc}); "
+                      "backend 'cuda' is unavailable and 'auto' uses Triton", RuntimeWarning, stacklevel=3)
+    return _state["error"]
+
+
+def unavailable_reason(device: torch.device):
+    """None if this backend can run on `device`, else why not (for the error message)."""
+    if device.type != "cuda":
+        return "the CUDA backend runs CUDA tensors only"
+    if not torch.cuda.is_available() or torch.version.cuda is None:
+        return "this torch build has no CUDA"
+    capability = torch.cuda.get_device_capability(device)
+    if capability < _cuda_build.MIN_CAPABILITY:
+        return (f"the device has compute capability {capability[0]}.{capability[1]}; the extension is built for "
+                f"sm_{'/sm_'.join(_cuda_build.ARCHS)} (edit ARCHS in zokernels/_cuda_build.py and rebuild)")
+    error = _load()
+    if error is not None:
+        return f"the extension could not be loaded or built: {type(error).__name__}: {error}"
+    return None
+
+
+def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
+    key = (dsts[0].device, unit, CHUNK,
+           tuple((d.data_ptr(), s.data_ptr(), d.numel(), tid, off) for d, s, tid, off in zip(dsts, srcs, tensor_ids, offsets)))
+
+    def build():
+        rows = [[dsts[t].data_ptr(), srcs[t].data_ptr(), local0, dsts[t].numel(), offsets[t], tensor_ids[t], length]
+                for t, local0, length in chunk_spans([d.numel() for d in dsts], offsets, unit, CHUNK)]
+        return torch.tensor(rows, dtype=torch.int64).reshape(-1, 7).to(dsts[0].device, non_blocking=True)
+
+    return _TABLES.get_or_build(key, build)
+
+
+def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
+    table = _chunk_table(dsts, srcs, tensor_ids, offsets, C.unit_of(dist))
+    if table.shape[0] == 0:
+        return
+    coeff_arg, scale, stream_arg = direction_args(coeffs, streams, dsts[0].device)
+    torch.ops.zokernels.combine_(dsts, srcs, table, coeff_arg, scale, stream_arg, streams[0], len(streams),
+                                 *key_words(seed), *key_words(rounding_seed), dist == "gaussian",
+                                 rounding == "stochastic")
+
+
+def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
+    """Same contract as reference.combine; one launch per (dst dtype, src dtype) group."""
+    for d, s, idx in dtype_groups(dsts, dsts if srcs is None else srcs):
+        _launch(d, s, seed=seed, coeffs=coeffs, streams=streams, tensor_ids=[tensor_ids[t] for t in idx],
+                offsets=[offsets[t] for t in idx], dist=dist, rounding=rounding, rounding_seed=rounding_seed)
+
+
+def stream_values(n, *, seed, stream, tensor_id, offset, dist, device):
+    out = torch.zeros(n, dtype=torch.float32, device=device)
+    _launch([out], [out], seed=seed, coeffs=[1.0], streams=[stream], tensor_ids=[tensor_id], offsets=[offset],
+            dist=dist, rounding="nearest", rounding_seed=seed)
+    return out
+
+
+def philox4x32_10(c0, c1, c2, c3, seed: int):
+    """Raw words through the device code (int64 tensors of 32-bit words in, out)."""
+    c = torch.stack([torch.as_tensor(x, dtype=torch.int64) for x in (c0, c1, c2, c3)]).contiguous()
+    return tuple(torch.ops.zokernels.philox_words(c, *key_words(seed)))

@@ -1,0 +1,64 @@
+"""Host-side pieces shared by the GPU backends: dtype groups (one launch each), chunk spans (one program or
+block each), the table cache, the kernels' key words and direction arguments."""
+import collections
+
+import torch
+
+from .. import contract as C
+
+
+def dtype_groups(dsts, srcs):
+    """Yield (dsts, srcs, indices) per (dst dtype, src dtype) pair: a kernel launch handles one such group."""
+    groups = collections.defaultdict(list)
+    for t, (d, s) in enumerate(zip(dsts, srcs)):
+        groups[(d.dtype, s.dtype)].append(t)
+    for idx in groups.values():
+        yield [dsts[t] for t in idx], [srcs[t] for t in idx], idx
+
+
+def key_words(seed: int):
+    """The Philox key words of a seed as signed 32-bit values (one kernel signature for every seed)."""
+    return tuple(w - 2**32 if w >= 2**31 else w for w in C.split_seed(seed))
+
+
+def direction_args(coeffs, streams, device):
+    """(coeff tensor or None, scale, stream tensor or None): one coefficient travels as a scalar argument,
+    several as a float32 device tensor; consecutive streams travel as streams[0] alone."""
+    if isinstance(coeffs, torch.Tensor):
+        coeff_arg, scale = coeffs, 0.0
+    elif len(coeffs) == 1:
+        coeff_arg, scale = None, float(coeffs[0])
+    else:
+        coeff_arg, scale = torch.tensor(coeffs, dtype=torch.float32).to(device, non_blocking=True), 0.0
+    consecutive = list(streams) == list(range(streams[0], streams[0] + len(streams)))
+    stream_arg = None if consecutive else torch.tensor(streams, dtype=torch.int64).to(device, non_blocking=True)
+    return coeff_arg, scale, stream_arg
+
+
+def chunk_spans(numels, offsets, unit, chunk):
+    """Yield (tensor index, local0, length) covering every element of every tensor in spans of <= chunk
+    elements. Spans start on `unit` boundaries of the global index (offset + local), so the first span of a
+    tensor whose offset is not a multiple of `unit` starts at a negative local0 (the kernel masks those)."""
+    for t, (n, off) in enumerate(zip(numels, offsets)):
+        for local0 in range((off // unit) * unit - off, n, chunk):
+            yield t, local0, min(chunk, n - local0)
+
+
+class TableCache:
+    """A small LRU of device tables keyed on what they were built from (addresses, sizes, ids, settings)."""
+
+    def __init__(self, size=16):
+        self.size, self.entries = size, collections.OrderedDict()
+
+    def get_or_build(self, key, build):
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = build()
+            if len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        else:
+            self.entries.move_to_end(key)
+        return entry
+
+    def clear(self):
+        self.entries.clear()
