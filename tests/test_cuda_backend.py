@@ -49,3 +49,39 @@ def test_cuda_ops_are_registered_and_graph_capturable():
     x.copy_(original)
     graph.replay()
     assert torch.equal(x, eager) and not torch.equal(x, original)
+
+
+@pytest.fixture
+def fake_cuda_machine(monkeypatch):
+    """A machine that looks like it has a CUDA GPU of a chosen capability (no GPU needed)."""
+    from zokernels.backends import cuda_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(cuda_backend, "_state", {"loaded": False, "error": None})
+    return cuda_backend
+
+
+def test_old_gpu_gets_a_clear_message(fake_cuda_machine, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    reason = fake_cuda_machine.unavailable_reason(torch.device("cuda"))
+    assert "compute capability 7.5" in reason and "sm_80/sm_90" in reason and "rebuild" in reason
+
+
+def test_failed_build_warns_once_and_falls_back(fake_cuda_machine, monkeypatch):
+    import torch.utils.cpp_extension
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+
+    def failing_load(**kwargs):
+        raise RuntimeError("ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", failing_load)
+    with pytest.warns(RuntimeWarning, match="backend 'cuda' is unavailable and 'auto' uses Triton"):
+        reason = fake_cuda_machine.unavailable_reason(torch.device("cuda"))
+    assert "ninja is required" in reason
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second question answers from the cached failure, silently
+        assert "ninja is required" in fake_cuda_machine.unavailable_reason(torch.device("cuda"))
