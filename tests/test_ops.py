@@ -100,6 +100,18 @@ def test_perturbed_copy_parity_and_src_untouched(backend, src_dtype, dst_dtype):
     assert_parity(dst, ref, dst_dtype, 1e-3, "gaussian")
 
 
+def test_mixed_dtype_list_equals_per_tensor_calls(backend):
+    """One call over tensors of several dtypes (one launch per dtype on a GPU) keeps each tensor's id and offset."""
+    mixed = [t[0] for t in (_params(dtype, seed=i, shapes=[(300 + i,)]) for i, dtype in enumerate(DTYPES * 2))]
+    single = [t.clone() for t in mixed]
+    ids, offs = [7, 3, 9, 1, 4, 2], [0, 5, 130, 2**33, 1, 64]
+    kw = dict(seed=12, coeffs=[0.3, -0.1], rounding="stochastic")
+    zk.combine_(mixed, tensor_ids=ids, offsets=offs, backend=backend, **kw)
+    for t, i, o in zip(single, ids, offs):
+        zk.combine_([t], tensor_ids=[i], offsets=[o], backend=backend, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(mixed, single))
+
+
 def test_perturbed_copy_in_place_alias_equals_perturb(backend):
     a = _params(torch.bfloat16, seed=5)
     b = [t.clone() for t in a]

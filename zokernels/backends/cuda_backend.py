@@ -11,7 +11,7 @@ import torch
 
 from .. import _cuda_build
 from .. import contract as C
-from .launch import TableCache, chunk_spans, direction_args, dtype_groups, key_words
+from .launch import TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, tensor_list_key
 
 NAME = "cuda"
 CHUNK = 64 * 1024  # elements per block (a multiple of the Rademacher unit)
@@ -58,7 +58,7 @@ def unavailable_reason(device: torch.device):
 
 def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
     key = (dsts[0].device, unit, CHUNK,
-           tuple((d.data_ptr(), s.data_ptr(), d.numel(), tid, off) for d, s, tid, off in zip(dsts, srcs, tensor_ids, offsets)))
+           tensor_list_key(dsts, srcs, tensor_ids, offsets))
 
     def build():
         rows = [[dsts[t].data_ptr(), srcs[t].data_ptr(), local0, dsts[t].numel(), offsets[t], tensor_ids[t], length]
@@ -80,9 +80,8 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
 
 def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
     """Same contract as reference.combine; one launch per (dst dtype, src dtype) group."""
-    for d, s, idx in dtype_groups(dsts, dsts if srcs is None else srcs):
-        _launch(d, s, seed=seed, coeffs=coeffs, streams=streams, tensor_ids=[tensor_ids[t] for t in idx],
-                offsets=[offsets[t] for t in idx], dist=dist, rounding=rounding, rounding_seed=rounding_seed)
+    combine_by_dtype(_launch, dsts, srcs, tensor_ids=tensor_ids, offsets=offsets, seed=seed, coeffs=coeffs,
+                     streams=streams, dist=dist, rounding=rounding, rounding_seed=rounding_seed)
 
 
 def stream_values(n, *, seed, stream, tensor_id, offset, dist, device):

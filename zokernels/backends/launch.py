@@ -7,13 +7,21 @@ import torch
 from .. import contract as C
 
 
-def dtype_groups(dsts, srcs):
-    """Yield (dsts, srcs, indices) per (dst dtype, src dtype) pair: a kernel launch handles one such group."""
+def combine_by_dtype(launch, dsts, srcs, *, tensor_ids, offsets, **kwargs):
+    """Call launch(dsts, srcs, tensor_ids=..., offsets=..., **kwargs) once per (dst dtype, src dtype) pair
+    (srcs None: in place): a kernel launch handles one such group."""
+    srcs = dsts if srcs is None else srcs
     groups = collections.defaultdict(list)
     for t, (d, s) in enumerate(zip(dsts, srcs)):
         groups[(d.dtype, s.dtype)].append(t)
     for idx in groups.values():
-        yield [dsts[t] for t in idx], [srcs[t] for t in idx], idx
+        launch([dsts[t] for t in idx], [srcs[t] for t in idx], tensor_ids=[tensor_ids[t] for t in idx],
+               offsets=[offsets[t] for t in idx], **kwargs)
+
+
+def tensor_list_key(dsts, srcs, tensor_ids, offsets):
+    """What a chunk table depends on: addresses, sizes, tensor ids and offsets of the list."""
+    return tuple((d.data_ptr(), s.data_ptr(), d.numel(), tid, off) for d, s, tid, off in zip(dsts, srcs, tensor_ids, offsets))
 
 
 def key_words(seed: int):

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .. import contract as C
-from .launch import TableCache, chunk_spans, direction_args, dtype_groups, key_words
+from .launch import TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, tensor_list_key
 
 NAME = "triton"
 # Launch settings (measured on an H100: bench/results/); the environment may override them for other GPUs.
@@ -286,7 +286,7 @@ def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
     tensor_id, tiles in the chunk. A_* are the largest powers of two (up to 16 bytes) dividing a column, so
     the kernel multiplies them back in as constants and the compiler can prove 16-byte alignment."""
     key = (dsts[0].device, unit, TILE, CHUNK_TILES, dsts[0].dtype, srcs[0].dtype,
-           tuple((d.data_ptr(), s.data_ptr(), d.numel(), tid, off) for d, s, tid, off in zip(dsts, srcs, tensor_ids, offsets)))
+           tensor_list_key(dsts, srcs, tensor_ids, offsets))
     return _TABLES.get_or_build(key, lambda: _build_table(dsts, srcs, tensor_ids, offsets, unit))
 
 
@@ -310,7 +310,7 @@ def _build_table(dsts, srcs, tensor_ids, offsets, unit):
     return table, a_dst, a_src, a_local
 
 
-def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed, has_src):
+def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed, has_src=True):
     table, a_dst, a_src, a_local = _chunk_table(dsts, srcs, tensor_ids, offsets, C.unit_of(dist))
     if table.shape[0] == 0:
         return
@@ -328,10 +328,8 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
 
 def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
     """Same contract as reference.combine; one launch per (dst dtype, src dtype) group."""
-    for d, s, idx in dtype_groups(dsts, dsts if srcs is None else srcs):
-        _launch(d, s, seed=seed, coeffs=coeffs, streams=streams, tensor_ids=[tensor_ids[t] for t in idx],
-                offsets=[offsets[t] for t in idx], dist=dist, rounding=rounding, rounding_seed=rounding_seed,
-                has_src=True)
+    combine_by_dtype(_launch, dsts, srcs, tensor_ids=tensor_ids, offsets=offsets, seed=seed, coeffs=coeffs,
+                     streams=streams, dist=dist, rounding=rounding, rounding_seed=rounding_seed)
 
 
 def stream_values(n, *, seed, stream, tensor_id, offset, dist, device):
