@@ -84,12 +84,41 @@ def eager_combine(params, seeds, coeffs):
         eager_inplace(params, s, c)
 
 
+def auto_choices(rows):
+    """{op class: fastest backend} from one run's rows, for op classes measured on at least two backends."""
+    best, seen = {}, {}
+    for r in rows:
+        if r["op"] not in ("perturb_", "combine_"):
+            continue
+        key = backends.op_class(r["dist"], r["rounding"], r["K"])
+        seen.setdefault(key, set()).add(r["backend"])
+        if key not in best or r["ms"] < best[key][1]:
+            best[key] = (r["backend"], r["ms"])
+    return {key: b for key, (b, _) in sorted(best.items()) if len(seen[key]) >= 2}
+
+
+def save_auto_choices(result, path=backends.AUTO_CHOICES_FILE):
+    """Merge this run's choices for its device into the package's auto_choices.json."""
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except FileNotFoundError:
+        table = {}
+    table[result["device"]] = dict(date=result["date"], torch=result["torch"], triton=result["triton"],
+                                   choices=auto_choices(result["rows"]))
+    with open(path, "w") as f:
+        json.dump(table, f, indent=1, sort_keys=True)
+    return table[result["device"]]["choices"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/perturb_<device>.json)")
     ap.add_argument("--ks", default="1,4,16,64")
     ap.add_argument("--backends", default="auto", help="comma-separated; auto: every compiled backend available")
     ap.add_argument("--quick", action="store_true", help="fewer variants (smoke run)")
+    ap.add_argument("--save-auto", action="store_true",
+                    help="write the fastest backend per op class of this run into zokernels/backends/auto_choices.json")
     args = ap.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -160,6 +189,8 @@ def main(argv=None):
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"wrote {out}")
+    if args.save_auto:
+        print(f"auto choices for {result['device']}: {save_auto_choices(result)}")
     return result
 
 

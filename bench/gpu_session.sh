@@ -21,4 +21,5 @@ if [[ " $* " == *" --ncu "* ]]; then  # stall reasons and pipe use of one combin
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
       --section InstructionStats python3 bench/ncu_target.py 2>&1 | tee "$OUT/ncu.txt" | grep -v "^==PROF==" | tail -80
 fi
-python3 -m zokernels bench --out "$OUT/perturb.json" 2>&1 | tee "$OUT/bench.log"
+python3 -m zokernels bench --save-auto --out "$OUT/perturb.json" 2>&1 | tee "$OUT/bench.log"
+cp zokernels/backends/auto_choices.json "$OUT/" 2>/dev/null || true

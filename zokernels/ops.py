@@ -145,7 +145,7 @@ def _run(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, roundi
             raise ValueError(f"offsets[{i}] + numel of {_describe('tensors', i, t)} exceeds 2**62")
     _check_choice("dist", dist, C.DISTRIBUTIONS)
     _check_choice("rounding", rounding, C.ROUNDINGS)
-    name = backends.resolve(backend, device)
+    name = backends.resolve(backend, device, backends.op_class(dist, rounding, len(coeffs)))
     log.debug("zokernels: %d tensors on %s -> backend %s", len(dsts), device, name)
     with torch.no_grad():
         backends.load(name).combine(dsts, srcs, seed=seed, coeffs=coeffs, streams=streams, tensor_ids=tensor_ids,
@@ -202,7 +202,7 @@ def _stream(n, seed, stream, tensor_id, offset, device, dist, backend):
     tensor_id = _check_int("tensor_id", tensor_id, 0, C.MAX_TENSOR_ID)
     offset = _check_int("offset", offset, 0, C.MAX_INDEX - n)
     device = torch.device("cpu") if device is None else torch.device(device)
-    name = backends.resolve(backend, device)
+    name = backends.resolve(backend, device, backends.op_class(dist, "nearest", 1))
     return backends.load(name).stream_values(n, seed=seed, stream=stream, tensor_id=tensor_id, offset=offset,
                                              dist=dist, device=device)
 
@@ -219,6 +219,6 @@ def rademacher(n: int, *, seed: int, stream: int = 0, tensor_id: int = 0, offset
     return _stream(n, seed, stream, tensor_id, offset, device, "rademacher", backend)
 
 
-def backend_for(device, backend: str = "auto") -> str:
-    """The backend an op would run on tensors of `device` (honours ZOKERNELS_BACKEND for "auto")."""
-    return backends.resolve(backend, torch.device(device))
+def backend_for(device, backend: str = "auto", *, dist: str = "gaussian", rounding: str = "nearest", k: int = 1) -> str:
+    """The backend an op (distribution, rounding, K directions) would run on tensors of `device`."""
+    return backends.resolve(backend, torch.device(device), backends.op_class(dist, rounding, k))

@@ -1,15 +1,39 @@
 """Backend registry. Every backend module has NAME, unavailable_reason(device),
 combine(...), stream_values(...), philox4x32_10(...), implementing the same contract (zokernels.contract)."""
+import functools
 import importlib
+import json
 import os
 
 import torch
 
 BACKEND_ENV = "ZOKERNELS_BACKEND"
 _MODULES = {"reference": ".reference", "triton": ".triton_backend", "cuda": ".cuda_backend"}
-_AUTO_ORDER = ("triton", "reference")  # fastest first; "cuda" joins once measured faster (bench/NOTES.md)
+_AUTO_ORDER = ("triton", "reference")  # without a measurement for the device and op: fastest first
+AUTO_CHOICES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "auto_choices.json")
 _loaded = {}
 _import_errors = {}
+
+
+def op_class(dist: str, rounding: str, k: int) -> str:
+    """The key under which "auto" choices are measured: distribution, rounding and a bucket of K."""
+    bucket = "1" if k <= 1 else "2-4" if k <= 4 else "5-16" if k <= 16 else "17+"
+    return f"{dist}/{rounding}/K={bucket}"
+
+
+@functools.lru_cache(maxsize=None)
+def _auto_choices():
+    """{device name: {op class: backend}}, written by `python -m zokernels bench --save-auto` from one run."""
+    try:
+        with open(AUTO_CHOICES_FILE) as f:
+            return {dev: entry["choices"] for dev, entry in json.load(f).items()}
+    except FileNotFoundError:
+        return {}
+
+
+@functools.lru_cache(maxsize=None)
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 def names():
@@ -31,16 +55,22 @@ def is_available(name: str, device: torch.device) -> bool:
     return module is not None and module.unavailable_reason(device) is None
 
 
-def resolve(backend: str, device: torch.device) -> str:
-    """Name of the backend that runs for `backend` ("auto" or a name) on `device`; ValueError if it cannot."""
+def resolve(backend: str, device: torch.device, op: str = None) -> str:
+    """Name of the backend that runs for `backend` ("auto" or a name) on `device`; ValueError if it cannot.
+    "auto": ZOKERNELS_BACKEND if set; else the backend measured fastest for this device and `op` (an op_class)
+    if it is available; else the first available of _AUTO_ORDER."""
     device = torch.device(device)
     if backend == "auto":
         forced = os.environ.get(BACKEND_ENV, "").strip()
         if forced and forced != "auto":
             backend = forced
         else:
-            # On the CPU Triton is only its (slow) interpreter: "auto" takes the reference there.
-            return next(n for n in _AUTO_ORDER if is_available(n, device) and (n == "reference" or device.type != "cpu"))
+            if device.type == "cpu":  # on the CPU Triton is only its (slow) interpreter
+                return "reference"
+            measured = _auto_choices().get(_device_name(device), {}).get(op) if op else None
+            if measured is not None and is_available(measured, device):
+                return measured
+            return next(n for n in _AUTO_ORDER if is_available(n, device))
     if backend not in _MODULES:
         raise ValueError(f"unknown backend {backend!r}; choose one of 'auto', {', '.join(map(repr, _MODULES))}")
     module = load(backend)
