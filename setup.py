@@ -34,6 +34,7 @@ setup(
     version="0.1.0",
     description="Fused Triton/CUDA kernels for zeroth-order LLM fine-tuning: seeded perturbations regenerated in place",
     packages=find_packages(include=["zokernels", "zokernels.*"]),
+    package_data={"zokernels": ["backends/auto_choices.json"]},
     python_requires=">=3.9",
     install_requires=["torch>=2.1"],
     extras_require={"triton": ["triton>=3.0"], "test": ["pytest", "numpy<2.4"]},
