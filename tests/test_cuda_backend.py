@@ -85,3 +85,13 @@ def test_failed_build_warns_once_and_falls_back(fake_cuda_machine, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second question answers from the cached failure, silently
         assert "ninja is required" in fake_cuda_machine.unavailable_reason(torch.device("cuda"))
+
+
+def test_reasons_distinguish_a_cpu_build_from_a_missing_device(monkeypatch):
+    from zokernels.backends import cuda_backend
+
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert cuda_backend.unavailable_reason(torch.device("cuda")) == "this torch build has no CUDA"
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cuda_backend.unavailable_reason(torch.device("cuda")) == "torch sees no CUDA device"

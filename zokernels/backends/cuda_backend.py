@@ -44,8 +44,10 @@ def unavailable_reason(device: torch.device):
     """None if this backend can run on `device`, else why not (for the error message)."""
     if device.type != "cuda":
         return "the CUDA backend runs CUDA tensors only"
-    if not torch.cuda.is_available() or torch.version.cuda is None:
+    if torch.version.cuda is None:
         return "this torch build has no CUDA"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
     capability = torch.cuda.get_device_capability(device)
     if capability < _cuda_build.MIN_CAPABILITY:
         return (f"the device has compute capability {capability[0]}.{capability[1]}; the extension is built for "
