@@ -271,6 +271,13 @@ def test_bad_scale_and_copy_arguments():
         zk.perturbed_copy_([buf[5:15]], [buf[:10]], seed=0, scale=1.0)
 
 
+def test_empty_list_is_a_no_op_that_still_checks_arguments():
+    assert zk.perturb_([], seed=0, scale=1.0) is None
+    for kwargs, match in (({"seed": -1}, "seed"), ({"dist": "uniform"}, "dist"), ({"backend": "cudnn"}, "backend")):
+        with pytest.raises(ValueError, match=match):
+            zk.perturb_([], **{"seed": 0, "scale": 1.0, **kwargs})
+
+
 def test_backend_not_available_for_device():
     with pytest.raises(ValueError, match="not available for device meta"):
         zk.perturb_([torch.empty(4, device="meta")], seed=0, scale=1.0, backend="triton")

@@ -121,7 +121,13 @@ def _check_streams(streams, k):
 def _run(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed, backend):
     """Shared validation and dispatch of perturb_, combine_ and perturbed_copy_. srcs is None for in place."""
     device = _check_tensors("tensors", dsts)
-    if device is None:
+    if device is None:  # nothing to write, but the arguments are still checked
+        _check_int("seed", seed, 0, C.MAX_SEED)
+        if rounding_seed is not None:
+            _check_int("rounding_seed", rounding_seed, 0, C.MAX_SEED)
+        _check_choice("dist", dist, C.DISTRIBUTIONS)
+        _check_choice("rounding", rounding, C.ROUNDINGS)
+        _check_choice("backend", backend, ("auto", *backends.names()))
         return None
     if srcs is not None:
         _check_tensors("src", srcs, device)
