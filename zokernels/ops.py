@@ -120,13 +120,12 @@ def _check_streams(streams, k):
 
 def _run(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed, backend):
     """Shared validation and dispatch of perturb_, combine_ and perturbed_copy_. srcs is None for in place."""
+    seed = _check_int("seed", seed, 0, C.MAX_SEED)
+    rounding_seed = seed if rounding_seed is None else _check_int("rounding_seed", rounding_seed, 0, C.MAX_SEED)
+    _check_choice("dist", dist, C.DISTRIBUTIONS)
+    _check_choice("rounding", rounding, C.ROUNDINGS)
     device = _check_tensors("tensors", dsts)
-    if device is None:  # nothing to write, but the arguments are still checked
-        _check_int("seed", seed, 0, C.MAX_SEED)
-        if rounding_seed is not None:
-            _check_int("rounding_seed", rounding_seed, 0, C.MAX_SEED)
-        _check_choice("dist", dist, C.DISTRIBUTIONS)
-        _check_choice("rounding", rounding, C.ROUNDINGS)
+    if device is None:  # an empty list: nothing to write once the arguments are known to be valid
         _check_choice("backend", backend, ("auto", *backends.names()))
         return None
     if srcs is not None:
@@ -140,8 +139,6 @@ def _run(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, roundi
         _check_no_overlap("dst+src", both, alias)
     else:
         _check_no_overlap("tensors", dsts)
-    seed = _check_int("seed", seed, 0, C.MAX_SEED)
-    rounding_seed = seed if rounding_seed is None else _check_int("rounding_seed", rounding_seed, 0, C.MAX_SEED)
     coeffs = _check_coeffs(coeffs, device)
     streams = _check_streams(streams, len(coeffs))
     tensor_ids = _per_tensor_ints("tensor_ids", tensor_ids, len(dsts), 0, C.MAX_TENSOR_ID, lambda i: i)
@@ -149,8 +146,6 @@ def _run(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, roundi
     for i, (t, off) in enumerate(zip(dsts, offsets)):
         if off + t.numel() > C.MAX_INDEX:
             raise ValueError(f"offsets[{i}] + numel of {_describe('tensors', i, t)} exceeds 2**62")
-    _check_choice("dist", dist, C.DISTRIBUTIONS)
-    _check_choice("rounding", rounding, C.ROUNDINGS)
     name = backends.resolve(backend, device, backends.op_class(dist, rounding, len(coeffs)))
     log.debug("zokernels: %d tensors on %s -> backend %s", len(dsts), device, name)
     with torch.no_grad():

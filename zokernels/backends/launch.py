@@ -67,6 +67,3 @@ class TableCache:
         else:
             self.entries.move_to_end(key)
         return entry
-
-    def clear(self):
-        self.entries.clear()
