@@ -7,15 +7,20 @@ unset TRITON_INTERPRET
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/env.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/env.txt"
-# build the CUDA extension first (cached for the rest of the session) and show why if it cannot be used
-python3 -c "import torch; from zokernels.backends import cuda_backend as c; print('cuda backend:', c.unavailable_reason(torch.device('cuda')) or 'ready')" 2>&1 | tail -30 | tee "$OUT/cuda_build.log"
+# build the CUDA extension ahead of time (setup.py, as a user's install does); AOT=0 leaves it to the JIT build
+if [[ "${AOT:-1}" == 1 ]]; then
+  (time ZOKERNELS_BUILD_CUDA=1 MAX_JOBS=16 python3 setup.py -q build_ext --inplace) > "$OUT/aot_build.log" 2>&1
+  tail -3 "$OUT/aot_build.log"
+fi
+python3 -c "import torch; from zokernels.backends import cuda_backend as c; r = c.unavailable_reason(torch.device('cuda')); print('cuda backend:', r or 'ready', '|', c.extension_source())" 2>&1 | tail -30 | tee "$OUT/cuda_build.log"
 python3 -m pytest -q -x tests 2>&1 | tee "$OUT/pytest.log" | tail -15
 if [[ " $* " == *" --sanitize "* ]]; then
   # memcheck: the CUDA parity tests (~80 s on the H100); racecheck is far slower: one dtype of them
   compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py \
     -k "cuda and (combine_parity or perturb_parity or sharded or copy_parity)" 2>&1 | tail -4 | tee "$OUT/sanitizer_memcheck.log"
-  compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py \
+  timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py \
     -k "cuda and combine_parity and bfloat16 and gaussian" 2>&1 | tail -4 | tee "$OUT/sanitizer_racecheck.log"
+  echo "racecheck exit: $?" | tee -a "$OUT/sanitizer_racecheck.log"
 fi
 python3 bench/gpu_check.py ${SWEEP:+--sweep} --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
 if [[ " $* " == *" --ncu "* ]]; then  # stall reasons and pipe use of one combine_ K=16 launch

@@ -16,7 +16,7 @@ from .launch import TableCache, chunk_spans, combine_by_dtype, direction_args, k
 NAME = "cuda"
 CHUNK = 64 * 1024  # elements per block (a multiple of the Rademacher unit)
 _TABLES = TableCache()
-_state = {"loaded": False, "error": None}
+_state = {"loaded": False, "error": None, "source": None}
 
 
 def _load():
@@ -26,11 +26,13 @@ def _load():
     try:
         try:
             from .. import _C  # noqa: F401  (prebuilt by setup.py)
+            _state["source"] = "prebuilt zokernels._C"
         except ImportError:
             from torch.utils.cpp_extension import load
 
             load(name="zokernels_cuda", sources=_cuda_build.SOURCES, extra_cuda_cflags=_cuda_build.NVCC_FLAGS,
                  extra_cflags=_cuda_build.CXX_FLAGS, verbose=False)
+            _state["source"] = "JIT build (torch.utils.cpp_extension.load)"
         torch.ops.zokernels.combine_  # noqa: B018  (raises if the registration did not happen)
         _state["loaded"] = True
     except Exception as exc:  # a missing toolkit, ninja or compiler: fall back, never crash
@@ -38,6 +40,11 @@ def _load():
         warnings.warn(f"zokernels: the CUDA extension could not be loaded or built ({type(exc).__name__}: {exc}); "
                       "backend 'cuda' is unavailable and 'auto' uses Triton", RuntimeWarning, stacklevel=3)
     return _state["error"]
+
+
+def extension_source():
+    """Where the loaded extension came from ("prebuilt zokernels._C" or the JIT build), None if not loaded."""
+    return _state["source"] if _state["loaded"] else None
 
 
 def unavailable_reason(device: torch.device):
