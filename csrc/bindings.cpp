@@ -18,14 +18,17 @@ zk::DType dtype_code(const at::Tensor& t) {
   }
 }
 
-// dsts/srcs: the tensors the table points into (one dtype each; declared so that the mutation is visible to
-// torch.compile and autograd). table: int64 [rows, 7] on the same device.
+// dsts/srcs: the tensors the table's rows index (one dtype each, at most kMaxTensorsPerLaunch; declared so that
+// the mutation is visible to torch.compile and autograd). table: int64 [rows, 6] on the same device, built by
+// zokernels/backends/cuda_backend.py for tensors of these sizes.
 void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table, const c10::optional<at::Tensor>& coeffs,
               double scale, const c10::optional<at::Tensor>& streams, int64_t stream0, int64_t K, int64_t k0,
               int64_t k1, int64_t rk0, int64_t rk1, bool gaussian, bool stochastic) {
   TORCH_CHECK(!dsts.empty() && dsts.size() == srcs.size(), "zokernels cuda: dsts and srcs must be non-empty, equal length");
+  TORCH_CHECK(dsts.size() <= static_cast<size_t>(zk::kMaxTensorsPerLaunch), "zokernels cuda: at most ",
+              zk::kMaxTensorsPerLaunch, " tensors per launch, got ", dsts.size());
   TORCH_CHECK(table.is_cuda() && table.scalar_type() == at::kLong && table.is_contiguous() && table.dim() == 2 &&
-                  table.size(1) == 7, "zokernels cuda: table must be a contiguous CUDA int64 [rows, 7] tensor");
+                  table.size(1) == 6, "zokernels cuda: table must be a contiguous CUDA int64 [rows, 6] tensor");
   TORCH_CHECK(K >= 1, "zokernels cuda: K must be >= 1");
   const c10::cuda::CUDAGuard guard(table.device());
   zk::CombineArgs a{};
@@ -33,6 +36,15 @@ void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table,
   a.src_dtype = dtype_code(srcs[0]);
   a.gaussian = gaussian;
   a.stochastic = stochastic;
+  for (size_t t = 0; t < dsts.size(); ++t) {
+    TORCH_CHECK(dsts[t].is_cuda() && srcs[t].is_cuda() && dsts[t].is_contiguous() && srcs[t].is_contiguous() &&
+                    dsts[t].scalar_type() == dsts[0].scalar_type() && srcs[t].scalar_type() == srcs[0].scalar_type() &&
+                    dsts[t].numel() == srcs[t].numel(),
+                "zokernels cuda: dsts/srcs must be contiguous CUDA tensors of one dtype each and equal sizes (tensor ", t, ")");
+    a.ptrs.dst[t] = dsts[t].data_ptr();
+    a.ptrs.src[t] = srcs[t].data_ptr();
+  }
+  a.num_tensors = static_cast<int>(dsts.size());
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
   if (coeffs.has_value()) {

@@ -9,10 +9,20 @@ namespace zk {
 constexpr int kThreads = 256;
 enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
 
+// Tensor addresses travel as kernel parameters, not in the device table, so a launch always writes the tensors it
+// was given (torch.compile may hand the op copies of the tensors the table was built for).
+constexpr int kMaxTensorsPerLaunch = 128;
+struct TensorPtrs {
+  void* dst[kMaxTensorsPerLaunch];
+  const void* src[kMaxTensorsPerLaunch];
+};
+
 struct CombineArgs {
   DType dst_dtype, src_dtype;
   bool gaussian, stochastic;
-  const int64_t* table;  // [rows, 7] chunk rows
+  TensorPtrs ptrs;
+  int num_tensors;
+  const int64_t* table;  // [rows, 6] chunk rows
   int64_t rows;
   const float* coeffs;   // [K] on the device, or nullptr: every direction uses `scale`
   float scale;

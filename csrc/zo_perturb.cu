@@ -1,5 +1,6 @@
 // Multi-tensor perturb_/combine_/perturbed_copy_ for the CUDA backend: one block per chunk of a host-built table
-// (zokernels/backends/chunks.py), the K directions regenerated in registers, one read and one write per element.
+// (zokernels/backends/cuda_backend.py), the K directions regenerated in registers, one read and one write per
+// element. Up to kMaxTensorsPerLaunch tensors per launch; their addresses are kernel parameters.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -12,12 +13,12 @@
 
 namespace zk {
 
-struct ChunkRow {  // one table row, 7 x int64 (cuda_backend.py builds it)
-  int64_t dst, src;     // element 0 of the tensor (device addresses)
-  int64_t local0;       // first local index of the chunk (negative: the span starts on a unit boundary)
+struct ChunkRow {  // one table row, 6 x int64 (cuda_backend.py builds it)
+  int64_t tensor;   // index into the launch's TensorPtrs
+  int64_t local0;   // first local index of the chunk (negative: the span starts on a unit boundary)
   int64_t numel, offset, tensor_id, length;
 };
-static_assert(sizeof(ChunkRow) == 7 * sizeof(int64_t), "table layout");
+static_assert(sizeof(ChunkRow) == 6 * sizeof(int64_t), "table layout");
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -83,22 +84,24 @@ __device__ __forceinline__ void store_group(T* p, int64_t local, int64_t numel, 
   }
 }
 
-// Each thread owns groups of G elements: G = 4 (one Philox call feeds a Gaussian group) or G = 32 (one word of
-// a Rademacher call). Groups start on multiples of G of the global index, as the table's spans do.
+// Each thread owns groups of G elements: G = 8 (two Philox calls feed a Gaussian group; 16-byte bf16/fp16
+// vectors) or G = 32 (one word of a Rademacher call). Groups start on multiples of G of the global index, as
+// the table's spans do (cuda_backend.GROUP: 8 or 128).
 template <typename DT, typename ST, bool GAUSSIAN, bool STOCHASTIC>
-__global__ void __launch_bounds__(kThreads) combine_kernel(const ChunkRow* __restrict__ table,
+__global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ TensorPtrs ptrs,
+                                                           const ChunkRow* __restrict__ table,
                                                            const float* __restrict__ coeffs, float scale,
                                                            const int64_t* __restrict__ streams, uint32_t stream0,
                                                            int K, uint2 key, uint2 rounding_key) {
-  constexpr int G = GAUSSIAN ? 4 : 32;
+  constexpr int G = GAUSSIAN ? 8 : 32;
   constexpr bool kRound = STOCHASTIC && !std::is_same<DT, float>::value;
   const ChunkRow row = table[blockIdx.x];
   if (coeffs != nullptr) {  // a coefficient that is not finite vetoes every write (no host sync to raise)
     for (int k = 0; k < K; ++k)
       if (!isfinite(coeffs[k])) return;
   }
-  DT* dst = reinterpret_cast<DT*>(row.dst);
-  const ST* src = reinterpret_cast<const ST*>(row.src);
+  DT* dst = reinterpret_cast<DT*>(ptrs.dst[row.tensor]);
+  const ST* src = reinterpret_cast<const ST*>(ptrs.src[row.tensor]);
   const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
   const int64_t groups = (row.length + G - 1) / G;
   for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
@@ -110,9 +113,12 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const ChunkRow* __res
       const float c = coeffs != nullptr ? coeffs[k] : scale;
       const uint32_t stream = streams != nullptr ? static_cast<uint32_t>(streams[k]) : stream0 + k;
       if constexpr (GAUSSIAN) {
-        const uint4 x = unit_words(global >> 2, stream, tensor_id, key);
-        const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
-        acc[0] += a.x; acc[1] += a.y; acc[2] += b.x; acc[3] += b.y;
+#pragma unroll
+        for (int q = 0; q < G / 4; ++q) {
+          const uint4 x = unit_words((global >> 2) + q, stream, tensor_id, key);
+          const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
+          acc[4 * q] += a.x; acc[4 * q + 1] += a.y; acc[4 * q + 2] += b.x; acc[4 * q + 3] += b.y;
+        }
       } else {
         const uint4 x = unit_words(global >> 7, stream, tensor_id, key);
         const int which = static_cast<int>((global >> 5) & 3);
@@ -138,7 +144,7 @@ static cudaError_t launch_typed(const CombineArgs& a, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
 #define ZK_LAUNCH(G, S) \
-  combine_kernel<DT, ST, G, S><<<grid, block, 0, stream>>>(table, a.coeffs, a.scale, a.streams, a.stream0, a.K, key, rkey)
+  combine_kernel<DT, ST, G, S><<<grid, block, 0, stream>>>(a.ptrs, table, a.coeffs, a.scale, a.streams, a.stream0, a.K, key, rkey)
   if (a.gaussian) {
     if (a.stochastic) ZK_LAUNCH(true, true); else ZK_LAUNCH(true, false);
   } else {

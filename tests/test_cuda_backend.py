@@ -53,7 +53,8 @@ def test_cuda_ops_are_registered_and_graph_capturable():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_op_runs_under_torch_compile_fullgraph():
-    """torch.ops.zokernels.combine_ traces with its Meta impl and mutation schema: compiled == eager, bit for bit."""
+    """torch.ops.zokernels.combine_ traces with its Meta impl and mutation schema: compiled == eager, bit for bit.
+    The table holds no addresses, so the op writes the tensors it is given (functionalization may pass copies)."""
     if not backends.is_available("cuda", torch.device("cuda")):
         pytest.skip("CUDA extension unavailable here")
     from zokernels.backends import cuda_backend
@@ -61,7 +62,8 @@ def test_cuda_op_runs_under_torch_compile_fullgraph():
 
     x = torch.randn(5_000, device="cuda", dtype=torch.bfloat16)
     y = torch.randn(3_000, device="cuda", dtype=torch.bfloat16)
-    table = cuda_backend._chunk_table([x, y], [x, y], [0, 1], [0, 0], 4)
+    table = cuda_backend._chunk_table([x, y], [0, 1], [0, 0], "gaussian")
+    original_x = x.clone()
     coeffs = torch.tensor([0.5, -0.25], device="cuda")
 
     def step(a, b, c):
@@ -71,11 +73,45 @@ def test_cuda_op_runs_under_torch_compile_fullgraph():
 
     eager_x, eager_y = x.clone(), y.clone()
     eager_total = step(eager_x, eager_y, coeffs)
+    assert torch.equal(x, original_x) and not torch.equal(eager_x, original_x)
     compiled = torch.compile(step, fullgraph=True)
     total = compiled(x, y, coeffs)
     assert torch.equal(x.view(torch.int16), eager_x.view(torch.int16))
     assert torch.equal(y.view(torch.int16), eager_y.view(torch.int16))
     torch.testing.assert_close(total, eager_total)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_more_tensors_than_one_launch_holds_match_reference():
+    if not backends.is_available("cuda", torch.device("cuda")):
+        pytest.skip("CUDA extension unavailable here")
+    from zokernels.backends import cuda_backend
+
+    gen = torch.Generator().manual_seed(5)
+    count = 2 * cuda_backend.MAX_TENSORS_PER_LAUNCH + 7
+    host = [torch.randn(int(n), generator=gen) for n in torch.randint(1, 300, (count,), generator=gen)]
+    fast = [t.cuda() for t in host]
+    zk.combine_(fast, seed=11, coeffs=[0.5, -1.5], streams=[4, 9], backend="cuda")
+    zk.combine_(host, seed=11, coeffs=[0.5, -1.5], streams=[4, 9], backend="reference")
+    for a, b in zip(fast, host):
+        torch.testing.assert_close(a.cpu(), b, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
+def test_cuda_chunk_rows_start_on_kernel_groups(dist):
+    """Each CUDA thread owns a group of 8 (Gaussian) or 32 (Rademacher) elements aligned on the global index: a
+    span that started mid-group would let two blocks write the same elements."""
+    from zokernels.backends import cuda_backend
+
+    tensors = [torch.empty(n) for n in (5, 70_001, 3, 200_000)]
+    offsets = [3, 8, 70_017, 70_020]
+    rows = cuda_backend._chunk_table(tensors, [0, 1, 2, 3], offsets, dist).tolist()
+    group = cuda_backend.GROUP[dist]
+    covered = [0] * len(tensors)
+    for t, local0, numel, offset, tid, length in rows:
+        assert (offset + local0) % group == 0 and length <= cuda_backend.CHUNK
+        covered[t] += min(local0 + length, numel) - max(local0, 0)
+    assert covered == [t.numel() for t in tensors]
 
 
 @pytest.fixture

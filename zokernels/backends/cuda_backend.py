@@ -10,11 +10,12 @@ import warnings
 import torch
 
 from .. import _cuda_build
-from .. import contract as C
-from .launch import TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, tensor_list_key
+from .launch import TableCache, chunk_spans, combine_by_dtype, direction_args, key_words
 
 NAME = "cuda"
-CHUNK = 64 * 1024  # elements per block (a multiple of the Rademacher unit)
+CHUNK = 64 * 1024  # elements per block (a multiple of every GROUP)
+GROUP = {"gaussian": 8, "rademacher": 128}  # spans start on these multiples of the global index (kernel groups)
+MAX_TENSORS_PER_LAUNCH = 128  # csrc/zo_kernels.h kMaxTensorsPerLaunch: addresses travel as kernel parameters
 _TABLES = TableCache()
 _state = {"loaded": False, "error": None, "source": None}
 
@@ -65,26 +66,30 @@ def unavailable_reason(device: torch.device):
     return None
 
 
-def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
-    key = (dsts[0].device, unit, CHUNK,
-           tensor_list_key(dsts, srcs, tensor_ids, offsets))
+def _chunk_table(dsts, tensor_ids, offsets, dist):
+    """int64 [rows, 6] rows (tensor index, local0, numel, offset, tensor id, length) on the tensors' device. It holds
+    no addresses: it depends on sizes, ids and offsets only, and the op writes the tensors it is given."""
+    numels = [d.numel() for d in dsts]
+    key = (dsts[0].device, dist, CHUNK, tuple(zip(numels, tensor_ids, offsets)))
 
     def build():
-        rows = [[dsts[t].data_ptr(), srcs[t].data_ptr(), local0, dsts[t].numel(), offsets[t], tensor_ids[t], length]
-                for t, local0, length in chunk_spans([d.numel() for d in dsts], offsets, unit, CHUNK)]
-        return torch.tensor(rows, dtype=torch.int64).reshape(-1, 7).to(dsts[0].device, non_blocking=True)
+        rows = [[t, local0, numels[t], offsets[t], tensor_ids[t], length]
+                for t, local0, length in chunk_spans(numels, offsets, GROUP[dist], CHUNK)]
+        return torch.tensor(rows, dtype=torch.int64).reshape(-1, 6).to(dsts[0].device, non_blocking=True)
 
     return _TABLES.get_or_build(key, build)
 
 
 def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
-    table = _chunk_table(dsts, srcs, tensor_ids, offsets, C.unit_of(dist))
-    if table.shape[0] == 0:
-        return
     coeff_arg, scale, stream_arg = direction_args(coeffs, streams, dsts[0].device)
-    torch.ops.zokernels.combine_(dsts, srcs, table, coeff_arg, scale, stream_arg, streams[0], len(streams),
-                                 *key_words(seed), *key_words(rounding_seed), dist == "gaussian",
-                                 rounding == "stochastic")
+    for lo in range(0, len(dsts), MAX_TENSORS_PER_LAUNCH):
+        part = slice(lo, lo + MAX_TENSORS_PER_LAUNCH)
+        table = _chunk_table(dsts[part], tensor_ids[part], offsets[part], dist)
+        if table.shape[0] == 0:
+            continue
+        torch.ops.zokernels.combine_(dsts[part], srcs[part], table, coeff_arg, scale, stream_arg, streams[0],
+                                     len(streams), *key_words(seed), *key_words(rounding_seed), dist == "gaussian",
+                                     rounding == "stochastic")
 
 
 def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
