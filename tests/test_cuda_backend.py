@@ -4,6 +4,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -140,6 +141,8 @@ def test_failed_build_warns_once_and_falls_back(fake_cuda_machine, monkeypatch):
         raise RuntimeError("ninja is required to load C++ extensions")
 
     monkeypatch.setattr(torch.utils.cpp_extension, "load", failing_load)
+    monkeypatch.setitem(sys.modules, "zokernels._C", None)  # no prebuilt extension either (a GPU machine has one)
+    monkeypatch.delattr(zk, "_C", raising=False)
     with pytest.warns(RuntimeWarning, match="backend 'cuda' is unavailable and 'auto' uses Triton"):
         reason = fake_cuda_machine.unavailable_reason(torch.device("cuda"))
     assert "ninja is required" in reason

@@ -39,7 +39,7 @@ def assert_parity(got, ref, dtype, coeff_abs_sum, dist):
         assert ((g - r).abs() <= tol).all(), ((g - r).abs() - tol).max()
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 def test_perturb_parity(fast_backend, dtype, dist, rounding):
@@ -51,7 +51,7 @@ def test_perturb_parity(fast_backend, dtype, dist, rounding):
     assert_parity(got, ref, dtype, 0.37, dist)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
 @pytest.mark.parametrize("coeffs_on_device", [False, True])
 def test_combine_parity(fast_backend, dtype, dist, coeffs_on_device):
@@ -141,7 +141,7 @@ def test_value_does_not_depend_on_dtype(backend):
     assert torch.equal(d32.to(torch.bfloat16), d16)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_stochastic_rounding_is_unbiased(dtype):
     """E[round(v)] = v: average many independently rounded copies of fixed fp32 values (incl. fp16 subnormals)."""
     gen = torch.Generator().manual_seed(8)
