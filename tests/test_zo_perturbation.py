@@ -1,0 +1,131 @@
+"""PerturbedEvaluator: exact evaluation equals an explicitly perturbed model, never writes the stored weights,
+and the inplace (MeZO) mode drifts in bf16; refused closures leave the weights as they were."""
+import copy
+
+import pytest
+import torch
+
+import zokernels as zk
+from zokernels.zo import PerturbedEvaluator
+
+from .zo_problems import least_squares, mlp, tiny_opt
+
+
+def bits(model):
+    return [p.detach().clone().view(torch.int16 if p.dtype != torch.float32 else torch.int32) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_exact_evaluation_equals_an_explicitly_perturbed_model(dtype):
+    """Tied embeddings included: the hooks perturb each parameter once, with its own tensor id."""
+    model, closure = tiny_opt(dtype)
+    twin = copy.deepcopy(model)
+    twin_params = list(twin.parameters())
+    zk.perturbed_copy_([p.data for p in twin_params], [p.data.clone() for p in twin_params], seed=77, scale=0.05,
+                       stream=3, tensor_ids=list(range(len(twin_params))))
+    params = list(model.parameters())
+    before = bits(model)
+    evaluator = PerturbedEvaluator([params])
+    loss = evaluator.loss(closure, seed=77, stream=3, scale=0.05)
+    with torch.no_grad():
+        expected = twin(input_ids=_batch(closure), labels=_batch(closure)).loss.float().item()
+    assert loss == expected
+    assert loss != closure().item()
+    assert all(torch.equal(a, b) for a, b in zip(before, bits(model))), "exact evaluation wrote the weights"
+
+
+def _batch(closure):
+    return next(c.cell_contents for c in closure.__closure__ if isinstance(c.cell_contents, torch.Tensor))
+
+
+def test_exact_mode_keeps_bf16_weights_bit_identical_at_lr0_while_inplace_drifts():
+    model, closure = tiny_opt(torch.bfloat16)
+    start = bits(model)
+    exact = zk.optim.MeZO(model.parameters(), lr=0.0, eps=1e-2)
+    for _ in range(20):
+        exact.step(closure)
+    assert all(torch.equal(a, b) for a, b in zip(start, bits(model)))
+
+    inplace = zk.optim.MeZO(model.parameters(), lr=0.0, eps=1e-2, mode="inplace")
+    for _ in range(20):
+        inplace.step(closure)
+    changed = sum(int((a != b).sum()) for a, b in zip(start, bits(model)))
+    total = sum(a.numel() for a in start)
+    assert changed / total > 0.2, f"inplace MeZO changed only {changed}/{total} bf16 weights at lr=0"
+
+
+def test_a_parameter_used_outside_its_modules_forward_is_reported():
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 1)
+            self.gain = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return self.linear(x)
+
+    model = Scaled()
+    x = torch.randn(8, 4)
+    closure = lambda: (model.linear(x) * model.gain).pow(2).mean()  # noqa: E731  (gain used outside any forward)
+    evaluator = PerturbedEvaluator([list(model.parameters())])
+    with pytest.warns(RuntimeWarning, match=r"1 parameter\(s\) \(#0 \(1,\)\) were not used inside the forward"):
+        evaluator.loss(closure, seed=1, scale=0.1)
+
+
+@pytest.mark.parametrize("mode", ["exact", "inplace"])
+@pytest.mark.parametrize("bad, error", [
+    (lambda out: out.expand(3), "must return a scalar loss, got a tensor of shape \\(3,\\)"),
+    (lambda out: "loss", "must return a scalar loss \\(0-d tensor or float\\), got str"),
+])
+def test_a_bad_closure_is_refused_and_the_weights_are_untouched(mode, bad, error):
+    model, closure = mlp(dtype=torch.bfloat16)
+    start = bits(model)
+    opt = zk.optim.MeZO(model.parameters(), lr=0.1, mode=mode)
+    with pytest.raises((ValueError, TypeError), match=error):
+        opt.step(lambda: bad(closure()))
+    assert all(torch.equal(a, b) for a, b in zip(start, bits(model)))
+    assert opt.steps == 0
+
+
+@pytest.mark.parametrize("mode", ["exact", "inplace"])
+def test_a_closure_that_calls_backward_is_refused(mode):
+    model, closure, _ = least_squares()
+    start = bits(model)
+    opt = zk.optim.MeZO(model.parameters(), lr=0.1, mode=mode)
+
+    def with_backward():
+        loss = closure()
+        loss.backward()
+        return loss
+
+    with pytest.raises(ValueError, match="called backward\\(\\): a zeroth-order closure runs the forward only"):
+        opt.step(with_backward)
+    assert all(torch.equal(a, b) for a, b in zip(start, bits(model)))
+
+
+def test_a_loss_with_autograd_history_is_refused():
+    model, closure, _ = least_squares()
+    opt = zk.optim.MeZO(model.parameters(), lr=0.1)
+
+    def grad_enabled():
+        with torch.enable_grad():
+            return closure()
+
+    with pytest.raises(ValueError, match="returned a loss that requires grad"):
+        opt.step(grad_enabled)
+
+
+def test_master_weights_hold_fp32_and_parameters_are_their_rounding():
+    model, closure = mlp(dtype=torch.bfloat16)
+    opt = zk.optim.MeZO(model.parameters(), lr=1e-3, master_weights=True)
+    for _ in range(5):
+        opt.step(closure)
+    for p, m in zip(model.parameters(), opt._masters):
+        assert m.dtype == torch.float32 and torch.equal(p.data, m.to(torch.bfloat16))
+    assert any(not torch.equal(m, m.to(torch.bfloat16).float()) for m in opt._masters), "masters kept no extra bits"
+
+
+def test_master_weights_need_exact_mode():
+    model, _ = mlp()
+    with pytest.raises(ValueError, match="master_weights=True needs mode='exact'"):
+        zk.optim.MeZO(model.parameters(), lr=0.1, mode="inplace", master_weights=True)
