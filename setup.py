@@ -37,7 +37,7 @@ setup(
     package_data={"zokernels": ["backends/auto_choices.json"]},
     python_requires=">=3.9",
     install_requires=["torch>=2.1"],
-    extras_require={"triton": ["triton>=3.0"], "test": ["pytest", "numpy<2.4"]},
+    extras_require={"triton": ["triton>=3.0"], "test": ["pytest", "numpy<2.4", "transformers"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -8,17 +8,18 @@ import torch
 import zokernels as zk
 from zokernels.zo import PerturbedEvaluator
 
-from .zo_problems import least_squares, mlp, tiny_opt
+from .zo_problems import DEVICES, least_squares, mlp, tiny_opt
 
 
 def bits(model):
     return [p.detach().clone().view(torch.int16 if p.dtype != torch.float32 else torch.int32) for p in model.parameters()]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_exact_evaluation_equals_an_explicitly_perturbed_model(dtype):
+def test_exact_evaluation_equals_an_explicitly_perturbed_model(dtype, device):
     """Tied embeddings included: the hooks perturb each parameter once, with its own tensor id."""
-    model, closure = tiny_opt(dtype)
+    model, closure = tiny_opt(dtype, device=device)
     twin = copy.deepcopy(model)
     twin_params = list(twin.parameters())
     zk.perturbed_copy_([p.data for p in twin_params], [p.data.clone() for p in twin_params], seed=77, scale=0.05,
@@ -38,8 +39,9 @@ def _batch(closure):
     return next(c.cell_contents for c in closure.__closure__ if isinstance(c.cell_contents, torch.Tensor))
 
 
-def test_exact_mode_keeps_bf16_weights_bit_identical_at_lr0_while_inplace_drifts():
-    model, closure = tiny_opt(torch.bfloat16)
+@pytest.mark.parametrize("device", DEVICES)
+def test_exact_mode_keeps_bf16_weights_bit_identical_at_lr0_while_inplace_drifts(device):
+    model, closure = tiny_opt(torch.bfloat16, device=device)
     start = bits(model)
     exact = zk.optim.MeZO(model.parameters(), lr=0.0, eps=1e-2)
     for _ in range(20):

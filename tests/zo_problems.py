@@ -45,7 +45,10 @@ def flat(model):
     return torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
 
 
-def tiny_opt(dtype=torch.bfloat16, seed=0):
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def tiny_opt(dtype=torch.bfloat16, seed=0, device="cpu"):
     """(model, closure): a 2-layer OPT with tied input/output embeddings, random weights, a fixed batch."""
     from transformers import OPTConfig, OPTForCausalLM
 
@@ -53,8 +56,8 @@ def tiny_opt(dtype=torch.bfloat16, seed=0):
                        max_position_embeddings=32, word_embed_proj_dim=32, dropout=0.0, attention_dropout=0.0,
                        tie_word_embeddings=True)
     torch.manual_seed(seed)
-    model = OPTForCausalLM(config).to(dtype).eval()
-    ids = torch.randint(0, 64, (4, 12), generator=torch.Generator().manual_seed(seed + 1))
+    model = OPTForCausalLM(config).to(device=device, dtype=dtype).eval()
+    ids = torch.randint(0, 64, (4, 12), generator=torch.Generator().manual_seed(seed + 1)).to(device)
 
     def closure():
         return model(input_ids=ids, labels=ids).loss.float()
