@@ -53,9 +53,12 @@ def chunk_spans(numels, offsets, unit, chunk):
 
 
 class TableCache:
-    """A small LRU of device tables keyed on what they were built from (addresses, sizes, ids, settings)."""
+    """An LRU of device tables keyed on what they were built from (addresses, sizes, ids, settings). Large
+    enough for one table per module of a big model: exact evaluation launches per module, and a rebuilt table
+    costs a host-to-device copy that waits for the GPU (measured: a 16-entry cache made exact MeZO steps on
+    OPT-1.3B 12x a forward pass)."""
 
-    def __init__(self, size=16):
+    def __init__(self, size=4096):
         self.size, self.entries = size, collections.OrderedDict()
 
     def get_or_build(self, key, build):
