@@ -35,6 +35,28 @@ def test_exact_evaluation_equals_an_explicitly_perturbed_model(dtype, device):
     assert all(torch.equal(a, b) for a, b in zip(before, bits(model))), "exact evaluation wrote the weights"
 
 
+@pytest.mark.parametrize("budget", [0, 9000, 10**9], ids=["per-module", "layer", "whole-model"])
+def test_the_scratch_budget_changes_launches_not_losses(budget, monkeypatch):
+    """Budget 0: every module swaps the parameters it holds; 9000 elements: a decoder layer (8544) at once; above
+    the model: the top module swaps everything in one launch. The loss is the same bits in every case."""
+    model, closure = tiny_opt(torch.bfloat16)
+    calls = []
+    real = zk.ops.perturbed_copy_
+    monkeypatch.setattr(zk.ops, "perturbed_copy_", lambda *a, **kw: calls.append(len(a[0])) or real(*a, **kw))
+    evaluator = PerturbedEvaluator([list(model.parameters())], max_scratch_elements=budget)
+    loss = evaluator.loss(closure, seed=5, stream=1, scale=0.02)
+    reference = PerturbedEvaluator([list(model.parameters())], max_scratch_elements=0)
+    monkeypatch.setattr(zk.ops, "perturbed_copy_", real)
+    assert loss == reference.loss(closure, seed=5, stream=1, scale=0.02)
+    n = len(list(model.parameters()))
+    if budget == 10**9:
+        assert calls == [n]
+    elif budget == 9000:
+        assert 1 < len(calls) <= 8 and sum(calls) >= n
+    else:
+        assert len(calls) > 20
+
+
 def _batch(closure):
     return next(c.cell_contents for c in closure.__closure__ if isinstance(c.cell_contents, torch.Tensor))
 

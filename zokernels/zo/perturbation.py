@@ -2,11 +2,13 @@
 
 PerturbedEvaluator runs closure() on theta + scale * z(seed, stream) in one of two modes:
 - "exact" (default): the stored weights are never written while evaluating. A global module forward pre-hook
-  fills a scratch buffer with perturbed_copy_(scratch, theta) for the parameters a module owns just before it
-  runs and swaps it in (param.data); the forward hook swaps the stored tensor back. Memory: the scratch of the
-  modules running at once (one leaf module, plus any parent that owns parameters directly). A parameter must be
-  used inside the forward of a module that holds it in _parameters (true of torch.nn and transformers layers,
-  tied weights included); one that never is gets a warning, since it was evaluated unperturbed.
+  fills a scratch buffer with perturbed_copy_(scratch, theta) just before a module runs and swaps it in
+  (param.data); the forward hook swaps the stored tensor back. The module that does so is the outermost one
+  whose parameters (recursively) fit in max_scratch_elements (default: 1/16 of all parameters, at least the
+  largest one), e.g. a whole decoder layer, else the module that holds the parameter itself: one launch per
+  layer, and scratch memory of about one layer. A parameter must be used inside the forward of a module that
+  holds it (true of torch.nn and transformers layers, tied weights included); one that never is gets a
+  warning, since it was evaluated unperturbed.
 - "inplace": MeZO's scheme: theta itself is moved along z with round-to-nearest adds (perturb_/combine_), and
   the restore is folded into the update pass. In bf16/fp16 the restore is inexact (bench/results and README
   give the measured drift); it stays for comparison and for code that evaluates outside module forwards.
@@ -83,7 +85,8 @@ class PerturbedEvaluator:
     """
 
     def __init__(self, groups: Sequence[Sequence[torch.Tensor]], *, mode: str = "exact",
-                 masters: Optional[List[Optional[torch.Tensor]]] = None, backend: str = "auto"):
+                 masters: Optional[List[Optional[torch.Tensor]]] = None, backend: str = "auto",
+                 max_scratch_elements: Optional[int] = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "inplace" and masters is not None:
@@ -93,6 +96,9 @@ class PerturbedEvaluator:
         self.mode, self.backend = mode, backend
         self.masters = masters
         self.index = {id(p): i for i, p in enumerate(self.params)}
+        total = sum(p.numel() for p in self.params)
+        largest = max((p.numel() for p in self.params), default=0)
+        self.max_scratch_elements = max(largest, total // 16) if max_scratch_elements is None else max_scratch_elements
         self._owned_by_module = {}
         self._pool = _ScratchPool()
         self._swapped = {}
@@ -145,10 +151,14 @@ class PerturbedEvaluator:
         return check_loss(out)
 
     def _owned(self, module):
+        """The parameters this module swaps in: all of its (recursive) ones if they fit the scratch budget, else
+        the ones it holds itself."""
         owned = self._owned_by_module.get(id(module))
         if owned is None:
-            owned = [self.index[id(p)] for p in module._parameters.values() if p is not None and id(p) in self.index]
-            self._owned_by_module[id(module)] = owned
+            nested = [self.index[id(p)] for p in module.parameters() if id(p) in self.index]
+            if sum(self.params[i].numel() for i in nested) > self.max_scratch_elements:
+                nested = [self.index[id(p)] for p in module._parameters.values() if p is not None and id(p) in self.index]
+            owned = self._owned_by_module[id(module)] = nested
         return owned
 
     def _pre_hook(self, module, args):
