@@ -15,3 +15,13 @@ def test_spsa_example_lowers_the_loss():
     spec.loader.exec_module(mod)
     first, last = mod.main()
     assert last < 0.5 * first
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU smoke test")
+@pytest.mark.parametrize("method", ["mezo", "bszo"])
+def test_finetune_recipe_lowers_the_loss(method):
+    spec = importlib.util.spec_from_file_location("recipe", os.path.join(ROOT, "python", "zo_finetune_opt.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    first, last = mod.main(["--method", method, "--steps", "40", "--k", "2"])
+    assert last < first - 0.3, (first, last)
