@@ -196,6 +196,91 @@ def perturbed_copy_(dst: TensorList, src: TensorList, *, seed: int, scale: float
                 offsets=offsets, dist=dist, rounding=rounding, rounding_seed=rounding_seed, backend=backend)
 
 
+MAX_RANK = 128  # the low-rank kernels hold a [rows, r] tile in registers
+
+
+def _check_lowrank(weight, basis, factor):
+    """Shapes, dtypes, devices and aliasing of the low-rank ops' tensors; returns (d_out, d_in, r)."""
+    for name, t in (("weight", weight), ("basis", basis), ("factor", factor)):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 2:
+            raise ValueError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{name} (shape {tuple(t.shape)}) has dtype {t.dtype}: float32, float16 or bfloat16")
+        if t.device != weight.device:
+            raise ValueError(f"{name} is on {t.device}, weight on {weight.device}: one device")
+        if not t.is_contiguous():
+            raise ValueError(f"{name} (shape {tuple(t.shape)}) is not contiguous")
+    d_out, d_in = weight.shape
+    if basis.shape[0] != d_in:
+        raise ValueError(f"basis has shape {tuple(basis.shape)}: it must be (d_in, r) = ({d_in}, r) for weight "
+                         f"{tuple(weight.shape)}")
+    r = basis.shape[1]
+    if not 1 <= r <= MAX_RANK:
+        raise ValueError(f"basis rank r = {r} must be in [1, {MAX_RANK}]")
+    if factor is not None and tuple(factor.shape) != (d_out, r):
+        raise ValueError(f"factor has shape {tuple(factor.shape)}, expected (d_out, r) = ({d_out}, {r})")
+    others = [t for t in (basis, factor) if t is not None]
+    _check_no_overlap("weight+inputs", [weight] + others, lambda i, j: i > 0 and j > 0)
+    return d_out, d_in, r
+
+
+def _lowrank_run(weight, basis, factor, *, seed, coeffs, streams, tensor_id, rounding, rounding_seed, backend):
+    seed = _check_int("seed", seed, 0, C.MAX_SEED)
+    rounding_seed = seed if rounding_seed is None else _check_int("rounding_seed", rounding_seed, 0, C.MAX_SEED)
+    tensor_id = _check_int("tensor_id", tensor_id, 0, C.MAX_TENSOR_ID)
+    _check_choice("rounding", rounding, C.ROUNDINGS)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    d_out, _, r = _check_lowrank(weight, basis, factor)
+    if factor is None:
+        coeffs = _check_coeffs(coeffs, weight.device)
+        streams = _check_streams(streams, len(coeffs))
+        if d_out * r > C.MAX_INDEX:
+            raise ValueError("d_out * r exceeds the contract's index range")
+    k = 1 if factor is not None else len(coeffs)
+    _check_choice("backend", backend, ("auto", *backends.names()))
+    if backend == "auto":
+        name = backends.resolve("auto", weight.device, backends.op_class("lowrank", rounding, k))
+    else:
+        name = backends.resolve(backend, weight.device)
+    module = backends.load(name)
+    if not hasattr(module, "lowrank_combine"):
+        raise ValueError(f"backend {name!r} has no low-rank kernel yet; use 'triton' or 'reference' (or 'auto')")
+    if weight.numel() == 0:
+        return name
+    with torch.no_grad():
+        module.lowrank_combine(weight, basis, factor=factor, seed=seed, coeffs=coeffs, streams=streams,
+                               tensor_id=tensor_id, rounding=rounding, rounding_seed=rounding_seed)
+    return name
+
+
+def lowrank_combine_(weight: torch.Tensor, basis: torch.Tensor, *, seed: int, coeffs: Coeffs, streams=None,
+                     tensor_id: int = 0, rounding: str = "nearest", rounding_seed: Optional[int] = None,
+                     backend: str = "auto") -> str:
+    """In place, one pass over weight: W += (sum_k coeffs[k] N_k) V^T.
+
+    weight: contiguous [d_out, d_in]; basis V: contiguous [d_in, r], 1 <= r <= 128 (any float dtype; the
+    product is taken in fp32). N_k: the [d_out, r] Gaussian matrix whose element (i, j) is index i * r + j of
+    stream streams[k] (default 0..K-1) under (seed, tensor_id), regenerated in the kernel, never stored; the
+    sum over k is taken before the rank-r product. coeffs as in combine_. Stochastic rounding draws the words of
+    weight's own row-major element indices under rounding_seed (default seed). Returns the backend that ran.
+    """
+    return _lowrank_run(weight, basis, None, seed=seed, coeffs=coeffs, streams=streams, tensor_id=tensor_id,
+                        rounding=rounding, rounding_seed=rounding_seed, backend=backend)
+
+
+def lowrank_add_(weight: torch.Tensor, factor: torch.Tensor, basis: torch.Tensor, *, tensor_id: int = 0,
+                 rounding: str = "nearest", rounding_seed: int = 0, backend: str = "auto") -> str:
+    """In place, one pass over weight: W += F V^T with an explicit factor F [d_out, r] (e.g. ZO-Act's merge of
+    W0 + C B: F = C, V = B^T). Rounding as lowrank_combine_ (stochastic bits under rounding_seed, tensor_id)."""
+    return _lowrank_run(weight, basis, factor, seed=0, coeffs=None, streams=None, tensor_id=tensor_id,
+                        rounding=rounding, rounding_seed=rounding_seed, backend=backend)
+
+
 def _stream(n, seed, stream, tensor_id, offset, device, dist, backend):
     n = _check_int("n", n, 0, C.MAX_INDEX)
     seed = _check_int("seed", seed, 0, C.MAX_SEED)

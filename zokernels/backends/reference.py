@@ -128,3 +128,36 @@ def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
         if finite is not None:
             out = torch.where(finite, out, dst)
         dst.copy_(out)
+
+
+def lowrank_combine(weight, basis, *, factor, seed, coeffs, streams, tensor_id, rounding, rounding_seed):
+    """weight = round(weight + M basis^T), M = factor (d_out x r) if given, else sum_k coeffs[k] N_k with N_k
+    the d_out x r Gaussian matrix whose element (i, j) is index i * r + j of stream streams[k] (tensor_id).
+    The product is taken in float64 and rounded once (to float32, then to weight's dtype); stochastic rounding
+    uses the words of weight's own element indices (row-major) under rounding_seed."""
+    d_out, d_in = weight.shape
+    r = basis.shape[1]
+    device = weight.device
+    if factor is not None:
+        m = factor.to(torch.float64)
+        finite = None
+    else:
+        if isinstance(coeffs, torch.Tensor):
+            coeff_vals = coeffs.to(device=device, dtype=torch.float64)
+            finite = torch.isfinite(coeff_vals).all()
+        else:
+            coeff_vals, finite = [float(c) for c in coeffs], None
+        m = torch.zeros(d_out, r, dtype=torch.float64, device=device)
+        for k, stream in enumerate(streams):
+            n = stream_values(d_out * r, seed=seed, stream=stream, tensor_id=tensor_id, offset=0, dist="gaussian",
+                              device=device)
+            m = m + coeff_vals[k] * n.to(torch.float64).view(d_out, r)
+    acc = (weight.to(torch.float64) + m @ basis.to(torch.float64).T).to(torch.float32)
+    if rounding == "stochastic":
+        words = rounding_words(weight.numel(), seed=rounding_seed, tensor_id=tensor_id, offset=0, device=device)
+        out = round_stochastic(acc.reshape(-1), weight.dtype, words).view(d_out, d_in)
+    else:
+        out = acc.to(weight.dtype)
+    if finite is not None:
+        out = torch.where(finite, out, weight)
+    weight.copy_(out)

@@ -251,6 +251,89 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
             tl.store(dst_base + dst_delta + local, out, mask=(local >= 0) & (local < numel) & finite)
 
 
+@triton.jit
+def _words_at(e, stream, tid, k0, k1, WIDE_MUL: tl.constexpr):
+    """The 4 Philox words of the unit holding each element index e (int64 tensor of any shape)."""
+    u = e >> 2
+    return _philox4x32_10((u & 0xFFFFFFFF).to(tl.uint32), (u >> 32).to(tl.uint32), stream, tid, k0, k1, WIDE_MUL)
+
+
+@triton.jit
+def _gaussian_at(e, stream, tid, k0, k1, FAST: tl.constexpr, WIDE_MUL: tl.constexpr):
+    """z at element indices e of any layout: one Philox call per element, its lane (e mod 4) selected."""
+    x0, x1, x2, x3 = _words_at(e, stream, tid, k0, k1, WIDE_MUL)
+    n0, n1 = _box_muller_scaled(x0, x1, 1.0, FAST)
+    n2, n3 = _box_muller_scaled(x2, x3, 1.0, FAST)
+    lane = e & 3
+    return tl.where(lane == 0, n0, tl.where(lane == 1, n1, tl.where(lane == 2, n2, n3)))
+
+
+@triton.jit
+def _tile_rounding_words(rows, cols0, d_in, BM: tl.constexpr, BN: tl.constexpr, tid, rk0, rk1,
+                         ALIGNED4: tl.constexpr, WIDE_MUL: tl.constexpr):
+    """Stochastic-rounding words of the [BM, BN] tile of a row-major [*, d_in] matrix. ALIGNED4 (d_in and the
+    tile's first column multiples of 4): one Philox call per 4 elements, else one per element."""
+    srs = tl.full([], 0xFFFFFFFF, tl.uint32)
+    if ALIGNED4:
+        quads = cols0 + tl.arange(0, BN // 4).to(tl.int64) * 4
+        x0, x1, x2, x3 = _words_at(rows[:, None] * d_in + quads[None, :], srs, tid, rk0, rk1, WIDE_MUL)
+        words = tl.reshape(tl.join(tl.join(x0, x2), tl.join(x1, x3)), [BM, BN])
+    else:
+        e = rows[:, None] * d_in + (cols0 + tl.arange(0, BN).to(tl.int64))[None, :]
+        x0, x1, x2, x3 = _words_at(e, srs, tid, rk0, rk1, WIDE_MUL)
+        lane = e & 3
+        words = tl.where(lane == 0, x0, tl.where(lane == 1, x1, tl.where(lane == 2, x2, x3)))
+    return words
+
+
+@triton.jit(do_not_specialize=["scale", "stream0", "K", "d_out", "d_in", "r", "tid", "k0", "k1", "rk0", "rk1"])
+def _lowrank_kernel(w_ptr, v_ptr, f_ptr, coeff_ptr, scale, stream_ptr, stream0, K, d_out, d_in, r, tid,
+                    k0, k1, rk0, rk1, BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
+                    COEFF_PTR: tl.constexpr, STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr,
+                    ALIGNED4: tl.constexpr, USE_DOT: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr):
+    """W[BM, BN] tile += M[BM, r] V[BN, r]^T, M regenerated (sum_k c_k N_k, summed before the product) or loaded."""
+    rows = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM).to(tl.int64)
+    cols0 = tl.program_id(1).to(tl.int64) * BN
+    cols = cols0 + tl.arange(0, BN).to(tl.int64)
+    j = tl.arange(0, R_PAD).to(tl.int64)
+    m_mask = (rows < d_out)[:, None] & (j < r)[None, :]
+    tid = tid.to(tl.uint32)
+    finite = True
+    if REGEN:
+        e = rows[:, None] * r + j[None, :]
+        m = tl.zeros([BM, R_PAD], dtype=tl.float32)
+        for k in tl.range(K):
+            if COEFF_PTR:
+                c = tl.load(coeff_ptr + k)
+                finite = finite & (tl.abs(c) <= 3.4028234663852886e38)
+            else:
+                c = scale
+            if STREAM_PTR:
+                s = tl.load(stream_ptr + k).to(tl.uint32)
+            else:
+                s = (stream0 + k).to(tl.uint32)
+            m += c * _gaussian_at(e, s, tid, k0.to(tl.uint32), k1.to(tl.uint32), FAST, WIDE_MUL)
+        m = tl.where(m_mask, m, 0.0)
+    else:
+        m = tl.load(f_ptr + rows[:, None] * r + j[None, :], mask=m_mask, other=0.0).to(tl.float32)
+    v = tl.load(v_ptr + cols[:, None] * r + j[None, :], mask=(cols < d_in)[:, None] & (j < r)[None, :],
+                other=0.0).to(tl.float32)
+    if USE_DOT:
+        delta = tl.dot(m, tl.trans(v), input_precision="tf32x3")
+    else:
+        delta = tl.sum(m[:, None, :] * v[None, :, :], axis=2)
+    w_mask = (rows < d_out)[:, None] & (cols < d_in)[None, :]
+    w_off = rows[:, None] * d_in + cols[None, :]
+    acc = tl.load(w_ptr + w_off, mask=w_mask, other=0.0).to(tl.float32) + delta
+    if STOCHASTIC:
+        words = _tile_rounding_words(rows, cols0, d_in, BM, BN, tid, rk0.to(tl.uint32), rk1.to(tl.uint32), ALIGNED4,
+                                     WIDE_MUL)
+    else:
+        words = 0
+    out = _round_to(acc, words, w_ptr.dtype.element_ty, STOCHASTIC, not FAST)
+    tl.store(w_ptr + w_off, out, mask=w_mask & finite)
+
+
 @triton.jit(do_not_specialize=["n", "k0", "k1"])
 def _philox_kernel(c_ptr, out_ptr, n, k0, k1, BLOCK: tl.constexpr):
     """Raw Philox words, for the known-answer tests: c_ptr/out_ptr are [4, n] uint32 (as int64 holders)."""
@@ -346,3 +429,28 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
     out = torch.empty_like(c)
     _philox_kernel[(triton.cdiv(n, 128),)](c, out, n, *key_words(seed), BLOCK=128)
     return tuple(out)
+
+
+LOWRANK_BLOCK = (int(os.environ.get("ZOKERNELS_TRITON_LOWRANK_BM", 64)), int(os.environ.get("ZOKERNELS_TRITON_LOWRANK_BN", 128)))
+
+
+def lowrank_combine(weight, basis, *, factor, seed, coeffs, streams, tensor_id, rounding, rounding_seed):
+    """Same contract as reference.lowrank_combine: one launch, a [BM, BN] tile of W per program."""
+    d_out, d_in = weight.shape
+    r = basis.shape[1]
+    bm, bn = (16, 32) if interpreting() else LOWRANK_BLOCK
+    r_pad = max(triton.next_power_of_2(r), 4)
+    regen = factor is None
+    if regen:
+        coeff_arg, scale, stream_arg = direction_args(coeffs, streams, weight.device)
+        k, stream0 = len(streams), streams[0]
+    else:
+        coeff_arg, scale, stream_arg, k, stream0 = None, 0.0, None, 0, 0
+    k0, k1 = key_words(seed)
+    rk0, rk1 = key_words(rounding_seed)
+    grid = (triton.cdiv(d_out, bm), triton.cdiv(d_in, bn))
+    _lowrank_kernel[grid](
+        weight, basis, factor if factor is not None else basis, coeff_arg, scale, stream_arg, stream0, k, d_out, d_in,
+        r, tensor_id, k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None,
+        STREAM_PTR=stream_arg is not None, STOCHASTIC=rounding == "stochastic", ALIGNED4=d_in % 4 == 0,
+        USE_DOT=r_pad >= 16, FAST=not interpreting(), WIDE_MUL=WIDE_MUL and not interpreting(), num_warps=4)

@@ -1,0 +1,138 @@
+"""lowrank_combine_ / lowrank_add_: the regenerated factor follows the contract, parity with the reference,
+unbiased stochastic rounding, non-finite coefficients, bad input."""
+import pytest
+import torch
+
+import zokernels as zk
+from zokernels import backends
+
+from .conftest import BACKENDS, DEVICE
+from .test_contract import Z_ATOL
+from .test_ops import _ulp
+
+LOWRANK_BACKENDS = [b for b in BACKENDS if b != "reference" and hasattr(backends.load(b), "lowrank_combine")]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def _weight_and_basis(d_out, d_in, r, dtype, seed=0, basis_dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(d_out, d_in, generator=gen) * 0.5).to(dtype).to(DEVICE)
+    basis = torch.linalg.qr(torch.randn(d_in, r, generator=gen, dtype=torch.float64))[0].to(basis_dtype).to(DEVICE)
+    return weight, basis.contiguous()
+
+
+def _assert_close(got, ref, dtype, coeff_abs_sum, basis):
+    """Gaussian values may differ by Z_ATOL per unit coefficient (fast-math special functions), summed over the
+    r basis entries of a row; the fp32 product adds a few fp32 ulps; a rounded result may move one ulp."""
+    g, r = got.float(), ref.float()
+    row_l1 = basis.float().abs().sum(1).max().item()
+    tol = coeff_abs_sum * Z_ATOL * row_l1 + 4e-7 * (1 + r.abs()) + _ulp(r, dtype) * (1 if dtype != torch.float32 else 4)
+    assert ((g - r).abs() <= tol).all(), ((g - r).abs() - tol).max()
+
+
+def test_the_factor_is_the_contracts_stream_read_row_major():
+    """A single direction: W_after - W_before = c N V^T with N = normal(d_out * r).view(d_out, r)."""
+    weight, basis = _weight_and_basis(12, 20, 8, torch.float32)
+    before = weight.clone()
+    zk.lowrank_combine_(weight, basis, seed=9, coeffs=[0.75], streams=[5], tensor_id=3, backend="reference")
+    n = zk.normal(12 * 8, seed=9, stream=5, tensor_id=3, device=DEVICE, backend="reference").view(12, 8)
+    expected = before.double() + 0.75 * n.double() @ basis.double().T
+    torch.testing.assert_close(weight.double(), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")
+@pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("r", [5, 8, 16])
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_lowrank_combine_parity(backend, dtype, r, rounding):
+    """Shapes with tails in both dimensions (d_in not a multiple of 4 for r=5: per-element rounding words)."""
+    d_in = 50 if r == 5 else 52
+    weight, basis = _weight_and_basis(37, d_in, r, dtype, seed=r)
+    ref = weight.clone()
+    coeffs, streams = [0.5, -0.25, 1.5], [1, 7, 2]
+    assert zk.lowrank_combine_(weight, basis, seed=3, coeffs=coeffs, streams=streams, tensor_id=2, rounding=rounding,
+                               rounding_seed=11, backend=backend) == backend
+    zk.lowrank_combine_(ref, basis, seed=3, coeffs=coeffs, streams=streams, tensor_id=2, rounding=rounding,
+                        rounding_seed=11, backend="reference")
+    _assert_close(weight, ref, dtype, sum(map(abs, coeffs)), basis)
+
+
+@pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")
+@pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_lowrank_add_parity(backend, dtype):
+    """The explicit factor (ZO-Act's merge): W + F V^T; basis and factor in bf16 are widened to fp32."""
+    weight, basis = _weight_and_basis(33, 44, 16, dtype, basis_dtype=torch.bfloat16)
+    factor = torch.randn(33, 16, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16).to(DEVICE)
+    ref = weight.clone()
+    zk.lowrank_add_(weight, factor, basis, rounding="stochastic", rounding_seed=4, backend=backend)
+    zk.lowrank_add_(ref, factor, basis, rounding="stochastic", rounding_seed=4, backend="reference")
+    _assert_close(weight, ref, dtype, 0.0, basis)
+    w0, _ = _weight_and_basis(33, 44, 16, dtype, basis_dtype=torch.bfloat16)
+    exact = w0.double() + factor.double() @ basis.double().T
+    assert ((ref.double() - exact).abs() <= _ulp(exact.float(), dtype).double() * 1.01).all()
+
+
+def test_stochastic_rounding_of_small_low_rank_updates_is_unbiased():
+    """bf16 weights of 1.0 (spacing 2^-7 above) get a positive rank-4 update of ~1e-4 per element: rounding to
+    nearest keeps none of it; over 1000 rounding seeds the mean total update matches the exact one within 3%
+    (the sampling error is about 0.5%)."""
+    d_out, d_in = 64, 64
+    weight = torch.ones(d_out, d_in, dtype=torch.bfloat16, device=DEVICE)
+    basis = torch.rand(d_in, 4, generator=torch.Generator().manual_seed(0)).to(DEVICE) * 0.25
+    factor = torch.full((d_out, 4), 2e-4, device=DEVICE)
+    delta = factor.double() @ basis.double().T
+    nearest = weight.clone()
+    zk.lowrank_add_(nearest, factor, basis, rounding="nearest", backend="reference")
+    assert torch.equal(nearest, weight)
+    total = 0.0
+    for seed in range(1000):
+        w = weight.clone()
+        zk.lowrank_add_(w, factor, basis, rounding="stochastic", rounding_seed=seed, backend="reference")
+        total += (w.double() - 1.0).sum().item()
+    assert abs(total / 1000 - delta.sum().item()) <= 0.03 * delta.sum().item()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_nonfinite_device_coefficient_writes_nothing(backend):
+    if not hasattr(backends.load(backend), "lowrank_combine"):
+        pytest.skip("no low-rank kernel in this backend")
+    weight, basis = _weight_and_basis(8, 12, 4, torch.bfloat16)
+    before = weight.clone()
+    coeffs = torch.tensor([0.5, float("nan")], device=DEVICE)
+    zk.lowrank_combine_(weight, basis, seed=1, coeffs=coeffs, backend=backend)
+    assert torch.equal(weight, before)
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda w, v: zk.lowrank_combine_(w, v[:7], seed=0, coeffs=[1.0]), "basis has shape \\(7, 4\\): it must be \\(d_in, r\\) = \\(12, r\\)"),
+    (lambda w, v: zk.lowrank_combine_(w, torch.zeros(12, 0, device=DEVICE), seed=0, coeffs=[1.0]), "rank r = 0 must be in \\[1, 128\\]"),
+    (lambda w, v: zk.lowrank_combine_(w, torch.zeros(12, 129, device=DEVICE), seed=0, coeffs=[1.0]), "rank r = 129"),
+    (lambda w, v: zk.lowrank_combine_(w, v.T.contiguous().T, seed=0, coeffs=[1.0]), "basis .* is not contiguous"),
+    (lambda w, v: zk.lowrank_combine_(w, v.double(), seed=0, coeffs=[1.0]), "basis .* has dtype torch.float64"),
+    (lambda w, v: zk.lowrank_combine_(w, v.to("meta"), seed=0, coeffs=[1.0]), "basis is on meta"),
+    (lambda w, v: zk.lowrank_combine_(w, v, seed=0, coeffs=[]), "coeffs is empty"),
+    (lambda w, v: zk.lowrank_combine_(w, v, seed=0, coeffs=[float("inf")]), "coeffs\\[0\\]=inf is not finite"),
+    (lambda w, v: zk.lowrank_combine_(w, v, seed=-1, coeffs=[1.0]), "seed=-1 is outside"),
+    (lambda w, v: zk.lowrank_combine_(w, v, seed=0, coeffs=[1.0], rounding="up"), "rounding='up'"),
+    (lambda w, v: zk.lowrank_combine_(w, w.view(-1)[:48].view(12, 4), seed=0, coeffs=[1.0]), "overlap"),
+    (lambda w, v: zk.lowrank_combine_(w[0], v, seed=0, coeffs=[1.0]), "weight must be 2-D"),
+    (lambda w, v: zk.lowrank_add_(w, torch.zeros(8, 3, device=DEVICE), v), "factor has shape \\(8, 3\\), expected \\(d_out, r\\) = \\(8, 4\\)"),
+    (lambda w, v: zk.lowrank_combine_(w, v, seed=0, coeffs=[1.0], backend="nope"), "backend='nope'"),
+])
+def test_bad_input_is_refused_before_any_write(call, error):
+    weight, basis = _weight_and_basis(8, 12, 4, torch.bfloat16)
+    before = weight.clone()
+    with pytest.raises((ValueError, TypeError), match=error):
+        call(weight, basis)
+    assert torch.equal(weight, before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_backend_cuda_says_it_has_no_low_rank_kernel():
+    if not backends.is_available("cuda", DEVICE):
+        pytest.skip("CUDA extension unavailable here")
+    weight, basis = _weight_and_basis(8, 12, 4, torch.bfloat16)
+    with pytest.raises(ValueError, match="backend 'cuda' has no low-rank kernel yet"):
+        zk.lowrank_combine_(weight, basis, seed=0, coeffs=[1.0], backend="cuda")
