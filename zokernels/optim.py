@@ -28,27 +28,20 @@ def _positive(name, value, allow_zero=False):
 
 
 class _ZOOptimizer(torch.optim.Optimizer):
-    """Shared by MeZO and BSZO: validation, the evaluator, the seed schedule, state_dict and skipped steps."""
+    """Shared by every ZO optimizer: validation, the seed schedule, skipped steps, state_dict."""
 
-    def __init__(self, params, *, lr, eps, weight_decay, seed, mode, rounding, master_weights, backend):
+    def __init__(self, params, *, lr, eps, weight_decay, seed, rounding, backend):
         _positive("lr", lr, allow_zero=True)
         _positive("weight_decay", weight_decay, allow_zero=True)
         self.eps = _positive("eps", eps)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < C.MAX_SEED:
             raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
-        if master_weights and mode != "exact":
-            raise ValueError("master_weights=True needs mode='exact'")
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
-        self.mode, self.rounding, self.backend, self.master_weights = mode, rounding, backend, bool(master_weights)
+        self.rounding, self.backend = rounding, backend
         self._check_params()
-        self._masters = [p.detach().float().clone() if master_weights and p.dtype != torch.float32 else None
-                         for p in self._all_params()]
         self._zo = {"step": 0, "seed": int(seed), "skipped": 0, "forward_passes": 0}
-        self._evaluator = None
         self.last_result = None
 
     def _all_params(self):
@@ -70,21 +63,6 @@ class _ZOOptimizer(torch.optim.Optimizer):
         for g in self.param_groups:
             _positive("lr", g["lr"], allow_zero=True)
             _positive("weight_decay", g["weight_decay"], allow_zero=True)
-
-    def add_param_group(self, param_group):
-        super().add_param_group(param_group)
-        if getattr(self, "_zo", None) is not None:  # after construction: validate and give it masters
-            self._check_params()
-            self._masters += [p.detach().float().clone() if self.master_weights and p.dtype != torch.float32 else None
-                              for p in param_group["params"]]
-            self._evaluator = None
-
-    def evaluator(self) -> PerturbedEvaluator:
-        if self._evaluator is None:
-            masters = self._masters if self.master_weights else None
-            self._evaluator = PerturbedEvaluator([g["params"] for g in self.param_groups], mode=self.mode,
-                                                 masters=masters, backend=self.backend)
-        return self._evaluator
 
     @property
     def steps(self) -> int:
@@ -108,9 +86,7 @@ class _ZOOptimizer(torch.optim.Optimizer):
                              "the loss")
         self._check_params()
         seed = step_seed(self._zo["seed"], self._zo["step"])
-        lrs = [g["lr"] for g in self.param_groups]
-        decays = [g["weight_decay"] for g in self.param_groups]
-        result = self._method_step(self.evaluator(), closure, seed, lrs, decays)
+        result = self._method_step(closure, seed)
         self._zo["step"] += 1
         self._zo["forward_passes"] += result.forward_passes
         if result.skipped:
@@ -121,32 +97,80 @@ class _ZOOptimizer(torch.optim.Optimizer):
         self.last_result = result
         return result.loss
 
-    def _method_step(self, evaluator, closure, seed, lrs, decays):
+    def _method_step(self, closure, seed):
         raise NotImplementedError
 
     def zero_grad(self, set_to_none: bool = True):
         """Nothing to do: ZO optimizers use no gradients."""
 
+    def _extra_state(self) -> dict:
+        """Method state beyond torch's per-parameter state (saved under state_dict()["zo"])."""
+        return {}
+
+    def _load_extra_state(self, extra: dict):
+        pass
+
     def state_dict(self):
         out = super().state_dict()
-        out["zo"] = dict(self._zo, masters=[None if m is None else m.clone() for m in self._masters])
+        out["zo"] = dict(self._zo, extra=self._extra_state())
         return out
 
     def load_state_dict(self, state_dict):
         state_dict = dict(state_dict)
         zo = dict(state_dict.pop("zo"))
-        masters = zo.pop("masters")
+        extra = zo.pop("extra")
+        self._load_extra_state(extra)
+        super().load_state_dict(state_dict)
+        self._zo = zo
+
+
+class _ParameterSpaceZO(_ZOOptimizer):
+    """MeZO and BSZO: perturbations of the parameters themselves, evaluated by a PerturbedEvaluator."""
+
+    def __init__(self, params, *, lr, eps, weight_decay, seed, mode, rounding, master_weights, backend):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if master_weights and mode != "exact":
+            raise ValueError("master_weights=True needs mode='exact'")
+        super().__init__(params, lr=lr, eps=eps, weight_decay=weight_decay, seed=seed, rounding=rounding,
+                         backend=backend)
+        self.mode, self.master_weights = mode, bool(master_weights)
+        self._masters = [p.detach().float().clone() if master_weights and p.dtype != torch.float32 else None
+                         for p in self._all_params()]
+        self._evaluator = None
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        if getattr(self, "_masters", None) is not None:  # after construction: validate and give it masters
+            self._check_params()
+            self._masters += [p.detach().float().clone() if self.master_weights and p.dtype != torch.float32 else None
+                              for p in param_group["params"]]
+            self._evaluator = None
+
+    def evaluator(self) -> PerturbedEvaluator:
+        if self._evaluator is None:
+            masters = self._masters if self.master_weights else None
+            self._evaluator = PerturbedEvaluator([g["params"] for g in self.param_groups], mode=self.mode,
+                                                 masters=masters, backend=self.backend)
+        return self._evaluator
+
+    def _extra_state(self):
+        return {"masters": [None if m is None else m.clone() for m in self._masters]}
+
+    def _load_extra_state(self, extra):
+        masters = extra["masters"]
         if len(masters) != len(self._masters) or any((a is None) != (b is None) for a, b in zip(masters, self._masters)):
             raise ValueError("state_dict's master weights do not match this optimizer's parameters and master_weights")
-        super().load_state_dict(state_dict)
         for dst, src in zip(self._masters, masters):
             if dst is not None:
                 dst.copy_(src)
-        self._zo = zo
         self._evaluator = None
 
+    def _lrs_and_decays(self):
+        return [g["lr"] for g in self.param_groups], [g["weight_decay"] for g in self.param_groups]
 
-class MeZO(_ZOOptimizer):
+
+class MeZO(_ParameterSpaceZO):
     """MeZO (two forward passes per step): zokernels.zo.mezo_step on the param groups.
 
     lr, weight_decay: per group. eps: perturbation scale (> 0). mode: "exact" (default; weights never written
@@ -159,12 +183,13 @@ class MeZO(_ZOOptimizer):
         super().__init__(params, lr=lr, eps=eps, weight_decay=weight_decay, seed=seed, mode=mode, rounding=rounding,
                          master_weights=master_weights, backend=backend)
 
-    def _method_step(self, evaluator, closure, seed, lrs, decays):
-        return mezo_step(evaluator, closure, seed=seed, eps=self.eps, lrs=lrs, weight_decays=decays,
+    def _method_step(self, closure, seed):
+        lrs, decays = self._lrs_and_decays()
+        return mezo_step(self.evaluator(), closure, seed=seed, eps=self.eps, lrs=lrs, weight_decays=decays,
                          rounding=self.rounding)
 
 
-class BSZO(_ZOOptimizer):
+class BSZO(_ParameterSpaceZO):
     """BSZO (k + 1 forward passes per step): zokernels.zo.bszo_step; docs/algorithms.md has the equations.
 
     k: subspace dimension (directions per step, >= 1). prior_var: sigma_p^2 of the N(0, sigma_p^2 I) prior.
@@ -195,9 +220,119 @@ class BSZO(_ZOOptimizer):
     def noise_var(self) -> float:
         return self._zo["noise_var"]
 
-    def _method_step(self, evaluator, closure, seed, lrs, decays):
-        result = bszo_step(evaluator, closure, seed=seed, eps=self.eps, k=self.k, lrs=lrs, weight_decays=decays,
+    def _method_step(self, closure, seed):
+        lrs, decays = self._lrs_and_decays()
+        result = bszo_step(self.evaluator(), closure, seed=seed, eps=self.eps, k=self.k, lrs=lrs, weight_decays=decays,
                            prior_var=self.prior_var, noise_var=self._zo["noise_var"], alpha=self.alpha,
                            extra_observations=self.extra_observations, rounding=self.rounding)
         self._zo["noise_var"] = result.noise_var
         return result
+
+
+def _check_rank(rank):
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
+        raise ValueError(f"rank must be an int >= 1, got {rank!r}")
+    return int(rank)
+
+
+class AGZO(_ZOOptimizer):
+    """AGZO (two forward passes per step) on the targeted linear layers of `model`: zokernels.zo.agzo_step.
+
+    rank: r of each layer's activation basis (<= d_in and <= the tokens a layer sees). targets: "all" (every
+    linear except a weight-tied head), "attention", or a regex / list of module names. refresh_every: recompute
+    the bases every this many steps (in the step's first forward pass; 1 = every step). power_iters: range-finder
+    power iterations. Trains the targeted layers' weights only; one param group (lr), so lr schedulers apply.
+    """
+
+    def __init__(self, model, lr, eps=1e-3, rank=16, *, targets="all", refresh_every=1, power_iters=1, seed=0,
+                 rounding="stochastic", backend="auto"):
+        from .zo.agzo import LowRankPerturbation
+        from .zo.subspace import target_linears
+
+        rank = _check_rank(rank)
+        if isinstance(refresh_every, bool) or not isinstance(refresh_every, numbers.Integral) or refresh_every < 1:
+            raise ValueError(f"refresh_every must be an int >= 1, got {refresh_every!r}")
+        if isinstance(power_iters, bool) or not isinstance(power_iters, numbers.Integral) or power_iters < 0:
+            raise ValueError(f"power_iters must be an int >= 0, got {power_iters!r}")
+        layers = target_linears(model, targets)
+        for name, m in layers:
+            if not isinstance(getattr(m, "weight", None), torch.Tensor):
+                raise ValueError(f"AGZO updates weights: layer {name!r} ({type(m).__name__}) has no weight tensor")
+        self.perturbation = LowRankPerturbation(layers, rank, power_iters=int(power_iters), backend=backend)
+        super().__init__([m.weight for _, m in layers], lr=lr, eps=eps, weight_decay=0.0, seed=seed,
+                         rounding=rounding, backend=backend)
+        if len(self.param_groups) != 1:
+            raise ValueError("AGZO has one param group")
+        self.rank, self.refresh_every = rank, int(refresh_every)
+
+    @property
+    def bases(self):
+        return self.perturbation.bases
+
+    def _method_step(self, closure, seed):
+        from .zo.agzo import agzo_step
+        from .zo.perturbation import evaluate_closure
+
+        refresh = self._zo["step"] % self.refresh_every == 0 or any(b is None for b in self.perturbation.bases)
+        return agzo_step(self.perturbation, closure, seed=seed, eps=self.eps, lr=self.param_groups[0]["lr"],
+                         refresh=refresh, evaluate=evaluate_closure, rounding=self.rounding)
+
+    def _extra_state(self):
+        return {"bases": [None if b is None else b.clone() for b in self.perturbation.bases]}
+
+    def _load_extra_state(self, extra):
+        bases = extra["bases"]
+        if len(bases) != len(self.perturbation.bases):
+            raise ValueError(f"state_dict has {len(bases)} bases, this optimizer targets {len(self.perturbation.bases)} layers")
+        self.perturbation.bases = [None if b is None else b.clone() for b in bases]
+
+
+class ZOAct(_ZOOptimizer):
+    """ZO-Act on `model`: replaces the targeted linear layers by ZOActLinear (bases from one calibration pass,
+    calibration() runs the model on calibration data), then trains only their coefficient matrices with MeZO's
+    estimate fed to an inner optimizer ("adam" or "sgd"). The base layers (possibly quantized) are never written.
+
+    rank, targets: as AGZO. lr, betas, weight_decay: of the inner optimizer. `layers`: the (name, ZOActLinear)
+    pairs; `merge()` folds W0 + C V^T into plain torch.nn.Linear bases and returns the model's layers to them.
+    """
+
+    def __init__(self, model, lr, eps=1e-3, rank=16, *, calibration, targets="all", inner="adam",
+                 betas=(0.9, 0.999), weight_decay=0.0, seed=0, backend="auto"):
+        from .zo.zoact import attach
+
+        rank = _check_rank(rank)
+        if inner not in ("adam", "sgd"):
+            raise ValueError(f"inner must be 'adam' or 'sgd', got {inner!r}")
+        if not callable(calibration):
+            raise ValueError("calibration must be a callable that runs the model's forward on calibration data")
+        self.model = model
+        self.layers = attach(model, calibration, rank=rank, targets=targets)
+        coeffs = [layer.coeff for _, layer in self.layers]
+        super().__init__(coeffs, lr=lr, eps=eps, weight_decay=weight_decay, seed=seed, rounding="nearest",
+                         backend=backend)
+        self.rank = rank
+        make = torch.optim.Adam if inner == "adam" else torch.optim.SGD
+        kwargs = dict(lr=lr, weight_decay=weight_decay, **({"betas": betas} if inner == "adam" else {}))
+        self.inner = make(coeffs, **kwargs)
+        self._evaluator = PerturbedEvaluator([coeffs], backend=backend)
+
+    def _method_step(self, closure, seed):
+        from .zo.zoact import zoact_step
+
+        for group in self.inner.param_groups:  # lr schedulers act on this optimizer's group
+            group["lr"] = self.param_groups[0]["lr"]
+        return zoact_step(self._evaluator, closure, seed=seed, eps=self.eps, inner=self.inner, backend=self.backend)
+
+    def _extra_state(self):
+        return {"inner": self.inner.state_dict()}
+
+    def _load_extra_state(self, extra):
+        self.inner.load_state_dict(extra["inner"])
+
+    def merge(self, *, rounding="stochastic", rounding_seed=0):
+        """Fold every layer's W0 + C V^T into its base weight and put the base layers back into the model."""
+        for name, layer in self.layers:
+            base = layer.merge(rounding=rounding, rounding_seed=rounding_seed, backend=self.backend)
+            parent_name, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent_name) if parent_name else self.model, child, base)
+        return self.model

@@ -62,6 +62,20 @@ def check_loss(value) -> float:
     return float(value)
 
 
+def evaluate_closure(closure) -> float:
+    """closure() under torch.no_grad(), its loss checked by check_loss; a closure that calls backward() is
+    refused with a ValueError that says so."""
+    with torch.no_grad():
+        try:
+            out = closure()
+        except RuntimeError as exc:
+            if "does not require grad" in str(exc):
+                raise ValueError("closure() called backward(): a zeroth-order closure runs the forward only and "
+                                 "returns the loss") from exc
+            raise
+    return check_loss(out)
+
+
 class _ScratchPool:
     """Reused scratch tensors, one free list per (dtype, device, numel)."""
 
@@ -140,15 +154,7 @@ class PerturbedEvaluator:
         return value
 
     def _call(self, closure):
-        with torch.no_grad():
-            try:
-                out = closure()
-            except RuntimeError as exc:
-                if "does not require grad" in str(exc):
-                    raise ValueError("closure() called backward(): a zeroth-order closure runs the forward only and "
-                                     "returns the loss") from exc
-                raise
-        return check_loss(out)
+        return evaluate_closure(closure)
 
     def _owned(self, module):
         """The parameters this module swaps in: all of its (recursive) ones if they fit the scratch budget, else

@@ -1,0 +1,61 @@
+"""Layer targeting and activation bases (zokernels/zo/subspace.py)."""
+import pytest
+import torch
+
+from zokernels.zo.subspace import activation_basis, gram_basis, target_linears
+
+from .zo_problems import tiny_opt
+
+
+def _low_rank_activations(tokens=96, d_in=40, rank=6, noise=1e-3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(tokens, rank, generator=gen) @ torch.randn(rank, d_in, generator=gen) + \
+        noise * torch.randn(tokens, d_in, generator=gen)
+
+
+@pytest.mark.parametrize("power_iters", [0, 1, 2])
+def test_range_finder_basis_is_orthonormal_and_spans_the_activations(power_iters):
+    x = _low_rank_activations().reshape(4, 24, 40)  # [batch, seq, d_in] like a layer input
+    v = activation_basis(x, 6, power_iters=power_iters, generator=torch.Generator().manual_seed(1))
+    assert v.shape == (40, 6) and v.dtype == torch.float32
+    torch.testing.assert_close(v.T @ v, torch.eye(6), atol=1e-5, rtol=0)
+    flat = x.reshape(-1, 40)
+    residual = (flat - flat @ v @ v.T).norm() / flat.norm()
+    assert residual < 1e-2, residual
+
+
+def test_gram_basis_is_the_top_right_singular_subspace():
+    x = _low_rank_activations(noise=0.3)
+    v = gram_basis(x.double().T @ x.double(), 6)
+    top = torch.linalg.svd(x.double(), full_matrices=False).Vh[:6].T
+    torch.testing.assert_close((v.double() @ v.double().T), top @ top.T, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("rank, error", [(41, "rank 41 must be in \\[1, min\\(d_in, tokens\\)\\] = \\[1, 40\\]"),
+                                         (0, "rank 0 must be in")])
+def test_range_finder_refuses_a_rank_above_d_in(rank, error):
+    with pytest.raises(ValueError, match=error):
+        activation_basis(_low_rank_activations(), rank)
+
+
+def test_range_finder_refuses_a_rank_above_the_token_count():
+    with pytest.raises(ValueError, match="rank 9 must be in \\[1, min\\(d_in, tokens\\)\\] = \\[1, 8\\] \\(activations of 8 tokens"):
+        activation_basis(torch.randn(2, 4, 40), 9)
+
+
+def test_targets_all_attention_and_patterns():
+    model, _ = tiny_opt(torch.float32)
+    every = [n for n, _ in target_linears(model, "all")]
+    assert "lm_head" not in every  # tied to the input embedding
+    assert len(every) == 2 * 6 and every[0] == "model.decoder.layers.0.self_attn.k_proj"
+    attention = [n for n, _ in target_linears(model, "attention")]
+    assert len(attention) == 2 * 4 and all(n.split(".")[-1] in ("q_proj", "k_proj", "v_proj", "out_proj") for n in attention)
+    assert [n for n, _ in target_linears(model, r"layers\.1\.fc")] == ["model.decoder.layers.1.fc1", "model.decoder.layers.1.fc2"]
+    assert [n for n, _ in target_linears(model, ["model.decoder.layers.0.fc2"])] == ["model.decoder.layers.0.fc2"]
+
+
+def test_a_model_with_no_targeted_layer_is_refused():
+    with pytest.raises(ValueError, match="no linear layer of Sequential matches targets='attention' \\(2 linear layers"):
+        target_linears(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)), "attention")
+    with pytest.raises(ValueError, match="no linear layer of ReLU matches"):
+        target_linears(torch.nn.ReLU(), "all")

@@ -1,0 +1,85 @@
+"""AGZO (arXiv 2601.17261): perturbations confined to activation subspaces recomputed during the forward pass.
+
+For a linear layer y = x W^T the gradient is delta^T X: its rows lie in the span of the layer's inputs. Each
+targeted layer gets an orthonormal basis V [d_in, r] of its current input activations (subspace.activation_basis)
+and is perturbed along Z = N V^T, N [d_out, r] regenerated from the counter contract (element (i, j) = index
+i * r + j of stream 0 under the step seed and the layer's tensor id), never stored. Evaluation never writes W:
+y = x W^T + c (x V) N^T. The update W -= lr g N V^T is one lowrank_combine_ pass per layer.
+docs/algorithms.md (AGZO) has the equations and the choices.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from .. import ops
+from .perturbation import StepResult, finite, step_seed
+from .subspace import activation_basis
+
+
+class LowRankPerturbation:
+    """Forward hooks on the target layers that add c (x V_i) N_i^T to their outputs during an evaluation.
+
+    layers: (name, module) pairs with a 2-D `weight`; layer i has tensor id i. bases[i]: V_i [d_in, r] float32
+    (None until an evaluation with refresh=True has seen the layer's input)."""
+
+    def __init__(self, layers: Sequence[Tuple[str, torch.nn.Module]], rank: int, *, power_iters: int = 1,
+                 backend: str = "auto"):
+        self.layers = list(layers)
+        self.rank, self.power_iters, self.backend = rank, power_iters, backend
+        self.bases: List[Optional[torch.Tensor]] = [None] * len(self.layers)
+        for name, m in self.layers:
+            d_out, d_in = m.weight.shape
+            if rank > d_in:
+                raise ValueError(f"rank {rank} is larger than d_in = {d_in} of layer {name!r}")
+
+    def _factor(self, i, seed, device):
+        d_out = self.layers[i][1].weight.shape[0]
+        return ops.normal(d_out * self.rank, seed=seed, stream=0, tensor_id=i, device=device,
+                          backend=self.backend).view(d_out, self.rank)
+
+    def loss(self, closure, *, seed: int, scale: float, refresh: bool, evaluate) -> float:
+        """evaluate(closure) with every target layer perturbed by scale * N_i V_i^T; refresh: compute each V_i
+        from the layer's input in this pass (first call of the layer)."""
+        refreshed = set()
+
+        def hook_for(i):
+            def hook(module, args, output):
+                x = args[0]
+                if refresh and i not in refreshed:
+                    gen = torch.Generator(device=x.device).manual_seed(step_seed(seed, i) >> 1)
+                    self.bases[i] = activation_basis(x, self.rank, power_iters=self.power_iters, generator=gen)
+                    refreshed.add(i)
+                basis = self.bases[i]
+                if basis is None:
+                    raise RuntimeError(f"AGZO: layer {self.layers[i][0]!r} has no basis yet (refresh it first)")
+                n = self._factor(i, seed, x.device)
+                return output + (scale * ((x.float() @ basis) @ n.T)).to(output.dtype)
+            return hook
+
+        handles = [m.register_forward_hook(hook_for(i)) for i, (_, m) in enumerate(self.layers)]
+        try:
+            return evaluate(closure)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def update(self, *, seed: int, coeff: float, rounding: str):
+        """W_i += coeff * N_i V_i^T for every layer with a basis: one lowrank_combine_ pass each."""
+        for i, (_, m) in enumerate(self.layers):
+            if self.bases[i] is not None and coeff != 0.0:
+                ops.lowrank_combine_(m.weight.data, self.bases[i], seed=seed, coeffs=[coeff], streams=[0], tensor_id=i,
+                                     rounding=rounding, rounding_seed=seed, backend=self.backend)
+
+
+def agzo_step(perturbation: LowRankPerturbation, closure, *, seed: int, eps: float, lr: float, refresh: bool,
+              evaluate, rounding: str = "stochastic") -> StepResult:
+    """l+- = L(W_i +- eps N_i V_i^T for all i) (bases refreshed in the first pass if `refresh`),
+    g = (l+ - l-) / (2 eps), W_i <- W_i - lr g N_i V_i^T. NaN/inf: nothing written."""
+    loss_plus = perturbation.loss(closure, seed=seed, scale=eps, refresh=refresh, evaluate=evaluate)
+    loss_minus = perturbation.loss(closure, seed=seed, scale=-eps, refresh=False, evaluate=evaluate)
+    if not finite(loss_plus, loss_minus):
+        return StepResult(loss=float("nan"), projected_grad=[float("nan")], forward_passes=2, skipped=True, seed=seed)
+    g = (loss_plus - loss_minus) / (2.0 * eps)
+    perturbation.update(seed=seed, coeff=-lr * g, rounding=rounding)
+    return StepResult(loss=0.5 * (loss_plus + loss_minus), projected_grad=[g], forward_passes=2, skipped=False,
+                      seed=seed)

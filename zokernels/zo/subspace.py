@@ -1,0 +1,64 @@
+"""What AGZO and ZO-Act share: choosing the linear layers, and orthonormal bases of their input activations."""
+import re
+from typing import List, Tuple, Union
+
+import torch
+
+ATTENTION_NAMES = re.compile(r"(^|\.)(q_proj|k_proj|v_proj|out_proj|o_proj|query|key|value|qkv_proj|c_attn)$")
+
+
+def target_linears(model: torch.nn.Module, targets: Union[str, List[str]] = "all") -> List[Tuple[str, torch.nn.Module]]:
+    """(name, module) of the linear layers to train, in model order: targets "all" (every torch.nn.Linear except
+    a weight-tied output head), "attention" (q/k/v/out projections by name), or a regex (or list of names) matched
+    against module names. Raises ValueError naming the model when nothing matches."""
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) or _is_linear_like(m)]
+    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    linears = [(n, m) for n, m in linears if id(getattr(m, "weight", None)) not in embedding_weights]
+    if targets == "all":
+        chosen = linears
+    elif targets == "attention":
+        chosen = [(n, m) for n, m in linears if ATTENTION_NAMES.search(n)]
+    elif isinstance(targets, str):
+        pattern = re.compile(targets)
+        chosen = [(n, m) for n, m in linears if pattern.search(n)]
+    else:
+        names = set(targets)
+        chosen = [(n, m) for n, m in linears if n in names]
+    if not chosen:
+        raise ValueError(f"no linear layer of {type(model).__name__} matches targets={targets!r} "
+                         f"({len(linears)} linear layers: {', '.join(n for n, _ in linears[:6])}{', ...' if len(linears) > 6 else ''})")
+    return chosen
+
+
+def _is_linear_like(module):
+    """Modules the project's quantized linears mark as linear (in_features, out_features, LINEAR_LIKE)."""
+    return getattr(module, "LINEAR_LIKE", False)
+
+
+def activation_basis(x: torch.Tensor, rank: int, *, power_iters: int = 1, generator=None) -> torch.Tensor:
+    """V [d_in, rank] float32 with orthonormal columns spanning (approximately) the top-`rank` right singular
+    subspace of the activations x [..., d_in]: a randomized range finder (Halko et al. 2011), Y = X^T Omega with
+    Omega Gaussian [tokens, rank], `power_iters` rounds of Y <- X^T X Y (re-orthonormalized), V = qr(Y).Q.
+    Raises ValueError if rank exceeds d_in or the number of tokens."""
+    x = x.detach().reshape(-1, x.shape[-1]).float()
+    tokens, d_in = x.shape
+    if not 1 <= rank <= min(d_in, tokens):
+        raise ValueError(f"rank {rank} must be in [1, min(d_in, tokens)] = [1, {min(d_in, tokens)}] "
+                         f"(activations of {tokens} tokens x {d_in} features)")
+    omega = torch.randn(tokens, rank, generator=generator, device=x.device, dtype=torch.float32) \
+        if generator is not None else torch.randn(tokens, rank, device=x.device)
+    y = x.T @ omega
+    for _ in range(power_iters):
+        y = torch.linalg.qr(y).Q
+        y = x.T @ (x @ y)
+    return torch.linalg.qr(y).Q.contiguous()
+
+
+def gram_basis(gram: torch.Tensor, rank: int) -> torch.Tensor:
+    """V [d_in, rank] float32: the top-`rank` eigenvectors of the activation Gram matrix X^T X (float64), i.e. the
+    exact top right singular vectors of X (ZO-Act's one-shot SVD over a calibration set)."""
+    d_in = gram.shape[0]
+    if not 1 <= rank <= d_in:
+        raise ValueError(f"rank {rank} must be in [1, d_in = {d_in}]")
+    _, vecs = torch.linalg.eigh(gram.double())
+    return vecs[:, -rank:].flip(1).float().contiguous()
