@@ -1,0 +1,141 @@
+"""ZO-Act: one-shot bases, an unchanged model at the start, training on a frozen (also int8) base, merge,
+alignment with the gradient against MeZO, resume, bad input."""
+import copy
+
+import pytest
+import torch
+
+import zokernels as zk
+from zokernels.quant import Int8WeightOnlyLinear, quantize_linears
+from zokernels.zo.subspace import target_linears
+from zokernels.zo.zoact import ZOActLinear
+
+from .zo_problems import tiny_opt
+
+
+def _ids(closure):
+    return next(c.cell_contents for c in closure.__closure__ if isinstance(c.cell_contents, torch.Tensor))
+
+
+def test_attaching_leaves_the_model_unchanged_and_bases_are_the_calibration_svd():
+    model, closure = tiny_opt(torch.bfloat16)
+    first = closure().item()
+    captured = {}
+    target = model.model.decoder.layers[1].fc2
+    def capture(module, args):
+        captured.setdefault("x", args[0].detach().float())
+
+    handle = target.register_forward_pre_hook(capture)
+    opt = zk.optim.ZOAct(model, lr=1e-2, rank=6, calibration=closure)
+    handle.remove()
+    assert closure().item() == first
+    layer = model.model.decoder.layers[1].fc2
+    assert isinstance(layer, ZOActLinear) and layer.base is target
+    x = captured["x"].reshape(-1, captured["x"].shape[-1]).double()
+    top = torch.linalg.svd(x, full_matrices=False).Vh[:6].T
+    torch.testing.assert_close(layer.basis.double() @ layer.basis.double().T, top @ top.T, atol=1e-5, rtol=0)
+    assert len(opt.layers) == 12 and all(p.dtype == torch.float32 for p in opt.param_groups[0]["params"])
+
+
+@pytest.mark.parametrize("inner", ["adam", "sgd"])
+def test_training_lowers_the_loss_and_never_writes_the_base(inner):
+    model, closure = tiny_opt(torch.bfloat16)
+    first = closure().item()
+    opt = zk.optim.ZOAct(model, lr=2e-2 if inner == "adam" else 0.5, eps=1e-2, rank=8, calibration=closure, inner=inner)
+    bases = [layer.base.weight.detach().clone() for _, layer in opt.layers]
+    for _ in range(60):
+        opt.step(closure)
+    assert closure().item() < first - 0.05, (first, closure().item())
+    assert all(torch.equal(b, layer.base.weight) for b, (_, layer) in zip(bases, opt.layers))
+
+
+def test_an_int8_base_trains_through_zoact_and_stays_frozen():
+    model, closure = tiny_opt(torch.float32)
+    quantize_linears(model, [n for n, _ in target_linears(model)])
+    assert isinstance(model.model.decoder.layers[0].fc1, Int8WeightOnlyLinear)
+    first = closure().item()
+    opt = zk.optim.ZOAct(model, lr=2e-2, eps=1e-2, rank=8, calibration=closure)
+    q = [layer.base.q.clone() for _, layer in opt.layers]
+    for _ in range(60):
+        opt.step(closure)
+    assert closure().item() < first - 0.05, (first, closure().item())
+    assert all(torch.equal(a, layer.base.q) for a, (_, layer) in zip(q, opt.layers))
+    with pytest.raises(ValueError, match="cannot merge into a Int8WeightOnlyLinear: merge needs a floating-point"):
+        opt.merge()
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)], ids=str)
+def test_merge_folds_w0_plus_c_vt_into_plain_linears(dtype, tol):
+    """fp32: the merged model's loss equals the wrapped one's to 1e-5; bf16 (stochastic rounding of the merged
+    weights): to 3e-2."""
+    model, closure = tiny_opt(dtype)
+    opt = zk.optim.ZOAct(model, lr=5e-2, eps=1e-2, rank=8, calibration=closure)
+    for _ in range(30):
+        opt.step(closure)
+    wrapped = closure().item()
+    layer = opt.layers[0][1]
+    expected = layer.base.weight.detach().double() + layer.coeff.detach().double() @ layer.basis.double().T
+    opt.merge()
+    assert not any(isinstance(m, ZOActLinear) for m in model.modules())
+    assert abs(closure().item() - wrapped) <= tol * abs(wrapped)
+    merged = model.get_submodule(opt.layers[0][0]).weight.detach().double()
+    assert (merged - expected).abs().max() <= (2e-6 if dtype == torch.float32 else 2 ** -7 * expected.abs().max())
+
+
+def test_zoact_updates_align_with_the_gradient_better_than_mezo():
+    """At two forward passes a step, one step's update of the effective weights W0 + C V^T (Adam's first step is
+    sign-like, so SGD) against autograd's gradient of the targeted weights, mean over 100 seeds."""
+    cos = {"zoact": 0.0, "mezo": 0.0}
+    seeds = range(100)
+    for seed in seeds:
+        model, closure = tiny_opt(torch.float32)
+        layers = target_linears(model)
+        weights = [m.weight for _, m in layers]
+        with torch.enable_grad():
+            grad = torch.cat([g.reshape(-1).double() for g in torch.autograd.grad(closure(), weights)])
+        start = [w.detach().clone() for w in weights]
+        mezo = zk.optim.MeZO(weights, lr=1.0, eps=1e-4, seed=seed, rounding="nearest")
+        mezo.step(closure)
+        step = torch.cat([(w0 - w.detach()).reshape(-1).double() for w0, w in zip(start, weights)])
+        cos["mezo"] += torch.nn.functional.cosine_similarity(step, grad, dim=0).item() / len(seeds)
+        with torch.no_grad():
+            for w, w0 in zip(weights, start):
+                w.copy_(w0)
+        opt = zk.optim.ZOAct(model, lr=1.0, eps=1e-4, rank=4, calibration=closure, inner="sgd", seed=seed)
+        opt.step(closure)
+        step = torch.cat([-(layer.coeff.detach().double() @ layer.basis.double().T).reshape(-1) for _, layer in opt.layers])
+        cos["zoact"] += torch.nn.functional.cosine_similarity(step, grad, dim=0).item() / len(seeds)
+    assert cos["mezo"] > 0 and cos["zoact"] > 1.5 * cos["mezo"], cos
+
+
+def test_a_resumed_run_continues_bit_for_bit():
+    model, closure = tiny_opt(torch.bfloat16)
+    opt = zk.optim.ZOAct(model, lr=1e-2, rank=4, calibration=closure, seed=2)
+    for _ in range(2):
+        opt.step(closure)
+    checkpoint = copy.deepcopy((model.state_dict(), opt.state_dict()))
+    for _ in range(3):
+        opt.step(closure)
+    straight = [layer.coeff.detach().clone() for _, layer in opt.layers]
+    model2, closure2 = tiny_opt(torch.bfloat16)
+    opt2 = zk.optim.ZOAct(model2, lr=1e-2, rank=4, calibration=closure2, seed=0)
+    model2.load_state_dict(checkpoint[0])
+    opt2.load_state_dict(checkpoint[1])
+    for _ in range(3):
+        opt2.step(closure2)
+    assert all(torch.equal(a, layer.coeff) for a, (_, layer) in zip(straight, opt2.layers))
+
+
+@pytest.mark.parametrize("make, error", [
+    (lambda m, c: zk.optim.ZOAct(m, lr=0.1, rank=33, calibration=c), "rank 33 is larger than d_in = 32 of layer"),
+    (lambda m, c: zk.optim.ZOAct(m, lr=0.1, rank=4, calibration=c, targets="nope"), "no linear layer of OPTForCausalLM matches"),
+    (lambda m, c: zk.optim.ZOAct(m, lr=0.1, rank=4, calibration=c, inner="lion"), "inner must be 'adam' or 'sgd'"),
+    (lambda m, c: zk.optim.ZOAct(m, lr=0.1, rank=4, calibration=None), "calibration must be a callable"),
+    (lambda m, c: zk.optim.ZOAct(m, lr=0.1, rank=4, calibration=lambda: m(input_ids=torch.zeros(1, 2, dtype=torch.long))),
+     "rank 4 is larger than the 2 calibration tokens layer 'model.decoder.layers.0.self_attn.k_proj' saw"),
+])
+def test_bad_settings_are_refused_and_the_model_is_left_alone(make, error):
+    model, closure = tiny_opt(torch.float32)
+    with pytest.raises(ValueError, match=error):
+        make(model, closure)
+    assert not any(isinstance(m, ZOActLinear) for m in model.modules())
