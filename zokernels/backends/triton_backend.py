@@ -290,8 +290,10 @@ def _tile_rounding_words(rows, cols0, d_in, BM: tl.constexpr, BN: tl.constexpr, 
 def _lowrank_kernel(w_ptr, v_ptr, f_ptr, coeff_ptr, scale, stream_ptr, stream0, K, d_out, d_in, r, tid,
                     k0, k1, rk0, rk1, BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
                     COEFF_PTR: tl.constexpr, STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr,
-                    ALIGNED4: tl.constexpr, USE_DOT: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr):
-    """W[BM, BN] tile += M[BM, r] V[BN, r]^T, M regenerated (sum_k c_k N_k, summed before the product) or loaded."""
+                    ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr):
+    """W[BM, BN] tile += M[BM, r] V[BN, r]^T, M regenerated (sum_k c_k N_k, summed before the product) or loaded.
+    The rank is padded with zeros to R_PAD >= 16 so the product is always a tensor-core dot (3xTF32: fp32-level
+    accuracy)."""
     rows = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM).to(tl.int64)
     cols0 = tl.program_id(1).to(tl.int64) * BN
     cols = cols0 + tl.arange(0, BN).to(tl.int64)
@@ -318,10 +320,7 @@ def _lowrank_kernel(w_ptr, v_ptr, f_ptr, coeff_ptr, scale, stream_ptr, stream0, 
         m = tl.load(f_ptr + rows[:, None] * r + j[None, :], mask=m_mask, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + cols[:, None] * r + j[None, :], mask=(cols < d_in)[:, None] & (j < r)[None, :],
                 other=0.0).to(tl.float32)
-    if USE_DOT:
-        delta = tl.dot(m, tl.trans(v), input_precision="tf32x3")
-    else:
-        delta = tl.sum(m[:, None, :] * v[None, :, :], axis=2)
+    delta = tl.dot(m, tl.trans(v), input_precision="tf32x3")
     w_mask = (rows < d_out)[:, None] & (cols < d_in)[None, :]
     w_off = rows[:, None] * d_in + cols[None, :]
     acc = tl.load(w_ptr + w_off, mask=w_mask, other=0.0).to(tl.float32) + delta
@@ -439,7 +438,7 @@ def lowrank_combine(weight, basis, *, factor, seed, coeffs, streams, tensor_id, 
     d_out, d_in = weight.shape
     r = basis.shape[1]
     bm, bn = (16, 32) if interpreting() else LOWRANK_BLOCK
-    r_pad = max(triton.next_power_of_2(r), 4)
+    r_pad = max(triton.next_power_of_2(r), 16)
     regen = factor is None
     if regen:
         coeff_arg, scale, stream_arg = direction_args(coeffs, streams, weight.device)
@@ -453,4 +452,4 @@ def lowrank_combine(weight, basis, *, factor, seed, coeffs, streams, tensor_id, 
         weight, basis, factor if factor is not None else basis, coeff_arg, scale, stream_arg, stream0, k, d_out, d_in,
         r, tensor_id, k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None,
         STREAM_PTR=stream_arg is not None, STOCHASTIC=rounding == "stochastic", ALIGNED4=d_in % 4 == 0,
-        USE_DOT=r_pad >= 16, FAST=not interpreting(), WIDE_MUL=WIDE_MUL and not interpreting(), num_warps=4)
+        FAST=not interpreting(), WIDE_MUL=WIDE_MUL and not interpreting(), num_warps=4)
