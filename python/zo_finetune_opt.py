@@ -1,4 +1,4 @@
-"""Recipe: zeroth-order fine-tuning of a transformers causal LM with zokernels' MeZO or BSZO.
+"""Recipe: zeroth-order fine-tuning of a transformers causal LM with zokernels' MeZO, BSZO, AGZO or ZO-Act.
 
 The model here is a small OPT with random weights (no downloads); swap in OPTForCausalLM.from_pretrained(...)
 and your own batches for real use. The loop is the whole integration: a closure that runs the forward pass on
@@ -6,6 +6,7 @@ the batch and returns the loss, and opt.step(closure). Weights stay bf16; evalua
 weights are never perturbed in place) and updates round stochastically.
 
     python python/zo_finetune_opt.py --method bszo --k 4 --steps 300
+    python python/zo_finetune_opt.py --method zoact --rank 8 --steps 300   # coefficients only, Adam
 """
 import argparse
 
@@ -27,8 +28,9 @@ def make_model_and_batches(device, dtype, seed=0):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--method", choices=["mezo", "bszo"], default="bszo")
+    ap.add_argument("--method", choices=["mezo", "bszo", "agzo", "zoact"], default="bszo")
     ap.add_argument("--k", type=int, default=4, help="BSZO subspace dimension")
+    ap.add_argument("--rank", type=int, default=8, help="AGZO / ZO-Act activation-subspace rank")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--eps", type=float, default=1e-2)
@@ -39,8 +41,13 @@ def main(argv=None):
     model, batches = make_model_and_batches(device, torch.bfloat16)
     if args.method == "mezo":
         opt = zokernels.optim.MeZO(model.parameters(), lr=args.lr, eps=args.eps)
-    else:
+    elif args.method == "bszo":
         opt = zokernels.optim.BSZO(model.parameters(), lr=args.lr, eps=args.eps, k=args.k, prior_var=args.prior_var)
+    elif args.method == "agzo":  # linear layers only, along activation subspaces
+        opt = zokernels.optim.AGZO(model, lr=args.lr, eps=args.eps, rank=args.rank)
+    else:  # ZO-Act: bases from one calibration pass over the data, then only the coefficients train
+        calibration = lambda: [model(input_ids=b) for b in batches]  # noqa: E731
+        opt = zokernels.optim.ZOAct(model, lr=args.lr, eps=args.eps, rank=args.rank, calibration=calibration)
 
     def full_loss():
         with torch.no_grad():

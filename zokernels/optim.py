@@ -1,5 +1,7 @@
 """torch.optim-style ZO optimizers: thin state holders around the step functions of zokernels.zo.
 
+MeZO and BSZO take parameters; AGZO and ZOAct take the model (they work on its linear layers).
+
     opt = zokernels.optim.MeZO(model.parameters(), lr=1e-6, eps=1e-3)
     loss = opt.step(closure)        # closure() runs a forward pass and returns the scalar loss (no backward)
 
@@ -15,7 +17,8 @@ import torch
 
 from . import contract as C
 from .ops import SUPPORTED_DTYPES
-from .zo import MODES, PerturbedEvaluator, bszo_step, mezo_step, step_seed
+from .zo import (MODES, LowRankPerturbation, PerturbedEvaluator, agzo_step, attach, bszo_step, evaluate_closure,
+                 mezo_step, step_seed, target_linears, zoact_step)
 
 ROUNDINGS = ("stochastic", "nearest")
 
@@ -246,9 +249,6 @@ class AGZO(_ZOOptimizer):
 
     def __init__(self, model, lr, eps=1e-3, rank=16, *, targets="all", refresh_every=1, power_iters=1, seed=0,
                  rounding="stochastic", backend="auto"):
-        from .zo.agzo import LowRankPerturbation
-        from .zo.subspace import target_linears
-
         rank = _check_rank(rank)
         if isinstance(refresh_every, bool) or not isinstance(refresh_every, numbers.Integral) or refresh_every < 1:
             raise ValueError(f"refresh_every must be an int >= 1, got {refresh_every!r}")
@@ -270,9 +270,6 @@ class AGZO(_ZOOptimizer):
         return self.perturbation.bases
 
     def _method_step(self, closure, seed):
-        from .zo.agzo import agzo_step
-        from .zo.perturbation import evaluate_closure
-
         refresh = self._zo["step"] % self.refresh_every == 0 or any(b is None for b in self.perturbation.bases)
         return agzo_step(self.perturbation, closure, seed=seed, eps=self.eps, lr=self.param_groups[0]["lr"],
                          refresh=refresh, evaluate=evaluate_closure, rounding=self.rounding)
@@ -298,8 +295,6 @@ class ZOAct(_ZOOptimizer):
 
     def __init__(self, model, lr, eps=1e-3, rank=16, *, calibration, targets="all", inner="adam",
                  betas=(0.9, 0.999), weight_decay=0.0, seed=0, backend="auto"):
-        from .zo.zoact import attach
-
         rank = _check_rank(rank)
         if inner not in ("adam", "sgd"):
             raise ValueError(f"inner must be 'adam' or 'sgd', got {inner!r}")
@@ -317,8 +312,6 @@ class ZOAct(_ZOOptimizer):
         self._evaluator = PerturbedEvaluator([coeffs], backend=backend)
 
     def _method_step(self, closure, seed):
-        from .zo.zoact import zoact_step
-
         for group in self.inner.param_groups:  # lr schedulers act on this optimizer's group
             group["lr"] = self.param_groups[0]["lr"]
         return zoact_step(self._evaluator, closure, seed=seed, eps=self.eps, inner=self.inner, backend=self.backend)
