@@ -131,6 +131,8 @@ def test_a_resumed_run_continues_bit_for_bit():
     (lambda m, c: zk.optim.ZOAct(m, lr=0.1, rank=4, calibration=c, targets="nope"), "no linear layer of OPTForCausalLM matches"),
     (lambda m, c: zk.optim.ZOAct(m, lr=0.1, rank=4, calibration=c, inner="lion"), "inner must be 'adam' or 'sgd'"),
     (lambda m, c: zk.optim.ZOAct(m, lr=0.1, rank=4, calibration=None), "calibration must be a callable"),
+    (lambda m, c: zk.optim.ZOAct(m, lr=-0.1, rank=4, calibration=c), "lr must be a finite number >= 0"),
+    (lambda m, c: zk.optim.ZOAct(m, lr=0.1, eps=0.0, rank=4, calibration=c), "eps must be a finite number > 0"),
     (lambda m, c: zk.optim.ZOAct(m, lr=0.1, rank=4, calibration=lambda: m(input_ids=torch.zeros(1, 2, dtype=torch.long))),
      "rank 4 is larger than the 2 calibration tokens layer 'model.decoder.layers.0.self_attn.k_proj' saw"),
 ])

@@ -30,6 +30,12 @@ def _positive(name, value, allow_zero=False):
     return float(value)
 
 
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < C.MAX_SEED:
+        raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
 class _ZOOptimizer(torch.optim.Optimizer):
     """Shared by every ZO optimizer: validation, the seed schedule, skipped steps, state_dict."""
 
@@ -37,8 +43,7 @@ class _ZOOptimizer(torch.optim.Optimizer):
         _positive("lr", lr, allow_zero=True)
         _positive("weight_decay", weight_decay, allow_zero=True)
         self.eps = _positive("eps", eps)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < C.MAX_SEED:
-            raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+        _check_seed(seed)
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
@@ -296,6 +301,10 @@ class ZOAct(_ZOOptimizer):
     def __init__(self, model, lr, eps=1e-3, rank=16, *, calibration, targets="all", inner="adam",
                  betas=(0.9, 0.999), weight_decay=0.0, seed=0, backend="auto"):
         rank = _check_rank(rank)
+        _positive("lr", lr, allow_zero=True)  # everything is checked before attach() changes the model
+        _positive("eps", eps)
+        _positive("weight_decay", weight_decay, allow_zero=True)
+        _check_seed(seed)
         if inner not in ("adam", "sgd"):
             raise ValueError(f"inner must be 'adam' or 'sgd', got {inner!r}")
         if not callable(calibration):
