@@ -27,22 +27,45 @@ def test_sequential_kalman_updates_equal_the_batch_posterior():
     torch.testing.assert_close(mu, cov_batch @ D.T @ W @ y, rtol=1e-10, atol=1e-12)
 
 
-def test_bszo_posterior_coordinate_design_closed_form():
-    """Coordinate observations: mu_i = p2 / (p2 + s2) y_i; residual r = y_k s2 / (p2 + s2) sets the new noise;
-    the extra observation re-uses y_1 (all variances tie: lowest index) under the new noise."""
-    ys, p2, s2, alpha = [0.7, -1.3, 2.1], 1.5, 0.5, 0.25
-    mu, cov, noise = bszo_posterior(ys, prior_var=p2, noise_var=s2, alpha=alpha, extra_observations=1)
-    r = ys[-1] * s2 / (p2 + s2)
-    assert noise == pytest.approx((1 - alpha) * s2 + alpha * r * r, rel=1e-12)
-    v = p2 * s2 / (p2 + s2)
-    v1 = v * noise / (v + noise)
-    mu1 = p2 / (p2 + s2) * ys[0]
-    mu1 = mu1 + v / (v + noise) * (ys[0] - mu1)
-    expected_mu = [mu1, p2 / (p2 + s2) * ys[1], p2 / (p2 + s2) * ys[2]]
-    torch.testing.assert_close(mu, torch.tensor(expected_mu, dtype=torch.float64), rtol=1e-12, atol=0)
-    torch.testing.assert_close(torch.diagonal(cov), torch.tensor([v1, v, v], dtype=torch.float64), rtol=1e-12, atol=0)
-    _, _, unchanged = bszo_posterior(ys, prior_var=p2, noise_var=s2, alpha=alpha, extra_observations=0)
-    assert unchanged == noise
+def test_bszo_posterior_follows_algorithm_1_with_the_residual_rule_of_eq_13():
+    """Coordinate observations are independent scalar updates; before each one the noise variance takes the
+    residual against the mean before the update (eq. 13). The extra observation re-uses y_j of the largest
+    posterior variance. Written here as scalar recursions, independently of the matrix code."""
+    ys, p2, s2, alpha, floor = [0.7, -1.3, 2.1], 1.5, 0.5, 0.25, 0.0
+    mu, var, noise = [0.0] * 3, [p2] * 3, s2
+
+    def observe(j, noise):
+        r = ys[j] - mu[j]
+        noise = max((1 - alpha) * noise + alpha * r * r, floor)
+        gain = var[j] / (var[j] + noise)
+        mu[j] += gain * (ys[j] - mu[j])
+        var[j] = var[j] * noise / (var[j] + noise)
+        return noise
+
+    for j in range(3):
+        noise = observe(j, noise)
+    noise = observe(max(range(3), key=lambda j: var[j]), noise)
+    got_mu, got_cov, got_noise = bszo_posterior(ys, prior_var=p2, noise_var=s2, alpha=alpha, extra_observations=1)
+    torch.testing.assert_close(got_mu, torch.tensor(mu, dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.diagonal(got_cov), torch.tensor(var, dtype=torch.float64), rtol=1e-12, atol=0)
+    assert got_noise == pytest.approx(noise, rel=1e-12)
+    assert torch.count_nonzero(got_cov - torch.diag(torch.diagonal(got_cov))) == 0
+
+
+def test_without_adaptation_the_posterior_is_corollary_3_6():
+    """m = k, fixed noise: mu = gamma Y, Sigma = gamma sigma_e^2 I, gamma = sigma_p^2 / (sigma_p^2 + sigma_e^2)."""
+    ys, p2, s2 = [0.7, -1.3, 2.1, 0.2], 1.5, 0.5
+    mu, cov, noise = bszo_posterior(ys, prior_var=p2, noise_var=s2, alpha=0.3, extra_observations=0,
+                                    adaptive_noise=False)
+    gamma = p2 / (p2 + s2)
+    torch.testing.assert_close(mu, gamma * torch.tensor(ys, dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(cov, gamma * s2 * torch.eye(4, dtype=torch.float64), rtol=1e-12, atol=1e-15)
+    assert noise == s2
+
+
+def test_the_noise_floor_holds():
+    _, _, noise = bszo_posterior([1e-9, 1e-9], prior_var=1.0, noise_var=1.0, alpha=1.0, noise_floor=0.01)
+    assert noise == 0.01
 
 
 def _mean_step_cosine(k, seeds):
@@ -91,7 +114,7 @@ def test_bszo_converges_on_least_squares(k):
     least-squares optimum within 10%. (At a constant lr the one-sided differences' curvature term leaves a
     noise floor near 1.6x the optimum.)"""
     model, closure, optimum = least_squares()
-    opt = zk.optim.BSZO(model.parameters(), lr=0.02, k=k)
+    opt = zk.optim.BSZO(model.parameters(), lr=0.02, k=k, prior_var=1.0, noise_var=1.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - t / 1000)
     for _ in range(1000):
         opt.step(closure)

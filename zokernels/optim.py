@@ -198,31 +198,40 @@ class MeZO(_ParameterSpaceZO):
 
 
 class BSZO(_ParameterSpaceZO):
-    """BSZO (k + 1 forward passes per step): zokernels.zo.bszo_step; docs/algorithms.md has the equations.
+    """BSZO, Algorithm 1 of arXiv 2601.01452 (k + 1 forward passes per step): zokernels.zo.bszo_step.
 
-    k: subspace dimension (directions per step, >= 1). prior_var: sigma_p^2 of the N(0, sigma_p^2 I) prior.
-    noise_var: the initial observation-noise variance sigma_e^2 (adapted every step from the residual with
-    rate alpha in (0, 1]). extra_observations: re-observations of the most uncertain direction from cached
-    differences (m = k + extra_observations measurements, no extra forward pass). Other arguments as MeZO.
+    k: subspace dimension (directions per step, >= 1; paper default 2). eps: paper default 1e-4.
+    prior_var: sigma_p^2 of the N(0, sigma_p^2 I) prior on the projected gradient; noise_var: the initial
+    observation-noise variance sigma_e^2, adapted before every observation from its residual (eq. 13) with rate
+    alpha in (0, 1] and floored at noise_floor * (initial noise_var). "auto" (both): n / 1e6 for n trained
+    parameters, the authors' code's default (the paper states none). extra_observations: m - k re-observations
+    of the most uncertain axis from cached differences (paper default m = k + 1; no extra forward pass).
+    adaptive_noise=False: fixed sigma_e^2 (the paper's ablation). Other arguments as MeZO.
     """
 
-    def __init__(self, params, lr, eps=1e-3, k=2, weight_decay=0.0, *, prior_var=1.0, noise_var=1.0, alpha=0.1,
-                 extra_observations=1, seed=0, mode="exact", rounding="stochastic", master_weights=False,
-                 backend="auto"):
+    def __init__(self, params, lr, eps=1e-4, k=2, weight_decay=0.0, *, prior_var="auto", noise_var="auto", alpha=0.1,
+                 extra_observations=1, adaptive_noise=True, noise_floor=0.01, seed=0, mode="exact",
+                 rounding="stochastic", master_weights=False, backend="auto"):
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 or k > C.MAX_STREAM:
             raise ValueError(f"k must be an int >= 1 (directions per step), got {k!r}")
-        _positive("prior_var", prior_var)
-        _positive("noise_var", noise_var)
+        for name, value in (("prior_var", prior_var), ("noise_var", noise_var)):
+            if value != "auto":
+                _positive(name, value)
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
         if isinstance(extra_observations, bool) or not isinstance(extra_observations, numbers.Integral) or \
                 extra_observations < 0:
             raise ValueError(f"extra_observations must be an int >= 0, got {extra_observations!r}")
+        _positive("noise_floor", noise_floor, allow_zero=True)
         super().__init__(params, lr=lr, eps=eps, weight_decay=weight_decay, seed=seed, mode=mode, rounding=rounding,
                          master_weights=master_weights, backend=backend)
-        self.k, self.prior_var, self.alpha = int(k), float(prior_var), float(alpha)
-        self.extra_observations = int(extra_observations)
-        self._zo["noise_var"] = float(noise_var)
+        auto = sum(p.numel() for p in self._all_params()) / 1e6
+        self.k, self.alpha = int(k), float(alpha)
+        self.prior_var = auto if prior_var == "auto" else float(prior_var)
+        initial_noise = auto if noise_var == "auto" else float(noise_var)
+        self.extra_observations, self.adaptive_noise = int(extra_observations), bool(adaptive_noise)
+        self.noise_floor = float(noise_floor) * initial_noise
+        self._zo["noise_var"] = initial_noise
 
     @property
     def noise_var(self) -> float:
@@ -232,7 +241,8 @@ class BSZO(_ParameterSpaceZO):
         lrs, decays = self._lrs_and_decays()
         result = bszo_step(self.evaluator(), closure, seed=seed, eps=self.eps, k=self.k, lrs=lrs, weight_decays=decays,
                            prior_var=self.prior_var, noise_var=self._zo["noise_var"], alpha=self.alpha,
-                           extra_observations=self.extra_observations, rounding=self.rounding)
+                           extra_observations=self.extra_observations, adaptive_noise=self.adaptive_noise,
+                           noise_floor=self.noise_floor, rounding=self.rounding)
         self._zo["noise_var"] = result.noise_var
         return result
 
