@@ -4,7 +4,7 @@ GPU: OPT-1.3B from a transformers config, bf16, batch 16 x 128 tokens; device-ev
 (triton.testing.do_bench, median; each step's host syncs included). Rows: one forward pass (inference), an
 eager MeZO step written the way princeton-nlp/MeZO does it (re-seed, torch.normal per parameter,
 p.data = p.data + scale * z, restore, update), zokernels MeZO in both modes, BSZO (k = 2, 4, 8) in exact mode,
-AGZO and ZO-Act (rank 16, every linear layer but the tied head).
+AGZO (rank 1, full parameter) and ZO-Act (rank 16, every linear layer but the tied head).
 Peak memory is max_memory_allocated during a step, against the inference forward's. CPU: a tiny OPT, wall clock.
 Prints a table and writes JSON (default bench/results/step_<device>.json).
 """
@@ -107,8 +107,8 @@ def main(argv=None):
         opt = zk.optim.BSZO(params, lr=1e-6, k=k)
         add(f"zokernels BSZO k={k} (exact)", lambda opt=opt: opt.step(closure), k + 1)
     rank = 16 if device.type == "cuda" and not args.quick else 4
-    opt = zk.optim.AGZO(model, lr=1e-6, rank=rank)
-    add(f"zokernels AGZO r={rank} (linears)", lambda: opt.step(closure), 2)
+    opt = zk.optim.AGZO(model, lr=1e-6)
+    add("zokernels AGZO r=1 (paper default, full parameter)", lambda: opt.step(closure), 2)
     opt = zk.optim.ZOAct(model, lr=1e-6, rank=rank, calibration=closure)  # wraps the linears: the last row
     add(f"zokernels ZO-Act r={rank} (linears, Adam)", lambda: opt.step(closure), 2)
     forward_ms, forward_peak = rows[0]["ms"], rows[0]["peak_mb"]

@@ -30,7 +30,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--method", choices=["mezo", "bszo", "agzo", "zoact"], default="bszo")
     ap.add_argument("--k", type=int, default=4, help="BSZO subspace dimension")
-    ap.add_argument("--rank", type=int, default=8, help="AGZO / ZO-Act activation-subspace rank")
+    ap.add_argument("--rank", type=int, default=None, help="activation-subspace rank (default: AGZO 1, ZO-Act 8)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--eps", type=float, default=1e-2)
@@ -44,10 +44,10 @@ def main(argv=None):
     elif args.method == "bszo":
         opt = zokernels.optim.BSZO(model.parameters(), lr=args.lr, eps=args.eps, k=args.k, prior_var=args.prior_var)
     elif args.method == "agzo":  # linear layers only, along activation subspaces
-        opt = zokernels.optim.AGZO(model, lr=args.lr, eps=args.eps, rank=args.rank)
+        opt = zokernels.optim.AGZO(model, lr=args.lr, eps=args.eps, rank=args.rank or 1)
     else:  # ZO-Act: bases from one calibration pass over the data, then only the coefficients train
         calibration = lambda: [model(input_ids=b) for b in batches]  # noqa: E731
-        opt = zokernels.optim.ZOAct(model, lr=args.lr, eps=args.eps, rank=args.rank, calibration=calibration)
+        opt = zokernels.optim.ZOAct(model, lr=args.lr, eps=args.eps, rank=args.rank or 8, calibration=calibration)
 
     def full_loss():
         with torch.no_grad():

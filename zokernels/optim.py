@@ -17,7 +17,7 @@ import torch
 
 from . import contract as C
 from .ops import SUPPORTED_DTYPES
-from .zo import (MODES, LowRankPerturbation, PerturbedEvaluator, agzo_step, attach, bszo_step, evaluate_closure,
+from .zo import (MODES, LowRankPerturbation, PerturbedEvaluator, agzo_step, attach, bszo_step,
                  mezo_step, step_seed, target_linears, zoact_step)
 
 ROUNDINGS = ("stochastic", "nearest")
@@ -254,16 +254,18 @@ def _check_rank(rank):
 
 
 class AGZO(_ZOOptimizer):
-    """AGZO (two forward passes per step) on the targeted linear layers of `model`: zokernels.zo.agzo_step.
+    """AGZO (two forward passes per step: L(theta), then the perturbed loss) on `model`: zokernels.zo.agzo_step.
 
-    rank: r of each layer's activation basis (<= d_in and <= the tokens a layer sees). targets: "all" (every
-    linear except a weight-tied head), "attention", or a regex / list of module names. refresh_every: recompute
-    the bases every this many steps (in the step's first forward pass; 1 = every step). power_iters: range-finder
-    power iterations. Trains the targeted layers' weights only; one param group (lr), so lr schedulers apply.
+    rank: r of each targeted layer's activation basis (<= d_in and <= the tokens a layer sees; paper: 1).
+    targets: "all" (every linear except a weight-tied head), "attention", or a regex / list of module names.
+    power_iters: power-iteration steps of the basis (paper: 3). refresh_every: recompute the bases every this
+    many steps (in the step's unperturbed pass; 1 = every step, as the paper). full_parameter: also train the
+    other trainable parameters (biases, norms, embeddings) with Gaussian perturbations, as the paper does;
+    False trains the targeted linear weights only. One param group (lr), so lr schedulers apply.
     """
 
-    def __init__(self, model, lr, eps=1e-3, rank=16, *, targets="all", refresh_every=1, power_iters=1, seed=0,
-                 rounding="stochastic", backend="auto"):
+    def __init__(self, model, lr, eps=1e-3, rank=1, *, targets="all", power_iters=3, refresh_every=1,
+                 full_parameter=True, seed=0, rounding="stochastic", backend="auto"):
         rank = _check_rank(rank)
         if isinstance(refresh_every, bool) or not isinstance(refresh_every, numbers.Integral) or refresh_every < 1:
             raise ValueError(f"refresh_every must be an int >= 1, got {refresh_every!r}")
@@ -274,11 +276,12 @@ class AGZO(_ZOOptimizer):
             if not isinstance(getattr(m, "weight", None), torch.Tensor):
                 raise ValueError(f"AGZO updates weights: layer {name!r} ({type(m).__name__}) has no weight tensor")
         self.perturbation = LowRankPerturbation(layers, rank, power_iters=int(power_iters), backend=backend)
-        super().__init__([m.weight for _, m in layers], lr=lr, eps=eps, weight_decay=0.0, seed=seed,
+        targeted = {id(m.weight) for _, m in layers}
+        others = [p for p in model.parameters() if p.requires_grad and id(p) not in targeted] if full_parameter else []
+        super().__init__([m.weight for _, m in layers] + others, lr=lr, eps=eps, weight_decay=0.0, seed=seed,
                          rounding=rounding, backend=backend)
-        if len(self.param_groups) != 1:
-            raise ValueError("AGZO has one param group")
-        self.rank, self.refresh_every = rank, int(refresh_every)
+        self.rank, self.refresh_every, self.full_parameter = rank, int(refresh_every), bool(full_parameter)
+        self._dense = PerturbedEvaluator([others], backend=backend) if others else None
 
     @property
     def bases(self):
@@ -287,7 +290,7 @@ class AGZO(_ZOOptimizer):
     def _method_step(self, closure, seed):
         refresh = self._zo["step"] % self.refresh_every == 0 or any(b is None for b in self.perturbation.bases)
         return agzo_step(self.perturbation, closure, seed=seed, eps=self.eps, lr=self.param_groups[0]["lr"],
-                         refresh=refresh, evaluate=evaluate_closure, rounding=self.rounding)
+                         refresh=refresh, dense=self._dense, rounding=self.rounding)
 
     def _extra_state(self):
         return {"bases": [None if b is None else b.clone() for b in self.perturbation.bases]}

@@ -1,9 +1,11 @@
 """AGZO (arXiv 2601.17261): perturbations confined to activation subspaces recomputed during the forward pass.
 
-For a linear layer y = x W^T the gradient is delta^T X: its rows lie in the span of the layer's inputs. Each
-targeted layer gets an orthonormal basis V [d_in, r] of its current input activations (subspace.activation_basis)
-and is perturbed along Z = N V^T, N [d_out, r] regenerated from the counter contract (element (i, j) = index
-i * r + j of stream 0 under the step seed and the layer's tensor id), never stored. Evaluation never writes W:
+For a linear layer y = x W^T the gradient is delta^T X: its rows lie in the span of the layer's inputs. During
+the step's unperturbed forward pass each targeted layer gets an orthonormal basis V [d_in, r] of its input
+activations (power iteration, subspace.activation_basis) and is then perturbed along Z = N V^T, N [d_out, r]
+regenerated from the counter contract (element (i, j) = index i * r + j of stream 0 under the step seed and the
+layer's tensor id), never stored. Parameters outside the targeted linears (biases, norms, embeddings) take an
+ordinary Gaussian perturbation (stream 1), as in the paper. Evaluation never writes the weights:
 y = x W^T + c (x V) N^T. The update W -= lr g N V^T is one lowrank_combine_ pass per layer.
 docs/algorithms.md (AGZO) has the equations and the choices.
 """
@@ -12,8 +14,10 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .. import ops
-from .perturbation import StepResult, finite, step_seed
+from .perturbation import PerturbedEvaluator, StepResult, evaluate_closure, finite, step_seed
 from .subspace import activation_basis
+
+DENSE_STREAM = 1  # the Gaussian stream of the parameters outside the targeted linears (N uses stream 0)
 
 
 class LowRankPerturbation:
@@ -38,8 +42,8 @@ class LowRankPerturbation:
                           backend=self.backend).view(d_out, self.rank)
 
     def loss(self, closure, *, seed: int, scale: float, refresh: bool, evaluate) -> float:
-        """evaluate(closure) with every target layer perturbed by scale * N_i V_i^T; refresh: compute each V_i
-        from the layer's input in this pass (first call of the layer)."""
+        """evaluate(closure) with every target layer perturbed by scale * N_i V_i^T (none if scale is 0); refresh:
+        compute each V_i from the layer's input in this pass (first call of the layer)."""
         refreshed = set()
 
         def hook_for(i):
@@ -49,6 +53,8 @@ class LowRankPerturbation:
                     gen = torch.Generator(device=x.device).manual_seed(step_seed(seed, i) >> 1)
                     self.bases[i] = activation_basis(x, self.rank, power_iters=self.power_iters, generator=gen)
                     refreshed.add(i)
+                if scale == 0.0:
+                    return None
                 basis = self.bases[i]
                 if basis is None:
                     raise RuntimeError(f"AGZO: layer {self.layers[i][0]!r} has no basis yet (refresh it first)")
@@ -72,14 +78,23 @@ class LowRankPerturbation:
 
 
 def agzo_step(perturbation: LowRankPerturbation, closure, *, seed: int, eps: float, lr: float, refresh: bool,
-              evaluate, rounding: str = "stochastic") -> StepResult:
-    """l+- = L(W_i +- eps N_i V_i^T for all i) (bases refreshed in the first pass if `refresh`),
-    g = (l+ - l-) / (2 eps), W_i <- W_i - lr g N_i V_i^T. NaN/inf: nothing written."""
-    loss_plus = perturbation.loss(closure, seed=seed, scale=eps, refresh=refresh, evaluate=evaluate)
-    loss_minus = perturbation.loss(closure, seed=seed, scale=-eps, refresh=False, evaluate=evaluate)
-    if not finite(loss_plus, loss_minus):
+              dense: Optional[PerturbedEvaluator] = None, rounding: str = "stochastic") -> StepResult:
+    """One AGZO step (two forward passes):
+    f0 = L(W) (the bases V_i refreshed from this pass's activations if `refresh`),
+    f+ = L(W_i + eps N_i V_i^T for every targeted layer i, theta_d + eps z_d for the `dense` parameters),
+    g = (f+ - f0) / eps, W_i <- W_i - lr g N_i V_i^T, theta_d <- theta_d - lr g z_d. NaN/inf: nothing written."""
+    base = perturbation.loss(closure, seed=seed, scale=0.0, refresh=refresh, evaluate=evaluate_closure)
+
+    def perturbed(c):
+        return dense.loss(c, seed=seed, stream=DENSE_STREAM, scale=eps) if dense is not None else evaluate_closure(c)
+
+    loss_plus = perturbation.loss(closure, seed=seed, scale=eps, refresh=False, evaluate=perturbed)
+    if not finite(base, loss_plus):
+        if dense is not None:
+            dense.discard()
         return StepResult(loss=float("nan"), projected_grad=[float("nan")], forward_passes=2, skipped=True, seed=seed)
-    g = (loss_plus - loss_minus) / (2.0 * eps)
+    g = (loss_plus - base) / eps
     perturbation.update(seed=seed, coeff=-lr * g, rounding=rounding)
-    return StepResult(loss=0.5 * (loss_plus + loss_minus), projected_grad=[g], forward_passes=2, skipped=False,
-                      seed=seed)
+    if dense is not None:
+        dense.update(seed=seed, streams=[DENSE_STREAM], group_coeffs=[[-lr * g]], decay=[0.0], rounding=rounding)
+    return StepResult(loss=base, projected_grad=[g], forward_passes=2, skipped=False, seed=seed)
