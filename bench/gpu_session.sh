@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call: versions, the test suite on the real GPU compiler, error check + sweep, the benchmark.
-# Usage (device tool): [SWEEP=1] bash bench/gpu_session.sh [--ncu] [--sanitize]; writes logs and JSON under $OUT.
+# Usage (device tool): [SWEEP=1] [AOT=0] bash bench/gpu_session.sh [--ncu] [--sanitize] [--steps] [--lowrank];
+# writes logs and JSON under $OUT.
 set -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
@@ -30,3 +31,9 @@ if [[ " $* " == *" --ncu "* ]]; then  # stall reasons and pipe use of one combin
 fi
 python3 -m zokernels bench --save-auto --out "$OUT/perturb.json" 2>&1 | tee "$OUT/bench.log"
 cp zokernels/backends/auto_choices.json "$OUT/" 2>/dev/null || true
+if [[ " $* " == *" --steps "* ]]; then  # optimizer steps on OPT-1.3B (MeZO, BSZO, AGZO, ZO-Act)
+  python3 bench/bench_step.py --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log" | tail -14
+fi
+if [[ " $* " == *" --lowrank "* ]]; then  # lowrank_combine_ on OPT-1.3B's linears against eager and the roofline
+  python3 bench/bench_lowrank.py --out "$OUT/lowrank.json" 2>&1 | tee "$OUT/lowrank.log" | tail -20
+fi
