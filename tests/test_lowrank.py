@@ -136,3 +136,13 @@ def test_backend_cuda_says_it_has_no_low_rank_kernel():
     weight, basis = _weight_and_basis(8, 12, 4, torch.bfloat16)
     with pytest.raises(ValueError, match="backend 'cuda' has no low-rank kernel yet"):
         zk.lowrank_combine_(weight, basis, seed=0, coeffs=[1.0], backend="cuda")
+
+
+def test_every_rank_has_a_compiled_tile_configuration():
+    import triton
+
+    from zokernels.backends import triton_backend
+
+    for r in range(1, zk.ops.MAX_RANK + 1):
+        bm, bn, warps = triton_backend.LOWRANK_TILES[max(triton.next_power_of_2(r), 16)]
+        assert bm >= 16 and bn >= 16 and warps in (4, 8)  # tl.dot needs tiles of at least 16

@@ -430,15 +430,17 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
     return tuple(out)
 
 
-LOWRANK_BLOCK = (int(os.environ.get("ZOKERNELS_TRITON_LOWRANK_BM", 64)), int(os.environ.get("ZOKERNELS_TRITON_LOWRANK_BN", 128)))
+# (BM, BN, warps) of the low-rank kernel per padded rank: the largest tiles whose sm_90 compile (ptxas, checked
+# here without a GPU) needs no local-memory stack (BM = 64, BN = 128 spilled at every rank). Not yet timed.
+LOWRANK_TILES = {16: (32, 128, 8), 32: (32, 128, 8), 64: (16, 128, 8), 128: (16, 64, 8)}
 
 
 def lowrank_combine(weight, basis, *, factor, seed, coeffs, streams, tensor_id, rounding, rounding_seed):
     """Same contract as reference.lowrank_combine: one launch, a [BM, BN] tile of W per program."""
     d_out, d_in = weight.shape
     r = basis.shape[1]
-    bm, bn = (16, 32) if interpreting() else LOWRANK_BLOCK
     r_pad = max(triton.next_power_of_2(r), 16)
+    bm, bn, warps = (16, 32, 4) if interpreting() else LOWRANK_TILES[r_pad]
     regen = factor is None
     if regen:
         coeff_arg, scale, stream_arg = direction_args(coeffs, streams, weight.device)
@@ -452,4 +454,4 @@ def lowrank_combine(weight, basis, *, factor, seed, coeffs, streams, tensor_id, 
         weight, basis, factor if factor is not None else basis, coeff_arg, scale, stream_arg, stream0, k, d_out, d_in,
         r, tensor_id, k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None,
         STREAM_PTR=stream_arg is not None, STOCHASTIC=rounding == "stochastic", ALIGNED4=d_in % 4 == 0,
-        FAST=not interpreting(), WIDE_MUL=WIDE_MUL and not interpreting(), num_warps=4)
+        FAST=not interpreting(), WIDE_MUL=WIDE_MUL and not interpreting(), num_warps=warps)
