@@ -146,3 +146,22 @@ def test_every_rank_has_a_compiled_tile_configuration():
     for r in range(1, zk.ops.MAX_RANK + 1):
         bm, bn, warps = triton_backend.LOWRANK_TILES[max(triton.next_power_of_2(r), 16)]
         assert bm >= 16 and bn >= 16 and warps in (4, 8)  # tl.dot needs tiles of at least 16
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_the_perturbed_linear_equals_a_linear_on_the_perturbed_weight(dtype):
+    """y = x W^T + b + c (x V) N^T against F.linear with W + c N V^T formed by lowrank_combine_ (fp32), and W
+    untouched."""
+    weight, basis = _weight_and_basis(24, 40, 8, dtype)
+    bias = torch.randn(24, generator=torch.Generator().manual_seed(3)).to(dtype).to(DEVICE)
+    x = torch.randn(3, 5, 40, generator=torch.Generator().manual_seed(4)).to(dtype).to(DEVICE)
+    before = weight.clone()
+    y = zk.lowrank_perturbed_linear(x, weight, basis, bias, seed=12, scale=0.1, stream=2, tensor_id=6)
+    assert torch.equal(weight, before) and y.dtype == dtype and y.shape == (3, 5, 24)
+    moved = weight.float().clone()
+    zk.lowrank_combine_(moved, basis, seed=12, coeffs=[0.1], streams=[2], tensor_id=6)
+    expected = torch.nn.functional.linear(x.float(), moved, bias.float())
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(y.float(), expected, rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="x has shape \\(3, 5, 40\\) and basis \\(39, 8\\)"):
+        zk.lowrank_perturbation(x, basis[:39], 24, seed=0, scale=1.0)

@@ -281,6 +281,32 @@ def lowrank_add_(weight: torch.Tensor, factor: torch.Tensor, basis: torch.Tensor
                         rounding=rounding, rounding_seed=rounding_seed, backend=backend)
 
 
+def lowrank_perturbation(x: torch.Tensor, basis: torch.Tensor, out_features: int, *, seed: int, scale: float,
+                         stream: int = 0, tensor_id: int = 0, backend: str = "auto") -> torch.Tensor:
+    """float32 [..., out_features]: scale * (x V) N^T, the output change of a linear layer whose weight moves by
+    scale * N V^T (N [out_features, r] as in lowrank_combine_: element (i, j) is index i * r + j of `stream`),
+    without forming or writing the weight. x: [..., d_in]; basis V: [d_in, r]."""
+    scale = _check_real("scale", scale)
+    if not isinstance(x, torch.Tensor) or not isinstance(basis, torch.Tensor):
+        raise TypeError("x and basis must be torch.Tensors")
+    if basis.dim() != 2 or x.dim() < 1 or x.shape[-1] != basis.shape[0]:
+        raise ValueError(f"x has shape {tuple(x.shape)} and basis {tuple(basis.shape)}: need x [..., d_in], basis [d_in, r]")
+    if x.device != basis.device:
+        raise ValueError(f"x is on {x.device}, basis on {basis.device}: one device")
+    n = _stream(out_features * basis.shape[1], seed, stream, tensor_id, 0, x.device, "gaussian", backend)
+    return scale * ((x.float() @ basis.float()) @ n.view(out_features, basis.shape[1]).T)
+
+
+def lowrank_perturbed_linear(x: torch.Tensor, weight: torch.Tensor, basis: torch.Tensor, bias=None, *, seed: int,
+                             scale: float, stream: int = 0, tensor_id: int = 0, backend: str = "auto") -> torch.Tensor:
+    """y = x W^T + b + scale * (x V) N^T = x (W + scale N V^T)^T + b, in x's dtype, W never written (the exact,
+    weight-preserving evaluation of a low-rank perturbation; AGZO's forward)."""
+    y = torch.nn.functional.linear(x, weight, bias)
+    delta = lowrank_perturbation(x, basis, weight.shape[0], seed=seed, scale=scale, stream=stream,
+                                 tensor_id=tensor_id, backend=backend)
+    return y + delta.to(y.dtype)
+
+
 def _stream(n, seed, stream, tensor_id, offset, device, dist, backend):
     n = _check_int("n", n, 0, C.MAX_INDEX)
     seed = _check_int("seed", seed, 0, C.MAX_SEED)

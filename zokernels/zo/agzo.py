@@ -36,11 +36,6 @@ class LowRankPerturbation:
             if rank > d_in:
                 raise ValueError(f"rank {rank} is larger than d_in = {d_in} of layer {name!r}")
 
-    def _factor(self, i, seed, device):
-        d_out = self.layers[i][1].weight.shape[0]
-        return ops.normal(d_out * self.rank, seed=seed, stream=0, tensor_id=i, device=device,
-                          backend=self.backend).view(d_out, self.rank)
-
     def loss(self, closure, *, seed: int, scale: float, refresh: bool, evaluate) -> float:
         """evaluate(closure) with every target layer perturbed by scale * N_i V_i^T (none if scale is 0); refresh:
         compute each V_i from the layer's input in this pass (first call of the layer)."""
@@ -58,8 +53,9 @@ class LowRankPerturbation:
                 basis = self.bases[i]
                 if basis is None:
                     raise RuntimeError(f"AGZO: layer {self.layers[i][0]!r} has no basis yet (refresh it first)")
-                n = self._factor(i, seed, x.device)
-                return output + (scale * ((x.float() @ basis) @ n.T)).to(output.dtype)
+                delta = ops.lowrank_perturbation(x, basis, module.weight.shape[0], seed=seed, scale=scale, stream=0,
+                                                 tensor_id=i, backend=self.backend)
+                return output + delta.to(output.dtype)
             return hook
 
         handles = [m.register_forward_hook(hook_for(i)) for i, (_, m) in enumerate(self.layers)]
