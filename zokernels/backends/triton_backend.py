@@ -147,6 +147,23 @@ def _scaled_direction_tile(start, TILE: tl.constexpr, UNIT: tl.constexpr, c, str
 
 
 @triton.jit
+def _direction(k, coeff_ptr, scale, stream_ptr, stream0, COEFF_PTR: tl.constexpr, STREAM_PTR: tl.constexpr):
+    """(coefficient, stream, coefficient is finite) of direction k: from device arrays, or `scale` and
+    stream0 + k. A NaN coefficient fails the finiteness test too."""
+    if COEFF_PTR:
+        c = tl.load(coeff_ptr + k)
+        c_finite = tl.abs(c) <= 3.4028234663852886e38
+    else:
+        c = scale
+        c_finite = True
+    if STREAM_PTR:
+        s = tl.load(stream_ptr + k).to(tl.uint32)
+    else:
+        s = (stream0 + k).to(tl.uint32)
+    return c, s, c_finite
+
+
+@triton.jit
 def _rounding_words(start, TILE: tl.constexpr, UNIT: tl.constexpr, tid, rk0, rk1, WIDE_MUL: tl.constexpr):
     """Stochastic-rounding words (reserved stream 2**32 - 1) for the tile, shaped [TILE // UNIT, UNIT]."""
     x0, x1, x2, x3 = _unit_words(start // 4, TILE // 4, tl.full([], 0xFFFFFFFF, tl.uint32), tid, rk0, rk1, WIDE_MUL)
@@ -230,15 +247,8 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
             acc = tl.zeros([TILE // UNIT, UNIT], dtype=tl.float32)
         finite = True  # a device coefficient that is not finite vetoes every write (no host sync to raise)
         for k in tl.range(K, loop_unroll_factor=K_UNROLL):
-            if COEFF_PTR:
-                c = tl.load(coeff_ptr + k)
-                finite = finite & (tl.abs(c) <= 3.4028234663852886e38)  # NaN fails too
-            else:
-                c = scale
-            if STREAM_PTR:
-                s = tl.load(stream_ptr + k).to(tl.uint32)
-            else:
-                s = (stream0 + k).to(tl.uint32)
+            c, s, c_finite = _direction(k, coeff_ptr, scale, stream_ptr, stream0, COEFF_PTR, STREAM_PTR)
+            finite = finite & c_finite
             acc += _scaled_direction_tile(start, TILE, UNIT, c, s, tid, k0, k1, FAST, WIDE_MUL)
         if STOCHASTIC:
             r = _rounding_words(start, TILE, UNIT, tid, rk0, rk1, WIDE_MUL)
@@ -305,15 +315,8 @@ def _lowrank_kernel(w_ptr, v_ptr, f_ptr, coeff_ptr, scale, stream_ptr, stream0, 
         e = rows[:, None] * r + j[None, :]
         m = tl.zeros([BM, R_PAD], dtype=tl.float32)
         for k in tl.range(K):
-            if COEFF_PTR:
-                c = tl.load(coeff_ptr + k)
-                finite = finite & (tl.abs(c) <= 3.4028234663852886e38)
-            else:
-                c = scale
-            if STREAM_PTR:
-                s = tl.load(stream_ptr + k).to(tl.uint32)
-            else:
-                s = (stream0 + k).to(tl.uint32)
+            c, s, c_finite = _direction(k, coeff_ptr, scale, stream_ptr, stream0, COEFF_PTR, STREAM_PTR)
+            finite = finite & c_finite
             m += c * _gaussian_at(e, s, tid, k0.to(tl.uint32), k1.to(tl.uint32), FAST, WIDE_MUL)
         m = tl.where(m_mask, m, 0.0)
     else:
