@@ -5,6 +5,7 @@ torch are present) or is built at first use with ninja (cached by torch.utils.cp
 works, this backend reports itself unavailable with the reason, "auto" moves on to Triton, and one warning
 says so. One launch per (dst dtype, src dtype) group, like the Triton backend; the same chunk spans.
 """
+import functools
 import warnings
 
 import torch
@@ -92,10 +93,7 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
                                      rounding == "stochastic")
 
 
-def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
-    """Same contract as reference.combine; one launch per (dst dtype, src dtype) group."""
-    combine_by_dtype(_launch, dsts, srcs, tensor_ids=tensor_ids, offsets=offsets, seed=seed, coeffs=coeffs,
-                     streams=streams, dist=dist, rounding=rounding, rounding_seed=rounding_seed)
+combine = functools.partial(combine_by_dtype, _launch)  # reference.combine's contract, a launch per dtype pair
 
 
 def stream_values(n, *, seed, stream, tensor_id, offset, dist, device):

@@ -8,6 +8,7 @@ per 128 elements (rademacher) for each of the K directions, accumulates in fp32 
 On a GPU the Box-Muller special functions use the hardware approximations (lg2/sin/cos.approx); under
 TRITON_INTERPRET=1 the same code runs with numpy's. Raw Philox words are bit-exact either way.
 """
+import functools
 import os
 
 import torch
@@ -411,10 +412,7 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
         **({"maxnreg": MAX_REGISTERS[rounding]} if MAX_REGISTERS[rounding] and not interpreting() else {}))
 
 
-def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
-    """Same contract as reference.combine; one launch per (dst dtype, src dtype) group."""
-    combine_by_dtype(_launch, dsts, srcs, tensor_ids=tensor_ids, offsets=offsets, seed=seed, coeffs=coeffs,
-                     streams=streams, dist=dist, rounding=rounding, rounding_seed=rounding_seed)
+combine = functools.partial(combine_by_dtype, _launch)  # reference.combine's contract, a launch per dtype pair
 
 
 def stream_values(n, *, seed, stream, tensor_id, offset, dist, device):
