@@ -9,14 +9,13 @@ Prints a table and writes JSON (default bench/results/lowrank_<device>.json).
 """
 import argparse
 import datetime
-import json
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_perturb import OPT_1_3B, OPT_TINY, timer  # noqa: E402
+from bench_perturb import OPT_1_3B, OPT_TINY, timer, write_result  # noqa: E402
 
 import zokernels as zk  # noqa: E402
 
@@ -80,11 +79,7 @@ def main(argv=None):
     for x in rows:
         print(f"| {x['r']} | {x['K']} | {x['rounding']} | {x['ms']:.3f} | {x['x_roofline']:.2f} | {x['eager_ms']:.3f} | "
               f"{x['speedup_vs_eager']:.1f}x |")
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"lowrank_{name.replace(' ', '_')}.json")
-    with open(out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {out}")
+    write_result(result, args.out, "lowrank")
 
 
 if __name__ == "__main__":

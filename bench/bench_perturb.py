@@ -64,6 +64,17 @@ def peak_extra_mb(fn, device):
     return (torch.cuda.max_memory_allocated() - base) / 1e6
 
 
+def write_result(result, out, stem):
+    """Write a benchmark's result dict as JSON to `out`, by default bench/results/<stem>_<device>.json."""
+    out = out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                              f"{stem}_{result['device'].replace(' ', '_')}.json")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {out}")
+    return out
+
+
 def eager_mezo(params, seed, scale):
     """MeZO's idiom: reseed, then per parameter draw z with torch.normal and rebind p.data = p.data + scale * z."""
     torch.manual_seed(seed)
@@ -183,12 +194,7 @@ def main(argv=None):
         date=datetime.date.today().isoformat(), shapes="OPT-1.3B" if dims is OPT_1_3B else "OPT-tiny",
         tensors=len(params), elements=numel, dtype=str(dtype), roofline_ms=roofline,
         roofline_gbps=2 * nbytes / roofline / 1e6, rows=rows)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"perturb_{result['device'].replace(' ', '_')}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {out}")
+    write_result(result, args.out, "perturb")
     if args.save_auto:
         print(f"auto choices for {result['device']}: {save_auto_choices(result)}")
     return result

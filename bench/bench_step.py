@@ -10,14 +10,13 @@ Prints a table and writes JSON (default bench/results/step_<device>.json).
 """
 import argparse
 import datetime
-import json
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_perturb import timer  # noqa: E402
+from bench_perturb import timer, write_result  # noqa: E402
 
 import zokernels as zk  # noqa: E402
 
@@ -126,11 +125,7 @@ def main(argv=None):
     for r in rows:
         peak = f"{r['peak_mb']:.0f} | {r['peak_x_inference']:.3f}" if r["peak_mb"] else "- | -"
         print(f"| {r['name']} | {r['ms']:.2f} | {r['forwards']} | {r['x_forwards']:.2f} | {r['x_eager_mezo_step']:.2f} | {peak} |")
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"step_{device_name.replace(' ', '_')}.json")
-    with open(out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {out}")
+    write_result(result, args.out, "step")
 
 
 if __name__ == "__main__":

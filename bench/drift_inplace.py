@@ -5,13 +5,14 @@ Reports the fraction of weights whose bits changed and the relative drift |W_N -
 Writes JSON (default bench/results/drift_inplace_<device>.json).
 """
 import argparse
-import json
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_perturb import write_result  # noqa: E402
 from tests.zo_problems import tiny_opt  # noqa: E402
 
 import zokernels as zk  # noqa: E402
@@ -41,12 +42,8 @@ def main(argv=None):
     print("| dtype | mode | steps at lr=0 | weights changed | relative drift |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['dtype']} | {r['mode']} | {r['steps']} | {100 * r['changed_fraction']:.1f}% | {r['relative_drift']:.2e} |")
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"drift_inplace_{name.replace(' ', '_')}.json")
-    with open(out, "w") as f:
-        json.dump(dict(device=name, torch=torch.__version__, model="tiny OPT (tests/zo_problems.tiny_opt)", rows=rows),
-                  f, indent=1)
-    print(f"wrote {out}")
+    write_result(dict(device=name, torch=torch.__version__, model="tiny OPT (tests/zo_problems.tiny_opt)", rows=rows),
+                 args.out, "drift_inplace")
 
 
 if __name__ == "__main__":
