@@ -120,7 +120,7 @@ def main(argv=None):
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     result = dict(device=device_name, torch=torch.__version__, date=datetime.date.today().isoformat(),
                   parameters=n, dtype=str(dtype), batch=list(ids.shape), backend=zk.backend_for(device), rows=rows)
-    print(f"\n| step | ms | forwards | ms / (forwards x forward ms) | x eager MeZO step | peak MB | x inference peak |")
+    print("\n| step | ms | forwards | ms / (forwards x forward ms) | x eager MeZO step | peak MB | x inference peak |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         peak = f"{r['peak_mb']:.0f} | {r['peak_x_inference']:.3f}" if r["peak_mb"] else "- | -"

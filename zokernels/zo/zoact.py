@@ -8,7 +8,7 @@ estimate is MeZO's two-point estimate on the C's; the optimizer that consumes it
 gradient. merge() writes W0 + C V^T into a plain weight with one lowrank_add_ pass.
 docs/algorithms.md (ZO-Act) has the equations and the choices.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import torch
 
