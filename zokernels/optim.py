@@ -17,7 +17,7 @@ import torch
 
 from . import contract as C
 from .ops import SUPPORTED_DTYPES
-from .zo import (MODES, LowRankPerturbation, PerturbedEvaluator, agzo_step, attach, bszo_step,
+from .zo import (MODES, LowRankPerturbation, PerturbedEvaluator, agzo_step, attach, bszo_step, check_count,
                  mezo_step, step_seed, target_linears, zoact_step)
 
 ROUNDINGS = ("stochastic", "nearest")
@@ -30,22 +30,22 @@ def _positive(name, value, allow_zero=False):
     return float(value)
 
 
-def _check_seed(seed):
+def _check_settings(*, lr, eps, weight_decay, seed, rounding) -> float:
+    """The settings every ZO optimizer shares; returns eps as a float."""
+    _positive("lr", lr, allow_zero=True)
+    _positive("weight_decay", weight_decay, allow_zero=True)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < C.MAX_SEED:
         raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
-    return int(seed)
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    return _positive("eps", eps)
 
 
 class _ZOOptimizer(torch.optim.Optimizer):
     """Shared by every ZO optimizer: validation, the seed schedule, skipped steps, state_dict."""
 
     def __init__(self, params, *, lr, eps, weight_decay, seed, rounding, backend):
-        _positive("lr", lr, allow_zero=True)
-        _positive("weight_decay", weight_decay, allow_zero=True)
-        self.eps = _positive("eps", eps)
-        _check_seed(seed)
-        if rounding not in ROUNDINGS:
-            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+        self.eps = _check_settings(lr=lr, eps=eps, weight_decay=weight_decay, seed=seed, rounding=rounding)
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
         self.rounding, self.backend = rounding, backend
         self._check_params()
@@ -212,16 +212,13 @@ class BSZO(_ParameterSpaceZO):
     def __init__(self, params, lr, eps=1e-4, k=2, weight_decay=0.0, *, prior_var="auto", noise_var="auto", alpha=0.1,
                  extra_observations=1, adaptive_noise=True, noise_floor=0.01, seed=0, mode="exact",
                  rounding="stochastic", master_weights=False, backend="auto"):
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 or k > C.MAX_STREAM:
-            raise ValueError(f"k must be an int >= 1 (directions per step), got {k!r}")
+        check_count("k", k, 1, high=C.MAX_STREAM, hint=" (directions per step)")
         for name, value in (("prior_var", prior_var), ("noise_var", noise_var)):
             if value != "auto":
                 _positive(name, value)
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
-        if isinstance(extra_observations, bool) or not isinstance(extra_observations, numbers.Integral) or \
-                extra_observations < 0:
-            raise ValueError(f"extra_observations must be an int >= 0, got {extra_observations!r}")
+        check_count("extra_observations", extra_observations, 0)
         _positive("noise_floor", noise_floor, allow_zero=True)
         super().__init__(params, lr=lr, eps=eps, weight_decay=weight_decay, seed=seed, mode=mode, rounding=rounding,
                          master_weights=master_weights, backend=backend)
@@ -247,12 +244,6 @@ class BSZO(_ParameterSpaceZO):
         return result
 
 
-def _check_rank(rank):
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
-        raise ValueError(f"rank must be an int >= 1, got {rank!r}")
-    return int(rank)
-
-
 class AGZO(_ZOOptimizer):
     """AGZO (two forward passes per step: L(theta), then the perturbed loss) on `model`: zokernels.zo.agzo_step.
 
@@ -266,11 +257,9 @@ class AGZO(_ZOOptimizer):
 
     def __init__(self, model, lr, eps=1e-3, rank=1, *, targets="all", power_iters=3, refresh_every=1,
                  full_parameter=True, seed=0, rounding="stochastic", backend="auto"):
-        rank = _check_rank(rank)
-        if isinstance(refresh_every, bool) or not isinstance(refresh_every, numbers.Integral) or refresh_every < 1:
-            raise ValueError(f"refresh_every must be an int >= 1, got {refresh_every!r}")
-        if isinstance(power_iters, bool) or not isinstance(power_iters, numbers.Integral) or power_iters < 0:
-            raise ValueError(f"power_iters must be an int >= 0, got {power_iters!r}")
+        rank = check_count("rank", rank, 1)
+        check_count("refresh_every", refresh_every, 1)
+        check_count("power_iters", power_iters, 0)
         layers = target_linears(model, targets)
         for name, m in layers:
             if not isinstance(getattr(m, "weight", None), torch.Tensor):
@@ -313,11 +302,8 @@ class ZOAct(_ZOOptimizer):
 
     def __init__(self, model, lr, eps=1e-3, rank=16, *, calibration, targets="all", inner="adam",
                  betas=(0.9, 0.999), weight_decay=0.0, seed=0, backend="auto"):
-        rank = _check_rank(rank)
-        _positive("lr", lr, allow_zero=True)  # everything is checked before attach() changes the model
-        _positive("eps", eps)
-        _positive("weight_decay", weight_decay, allow_zero=True)
-        _check_seed(seed)
+        rank = check_count("rank", rank, 1)  # everything is checked before attach() changes the model
+        _check_settings(lr=lr, eps=eps, weight_decay=weight_decay, seed=seed, rounding="nearest")
         if inner not in ("adam", "sgd"):
             raise ValueError(f"inner must be 'adam' or 'sgd', got {inner!r}")
         if not callable(calibration):

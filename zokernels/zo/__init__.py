@@ -5,10 +5,11 @@ Each function writes the weights only through PerturbedEvaluator.update (one com
 from .agzo import LowRankPerturbation, agzo_step
 from .bszo import bszo_posterior, bszo_step, kalman_update
 from .mezo import mezo_step
-from .perturbation import MODES, PerturbedEvaluator, StepResult, check_loss, evaluate_closure, step_seed
+from .perturbation import (MODES, PerturbedEvaluator, StepResult, check_count, check_loss, evaluate_closure,
+                           step_seed)
 from .subspace import activation_basis, gram_basis, target_linears
 from .zoact import ZOActLinear, attach, zoact_step
 
 __all__ = ["mezo_step", "bszo_step", "bszo_posterior", "kalman_update", "agzo_step", "zoact_step",
            "PerturbedEvaluator", "LowRankPerturbation", "ZOActLinear", "attach", "target_linears",
-           "activation_basis", "gram_basis", "StepResult", "check_loss", "evaluate_closure", "step_seed", "MODES"]
+           "activation_basis", "gram_basis", "StepResult", "check_count", "check_loss", "evaluate_closure", "step_seed", "MODES"]

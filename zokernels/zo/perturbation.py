@@ -18,6 +18,7 @@ stochastic rounding by default (unbiased in bf16/fp16), or on fp32 master weight
 """
 import dataclasses
 import math
+import numbers
 import warnings
 from typing import List, Optional, Sequence
 
@@ -46,6 +47,14 @@ class StepResult:
     skipped: bool
     seed: int
     noise_var: Optional[float] = None  # BSZO: the observation-noise variance sigma_e^2 after this step
+
+
+def check_count(name: str, value, low: int, high: Optional[int] = None, hint: str = "") -> int:
+    """An int setting (a rank, k, a step count) in [low, high]; ValueError "<name> must be an int >= low"."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
+            (high is not None and value > high):
+        raise ValueError(f"{name} must be an int >= {low}{hint}, got {value!r}")
+    return int(value)
 
 
 def check_loss(value) -> float:

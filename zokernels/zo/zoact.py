@@ -13,7 +13,7 @@ from typing import List, Tuple
 import torch
 
 from .. import ops
-from .perturbation import PerturbedEvaluator, StepResult, finite
+from .perturbation import PerturbedEvaluator, StepResult, check_count, finite
 from .subspace import gram_basis, target_linears
 
 
@@ -58,8 +58,7 @@ def attach(model: torch.nn.Module, calibration, *, rank: int, targets="all") -> 
     """Replace the targeted linear layers of `model` by ZOActLinear, with bases from one calibration pass:
     calibration() runs the model's forward on calibration data (under no_grad). Returns (name, layer) pairs.
     Raises ValueError if rank exceeds a layer's d_in or its calibration token count."""
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank must be an int >= 1, got {rank!r}")
+    rank = check_count("rank", rank, 1)
     layers = target_linears(model, targets)
     for name, m in layers:
         if rank > m.in_features:
