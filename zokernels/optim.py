@@ -257,7 +257,6 @@ class AGZO(_ZOOptimizer):
 
     def __init__(self, model, lr, eps=1e-3, rank=1, *, targets="all", power_iters=3, refresh_every=1,
                  full_parameter=True, seed=0, rounding="stochastic", backend="auto"):
-        rank = check_count("rank", rank, 1)
         check_count("refresh_every", refresh_every, 1)
         check_count("power_iters", power_iters, 0)
         layers = target_linears(model, targets)
@@ -269,7 +268,8 @@ class AGZO(_ZOOptimizer):
         others = [p for p in model.parameters() if p.requires_grad and id(p) not in targeted] if full_parameter else []
         super().__init__([m.weight for _, m in layers] + others, lr=lr, eps=eps, weight_decay=0.0, seed=seed,
                          rounding=rounding, backend=backend)
-        self.rank, self.refresh_every, self.full_parameter = rank, int(refresh_every), bool(full_parameter)
+        self.rank = self.perturbation.rank
+        self.refresh_every, self.full_parameter = int(refresh_every), bool(full_parameter)
         self._dense = PerturbedEvaluator([others], backend=backend) if others else None
 
     @property
@@ -302,7 +302,7 @@ class ZOAct(_ZOOptimizer):
 
     def __init__(self, model, lr, eps=1e-3, rank=16, *, calibration, targets="all", inner="adam",
                  betas=(0.9, 0.999), weight_decay=0.0, seed=0, backend="auto"):
-        rank = check_count("rank", rank, 1)  # everything is checked before attach() changes the model
+        # everything is checked before attach() changes the model (attach checks rank and targets itself)
         _check_settings(lr=lr, eps=eps, weight_decay=weight_decay, seed=seed, rounding="nearest")
         if inner not in ("adam", "sgd"):
             raise ValueError(f"inner must be 'adam' or 'sgd', got {inner!r}")
@@ -313,7 +313,7 @@ class ZOAct(_ZOOptimizer):
         coeffs = [layer.coeff for _, layer in self.layers]
         super().__init__(coeffs, lr=lr, eps=eps, weight_decay=weight_decay, seed=seed, rounding="nearest",
                          backend=backend)
-        self.rank = rank
+        self.rank = self.layers[0][1].basis.shape[1]
         make = torch.optim.Adam if inner == "adam" else torch.optim.SGD
         kwargs = dict(lr=lr, weight_decay=weight_decay, **({"betas": betas} if inner == "adam" else {}))
         self.inner = make(coeffs, **kwargs)

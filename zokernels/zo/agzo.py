@@ -15,7 +15,7 @@ import torch
 
 from .. import ops
 from .perturbation import PerturbedEvaluator, StepResult, evaluate_closure, finite, step_seed
-from .subspace import activation_basis
+from .subspace import activation_basis, check_rank
 
 DENSE_STREAM = 1  # the Gaussian stream of the parameters outside the targeted linears (N uses stream 0)
 
@@ -29,12 +29,8 @@ class LowRankPerturbation:
     def __init__(self, layers: Sequence[Tuple[str, torch.nn.Module]], rank: int, *, power_iters: int = 1,
                  backend: str = "auto"):
         self.layers = list(layers)
-        self.rank, self.power_iters, self.backend = rank, power_iters, backend
+        self.rank, self.power_iters, self.backend = check_rank(self.layers, rank), power_iters, backend
         self.bases: List[Optional[torch.Tensor]] = [None] * len(self.layers)
-        for name, m in self.layers:
-            d_out, d_in = m.weight.shape
-            if rank > d_in:
-                raise ValueError(f"rank {rank} is larger than d_in = {d_in} of layer {name!r}")
 
     def loss(self, closure, *, seed: int, scale: float, refresh: bool, evaluate) -> float:
         """evaluate(closure) with every target layer perturbed by scale * N_i V_i^T (none if scale is 0); refresh:

@@ -143,17 +143,17 @@ class PerturbedEvaluator:
         if self.mode == "inplace":
             self._move_inplace(seed, stream, scale)
             try:
-                return self._call(closure)
+                return evaluate_closure(closure)
             except BaseException:
                 self.discard()  # a refused or failing closure leaves the weights restored
                 raise
         if scale == 0.0:
-            return self._call(closure)
+            return evaluate_closure(closure)
         self._active, self._seen = (seed, stream, scale), set()
         pre = torch.nn.modules.module.register_module_forward_pre_hook(self._pre_hook)
         post = torch.nn.modules.module.register_module_forward_hook(self._post_hook, always_call=True)
         try:
-            value = self._call(closure)
+            value = evaluate_closure(closure)
         finally:
             pre.remove()
             post.remove()
@@ -161,9 +161,6 @@ class PerturbedEvaluator:
             self._active = None
         self._warn_unseen()
         return value
-
-    def _call(self, closure):
-        return evaluate_closure(closure)
 
     def _owned(self, module):
         """The parameters this module swaps in: all of its (recursive) ones if they fit the scratch budget, else
@@ -177,10 +174,12 @@ class PerturbedEvaluator:
         return owned
 
     def _pre_hook(self, module, args):
-        todo = [i for i in self._owned(module) if i not in self._swapped]
+        todo = []
         for i in self._owned(module):
             if i in self._swapped:
-                self._swapped[i][1] += 1  # a tied weight already swapped in by a running module
+                self._swapped[i][1] += 1  # already swapped in by a running module (a parent, or a tied weight)
+            else:
+                todo.append(i)
         if not todo:
             return
         seed, stream, scale = self._active

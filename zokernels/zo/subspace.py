@@ -4,6 +4,8 @@ from typing import List, Tuple, Union
 
 import torch
 
+from .perturbation import check_count
+
 ATTENTION_NAMES = re.compile(r"(^|\.)(q_proj|k_proj|v_proj|out_proj|o_proj|query|key|value|qkv_proj|c_attn)$")
 
 
@@ -28,6 +30,15 @@ def target_linears(model: torch.nn.Module, targets: Union[str, List[str]] = "all
         raise ValueError(f"no linear layer of {type(model).__name__} matches targets={targets!r} "
                          f"({len(linears)} linear layers: {', '.join(n for n, _ in linears[:6])}{', ...' if len(linears) > 6 else ''})")
     return chosen
+
+
+def check_rank(layers: List[Tuple[str, torch.nn.Module]], rank) -> int:
+    """rank as an int >= 1 that fits every layer's d_in (in_features); ValueError naming the layer otherwise."""
+    rank = check_count("rank", rank, 1)
+    for name, m in layers:
+        if rank > m.in_features:
+            raise ValueError(f"rank {rank} is larger than d_in = {m.in_features} of layer {name!r}")
+    return rank
 
 
 def _is_linear_like(module):

@@ -13,8 +13,8 @@ from typing import List, Tuple
 import torch
 
 from .. import ops
-from .perturbation import PerturbedEvaluator, StepResult, check_count, finite
-from .subspace import gram_basis, target_linears
+from .perturbation import PerturbedEvaluator, StepResult, finite
+from .subspace import check_rank, gram_basis, target_linears
 
 
 class ZOActLinear(torch.nn.Module):
@@ -58,11 +58,8 @@ def attach(model: torch.nn.Module, calibration, *, rank: int, targets="all") -> 
     """Replace the targeted linear layers of `model` by ZOActLinear, with bases from one calibration pass:
     calibration() runs the model's forward on calibration data (under no_grad). Returns (name, layer) pairs.
     Raises ValueError if rank exceeds a layer's d_in or its calibration token count."""
-    rank = check_count("rank", rank, 1)
     layers = target_linears(model, targets)
-    for name, m in layers:
-        if rank > m.in_features:
-            raise ValueError(f"rank {rank} is larger than d_in = {m.in_features} of layer {name!r}")
+    rank = check_rank(layers, rank)
     grams = [None] * len(layers)
     tokens = [0] * len(layers)
 
