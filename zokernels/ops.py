@@ -80,6 +80,12 @@ def _check_real(name, value):
     return value
 
 
+def _check_seeds(seed, rounding_seed):
+    """(seed, rounding_seed) checked; the rounding seed defaults to the seed."""
+    seed = _check_int("seed", seed, 0, C.MAX_SEED)
+    return seed, seed if rounding_seed is None else _check_int("rounding_seed", rounding_seed, 0, C.MAX_SEED)
+
+
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name}={value!r}; choose one of {', '.join(map(repr, choices))}")
@@ -120,8 +126,7 @@ def _check_streams(streams, k):
 
 def _run(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed, backend):
     """Shared validation and dispatch of perturb_, combine_ and perturbed_copy_. srcs is None for in place."""
-    seed = _check_int("seed", seed, 0, C.MAX_SEED)
-    rounding_seed = seed if rounding_seed is None else _check_int("rounding_seed", rounding_seed, 0, C.MAX_SEED)
+    seed, rounding_seed = _check_seeds(seed, rounding_seed)
     _check_choice("dist", dist, C.DISTRIBUTIONS)
     _check_choice("rounding", rounding, C.ROUNDINGS)
     device = _check_tensors("tensors", dsts)
@@ -229,8 +234,7 @@ def _check_lowrank(weight, basis, factor):
 
 
 def _lowrank_run(weight, basis, factor, *, seed, coeffs, streams, tensor_id, rounding, rounding_seed, backend):
-    seed = _check_int("seed", seed, 0, C.MAX_SEED)
-    rounding_seed = seed if rounding_seed is None else _check_int("rounding_seed", rounding_seed, 0, C.MAX_SEED)
+    seed, rounding_seed = _check_seeds(seed, rounding_seed)
     tensor_id = _check_int("tensor_id", tensor_id, 0, C.MAX_TENSOR_ID)
     _check_choice("rounding", rounding, C.ROUNDINGS)
     if not isinstance(weight, torch.Tensor):
