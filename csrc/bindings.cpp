@@ -44,7 +44,6 @@ void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table,
     a.ptrs.dst[t] = dsts[t].data_ptr();
     a.ptrs.src[t] = srcs[t].data_ptr();
   }
-  a.num_tensors = static_cast<int>(dsts.size());
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
   if (coeffs.has_value()) {

@@ -21,7 +21,6 @@ struct CombineArgs {
   DType dst_dtype, src_dtype;
   bool gaussian, stochastic;
   TensorPtrs ptrs;
-  int num_tensors;
   const int64_t* table;  // [rows, 6] chunk rows
   int64_t rows;
   const float* coeffs;   // [K] on the device, or nullptr: every direction uses `scale`
