@@ -13,10 +13,6 @@ from zokernels.zo.zoact import ZOActLinear
 from .zo_problems import tiny_opt
 
 
-def _ids(closure):
-    return next(c.cell_contents for c in closure.__closure__ if isinstance(c.cell_contents, torch.Tensor))
-
-
 def test_attaching_leaves_the_model_unchanged_and_bases_are_the_calibration_svd():
     model, closure = tiny_opt(torch.bfloat16)
     first = closure().item()

@@ -49,7 +49,8 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def tiny_opt(dtype=torch.bfloat16, seed=0, device="cpu"):
-    """(model, closure): a 2-layer OPT with tied input/output embeddings, random weights, a fixed batch."""
+    """(model, closure): a 2-layer OPT with tied input/output embeddings, random weights, a fixed batch
+    (closure.input_ids)."""
     from transformers import OPTConfig, OPTForCausalLM
 
     config = OPTConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
@@ -62,4 +63,5 @@ def tiny_opt(dtype=torch.bfloat16, seed=0, device="cpu"):
     def closure():
         return model(input_ids=ids, labels=ids).loss.float()
 
+    closure.input_ids = ids  # the batch, for tests that evaluate a copy of the model on it
     return model, closure
