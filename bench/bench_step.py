@@ -16,7 +16,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_perturb import timer, write_result  # noqa: E402
+from bench_perturb import eager_mezo, timer, write_result  # noqa: E402
 
 import zokernels as zk  # noqa: E402
 
@@ -40,23 +40,15 @@ def build(device, quick):
 
 
 def eager_mezo_step(params, closure, seed, eps=1e-3, lr=1e-6):
-    """MeZO's reference idiom: z regenerated per parameter from a re-seeded global generator, applied as
-    p.data = p.data + scale * z (a new tensor each time), restore by the same, update by the same."""
-    def move(scale):
-        torch.manual_seed(seed)
-        for p in params:
-            z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
-            p.data = p.data + scale * eps * z
-    move(1)
+    """MeZO's reference idiom (bench_perturb.eager_mezo: z regenerated per parameter from a re-seeded global
+    generator, p.data = p.data + scale * z): perturb, evaluate, flip, evaluate, restore, update."""
+    eager_mezo(params, seed, eps)
     loss_plus = closure()
-    move(-2)
+    eager_mezo(params, seed, -2 * eps)
     loss_minus = closure()
-    move(1)
+    eager_mezo(params, seed, eps)
     g = float((loss_plus - loss_minus) / (2 * eps))
-    torch.manual_seed(seed)
-    for p in params:
-        z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
-        p.data = p.data - lr * g * z
+    eager_mezo(params, seed, -lr * g)
     return loss_plus
 
 
