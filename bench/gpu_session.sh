@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: versions, the test suite on the real GPU compiler, error check + sweep, the benchmark.
-# Usage (device tool): [SWEEP=1] [AOT=0] bash bench/gpu_session.sh [--ncu] [--sanitize] [--steps] [--lowrank];
-# writes logs and JSON under $OUT.
+# Usage (device tool): [SWEEP=1] [AOT=0] [TESTS=0] [PERTURB=0] bash bench/gpu_session.sh [--ncu] [--sanitize] [--steps] [--lowrank];
+# writes logs and JSON under $OUT. TESTS=0 skips pytest; PERTURB=0 skips gpu_check and the perturb_ benchmark.
 set -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
@@ -14,7 +14,7 @@ if [[ "${AOT:-1}" == 1 ]]; then
   tail -3 "$OUT/aot_build.log"
 fi
 python3 -c "import torch; from zokernels.backends import cuda_backend as c; r = c.unavailable_reason(torch.device('cuda')); print('cuda backend:', r or 'ready', '|', c.extension_source())" 2>&1 | tail -30 | tee "$OUT/cuda_build.log"
-python3 -m pytest -q -x tests 2>&1 | tee "$OUT/pytest.log" | tail -15
+[[ "${TESTS:-1}" == 1 ]] && python3 -m pytest -q -x tests 2>&1 | tee "$OUT/pytest.log" | tail -15
 if [[ " $* " == *" --sanitize "* ]]; then
   # memcheck: the CUDA parity tests (~80 s on the H100); racecheck is far slower: one dtype of them
   compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py \
@@ -23,14 +23,16 @@ if [[ " $* " == *" --sanitize "* ]]; then
     -k "cuda and combine_parity and bfloat16 and gaussian" 2>&1 | tail -4 | tee "$OUT/sanitizer_racecheck.log"
   echo "racecheck exit: $?" | tee -a "$OUT/sanitizer_racecheck.log"
 fi
-python3 bench/gpu_check.py ${SWEEP:+--sweep} --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
+[[ "${PERTURB:-1}" == 1 ]] && python3 bench/gpu_check.py ${SWEEP:+--sweep} --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
 if [[ " $* " == *" --ncu "* ]]; then  # stall reasons and pipe use of one combine_ K=16 launch
   ncu --clock-control none --kernel-name regex:_combine_kernel --launch-skip 2 --launch-count 1 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
       --section InstructionStats python3 bench/ncu_target.py 2>&1 | tee "$OUT/ncu.txt" | grep -v "^==PROF==" | tail -80
 fi
-python3 -m zokernels bench --save-auto --out "$OUT/perturb.json" 2>&1 | tee "$OUT/bench.log"
-cp zokernels/backends/auto_choices.json "$OUT/" 2>/dev/null || true
+if [[ "${PERTURB:-1}" == 1 ]]; then
+  python3 -m zokernels bench --save-auto --out "$OUT/perturb.json" 2>&1 | tee "$OUT/bench.log"
+  cp zokernels/backends/auto_choices.json "$OUT/" 2>/dev/null || true
+fi
 if [[ " $* " == *" --steps "* ]]; then  # optimizer steps on OPT-1.3B (MeZO, BSZO, AGZO, ZO-Act)
   python3 bench/bench_step.py --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log" | tail -14
 fi
