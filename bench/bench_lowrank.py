@@ -1,9 +1,10 @@
 """Microbenchmark of lowrank_combine_ on the linear layers of an OPT model, against eager PyTorch and the copy
 roofline measured in the same run.
 
-GPU: the 144 linear weights of OPT-1.3B (1.2e9 bf16 elements), one lowrank_combine_ per layer (K = 1 and 4
-directions, r = 8, 16, 32, 64, nearest and stochastic rounding), device-event timing (triton.testing.do_bench,
-median). Eager: per layer, N = torch.randn(d_out, r) for each direction and W.addmm_(N, V^T) (bf16). Roofline:
+GPU: the 144 linear weights of OPT-1.3B (1.2e9 bf16 elements), one multi-tensor lowrank_combine_ call over all
+of them (K = 1 and 4 directions, r = 8, 16, 32, 64, nearest and stochastic rounding), and for comparison one
+call per layer (r = 16, K = 1); device-event timing (triton.testing.do_bench, median). --sweep times the Triton
+tile shapes (BM, BN, warps) of each rank bucket first and keeps the fastest. Eager: per layer, N = torch.randn(d_out, r) for each direction and W.addmm_(N, V^T) (bf16). Roofline:
 one read and one write of the same bytes (a copy). CPU: OPT-tiny linears, wall clock, reference backend.
 Prints a table and writes JSON (default bench/results/lowrank_<device>.json).
 """
@@ -34,10 +35,43 @@ def eager_lowrank(weights, bases, seed, coeffs):
             w.addmm_(n, v.T.to(w.dtype), alpha=c)
 
 
+TILE_CANDIDATES = {16: [(32, 128, 8), (64, 64, 4), (64, 128, 8), (128, 64, 8)],
+                   32: [(32, 128, 8), (64, 64, 4), (64, 128, 8), (128, 64, 8)],
+                   64: [(16, 128, 8), (32, 128, 8), (64, 64, 8), (64, 128, 8)],
+                   128: [(16, 64, 8), (32, 64, 8), (64, 64, 8)]}
+
+
+def tiles_in_use():
+    from zokernels.backends import triton_backend
+
+    return {str(k): list(v) for k, v in triton_backend.LOWRANK_TILES.items()}
+
+
+def sweep_tiles(weights, bench, fused_call, ranks):
+    """Time each TILE_CANDIDATES shape of the rank buckets in `ranks` (K = 4, stochastic rounding: the heaviest
+    variant) and set the fastest in triton_backend.LOWRANK_TILES for the rest of the run."""
+    from zokernels.backends import triton_backend
+
+    out = []
+    for r in ranks:
+        r_pad = triton_backend._rank_pad(r)
+        bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device=w.device))[0].contiguous() for w in weights]
+        timed = []
+        for tiles in TILE_CANDIDATES[r_pad]:
+            triton_backend.LOWRANK_TILES[r_pad] = tiles
+            ms = bench(lambda: fused_call(weights, bases, [1e-4] * 4, "stochastic"))
+            timed.append((ms, tiles))
+            out.append(dict(r=r, r_pad=r_pad, tiles=list(tiles), ms=ms))
+            print(f"  sweep r={r} tiles (BM, BN, warps)={tiles}: {ms:.3f} ms", flush=True)
+        triton_backend.LOWRANK_TILES[r_pad] = min(timed)[1]
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ranks", default="8,16,32,64")
     ap.add_argument("--ks", default="1,4")
+    ap.add_argument("--sweep", action="store_true", help="time tile shapes per rank bucket and use the fastest")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -55,30 +89,38 @@ def main(argv=None):
     backend = zk.backend_for(device, rounding="stochastic")
     print(f"device {name}: {len(weights)} linear weights, {numel / 1e9:.3f}e9 {dtype} elements; copy roofline "
           f"{roofline:.3f} ms", flush=True)
-    rows = []
+    rows, sweep = [], []
     seeds = iter(range(10**6))
+
+    def fused_call(weights, bases, coeffs, rounding):
+        zk.lowrank_combine_(weights, bases, seed=next(seeds), coeffs=coeffs, rounding=rounding)
+
+    if args.sweep and backend == "triton":
+        sweep = sweep_tiles(weights, bench, fused_call, [int(v) for v in args.ranks.split(",")])
     for r in [int(v) for v in args.ranks.split(",")]:
         bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device=device))[0].contiguous() for w in weights]
         for k in [int(v) for v in args.ks.split(",")]:
             coeffs = [1e-3 / k] * k
             eager_ms = bench(lambda: eager_lowrank(weights, bases, next(seeds), coeffs))
-            for rounding in ("nearest", "stochastic"):
-                def fused():
-                    s = next(seeds)
-                    for i, (w, v) in enumerate(zip(weights, bases)):
-                        zk.lowrank_combine_(w, v, seed=s, coeffs=coeffs, tensor_id=i, rounding=rounding)
-                ms = bench(fused)
-                rows.append(dict(r=r, K=k, rounding=rounding, ms=ms, eager_ms=eager_ms, roofline_ms=roofline,
-                                 x_roofline=ms / roofline, speedup_vs_eager=eager_ms / ms))
-                print(f"  r={r:<3d} K={k:<2d} {rounding:10s} {ms:8.3f} ms  {ms / roofline:5.2f}x roofline  "
+            variants = [("one call", rounding) for rounding in ("nearest", "stochastic")]
+            if r == 16 and k == 1:
+                variants.append(("per layer", "nearest"))
+            for calls, rounding in variants:
+                if calls == "one call":
+                    ms = bench(lambda: fused_call(weights, bases, coeffs, rounding))
+                else:
+                    ms = bench(lambda: [fused_call(w, v, coeffs, rounding) for w, v in zip(weights, bases)])
+                rows.append(dict(r=r, K=k, rounding=rounding, calls=calls, ms=ms, eager_ms=eager_ms,
+                                 roofline_ms=roofline, x_roofline=ms / roofline, speedup_vs_eager=eager_ms / ms))
+                print(f"  r={r:<3d} K={k:<2d} {rounding:10s} {calls:9s} {ms:8.3f} ms  {ms / roofline:5.2f}x roofline  "
                       f"eager {eager_ms:8.3f} ms ({eager_ms / ms:4.1f}x)", flush=True)
     result = dict(device=name, torch=torch.__version__, date=datetime.date.today().isoformat(), backend=backend,
                   shapes="OPT-1.3B linears" if dims is OPT_1_3B else "OPT-tiny linears", tensors=len(weights),
-                  elements=numel, dtype=str(dtype), roofline_ms=roofline, rows=rows)
-    print("\n| r | K | rounding | ms | x roofline | eager ms | speedup vs eager |\n|---|---|---|---|---|---|---|")
+                  elements=numel, dtype=str(dtype), roofline_ms=roofline, tiles=tiles_in_use(), sweep=sweep, rows=rows)
+    print("\n| r | K | rounding | calls | ms | x roofline | eager ms | speedup vs eager |\n|---|---|---|---|---|---|---|---|")
     for x in rows:
-        print(f"| {x['r']} | {x['K']} | {x['rounding']} | {x['ms']:.3f} | {x['x_roofline']:.2f} | {x['eager_ms']:.3f} | "
-              f"{x['speedup_vs_eager']:.1f}x |")
+        print(f"| {x['r']} | {x['K']} | {x['rounding']} | {x['calls']} | {x['ms']:.3f} | {x['x_roofline']:.2f} | "
+              f"{x['eager_ms']:.3f} | {x['speedup_vs_eager']:.1f}x |")
     write_result(result, args.out, "lowrank")
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call: versions, the test suite on the real GPU compiler, error check + sweep, the benchmark.
-# Usage (device tool): [SWEEP=1] [AOT=0] [TESTS=0] [PERTURB=0] bash bench/gpu_session.sh [--ncu] [--sanitize] [--steps] [--lowrank];
-# writes logs and JSON under $OUT. TESTS=0 skips pytest; PERTURB=0 skips gpu_check and the perturb_ benchmark.
+# Usage (device tool): [SWEEP=1] [AOT=0] [TESTS=0] [PERTURB=0] bash bench/gpu_session.sh [--ncu] [--sanitize] [--steps] [--lowrank] [--profile];
+# writes logs and JSON under $OUT. TESTS=0 skips pytest; PERTURB=0 skips gpu_check and the perturb_ benchmark;
+# LOWRANK_ARGS (e.g. --sweep) go to bench_lowrank.py.
 set -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
@@ -37,5 +38,8 @@ if [[ " $* " == *" --steps "* ]]; then  # optimizer steps on OPT-1.3B (MeZO, BSZ
   python3 bench/bench_step.py --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log" | tail -14
 fi
 if [[ " $* " == *" --lowrank "* ]]; then  # lowrank_combine_ on OPT-1.3B's linears against eager and the roofline
-  python3 bench/bench_lowrank.py --out "$OUT/lowrank.json" 2>&1 | tee "$OUT/lowrank.log" | tail -20
+  python3 bench/bench_lowrank.py ${LOWRANK_ARGS:-} --out "$OUT/lowrank.json" 2>&1 | tee "$OUT/lowrank.log" | tail -20
+fi
+if [[ " $* " == *" --profile "* ]]; then  # torch.profiler of AGZO / ZO-Act / exact MeZO steps
+  python3 bench/profile_step.py 2>&1 | grep -v "^USDT\|^STAGE" > "$OUT/profile.txt"; grep "^===" "$OUT/profile.txt"
 fi

@@ -84,57 +84,158 @@ __device__ __forceinline__ void store_group(T* p, int64_t local, int64_t numel, 
   }
 }
 
-// Each thread owns groups of G elements: G = 8 (two Philox calls feed a Gaussian group; 16-byte bf16/fp16
-// vectors) or G = 32 (one word of a Rademacher call). Groups start on multiples of G of the global index, as
-// the table's spans do (cuda_backend.GROUP: 8 or 128).
-template <typename DT, typename ST, bool GAUSSIAN, bool STOCHASTIC>
-__global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ TensorPtrs ptrs,
-                                                           const ChunkRow* __restrict__ table,
-                                                           const float* __restrict__ coeffs, float scale,
-                                                           const int64_t* __restrict__ streams, uint32_t stream0,
-                                                           int K, uint2 key, uint2 rounding_key) {
-  constexpr int G = GAUSSIAN ? 8 : 32;
-  constexpr bool kRound = STOCHASTIC && !std::is_same<DT, float>::value;
-  const ChunkRow row = table[blockIdx.x];
-  if (coeffs != nullptr) {  // a coefficient that is not finite vetoes every write (no host sync to raise)
-    for (int k = 0; k < K; ++k)
-      if (!isfinite(coeffs[k])) return;
+// The K directions' coefficients and streams: from device arrays, or `scale` and stream0 + k.
+struct Directions {
+  const float* coeffs;
+  float scale;
+  const int64_t* streams;
+  uint32_t stream0;
+  int K;
+  __device__ __forceinline__ float coeff(int k) const { return coeffs != nullptr ? coeffs[k] : scale; }
+  __device__ __forceinline__ uint32_t stream(int k) const {
+    return streams != nullptr ? static_cast<uint32_t>(streams[k]) : stream0 + k;
   }
-  DT* dst = reinterpret_cast<DT*>(ptrs.dst[row.tensor]);
-  const ST* src = reinterpret_cast<const ST*>(ptrs.src[row.tensor]);
-  const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
+};
+
+// Stochastic-rounding words of the G elements from global index `global` (a multiple of 4), or zeros.
+template <bool kRound, int G>
+__device__ __forceinline__ void rounding_words(int64_t global, uint32_t tensor_id, uint2 rounding_key, uint32_t (&r)[G]) {
+#pragma unroll
+  for (int q = 0; q < G / 4; ++q) {
+    uint4 x = make_uint4(0, 0, 0, 0);
+    if constexpr (kRound) x = unit_words((global >> 2) + q, kRoundingStream, tensor_id, rounding_key);
+    r[4 * q] = x.x; r[4 * q + 1] = x.y; r[4 * q + 2] = x.z; r[4 * q + 3] = x.w;
+  }
+}
+
+// Gaussian: each thread owns groups of 8 elements (two Philox calls; 16-byte bf16/fp16 vectors), U groups a
+// blockDim apart per iteration, all loaded before any is computed (U loads in flight per thread).
+template <typename DT, typename ST, bool kRound, int U>
+__device__ __forceinline__ void gaussian_groups(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
+                                                uint32_t tensor_id, uint2 key, uint2 rounding_key) {
+  constexpr int G = 8;
   const int64_t groups = (row.length + G - 1) / G;
-  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
-    const int64_t local = row.local0 + g * G;
-    const int64_t global = row.offset + local;  // a multiple of G
-    float acc[G];
-    load_group<ST, G>(src, local, row.numel, acc);
-    for (int k = 0; k < K; ++k) {
-      const float c = coeffs != nullptr ? coeffs[k] : scale;
-      const uint32_t stream = streams != nullptr ? static_cast<uint32_t>(streams[k]) : stream0 + k;
-      if constexpr (GAUSSIAN) {
+  for (int64_t g0 = threadIdx.x; g0 < groups; g0 += static_cast<int64_t>(U) * blockDim.x) {
+    float acc[U][G];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t g = g0 + static_cast<int64_t>(u) * blockDim.x;
+      if (g < groups) load_group<ST, G>(src, row.local0 + g * G, row.numel, acc[u]);
+    }
+    for (int k = 0; k < d.K; ++k) {
+      const float c = d.coeff(k);
+      const uint32_t stream = d.stream(k);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t global = row.offset + row.local0 + (g0 + static_cast<int64_t>(u) * blockDim.x) * G;
 #pragma unroll
         for (int q = 0; q < G / 4; ++q) {
           const uint4 x = unit_words((global >> 2) + q, stream, tensor_id, key);
           const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
-          acc[4 * q] += a.x; acc[4 * q + 1] += a.y; acc[4 * q + 2] += b.x; acc[4 * q + 3] += b.y;
+          acc[u][4 * q] += a.x; acc[u][4 * q + 1] += a.y; acc[u][4 * q + 2] += b.x; acc[u][4 * q + 3] += b.y;
         }
-      } else {
-        const uint4 x = unit_words(global >> 7, stream, tensor_id, key);
-        const int which = static_cast<int>((global >> 5) & 3);
-        const uint32_t word = which == 0 ? x.x : which == 1 ? x.y : which == 2 ? x.z : x.w;
-#pragma unroll
-        for (int j = 0; j < 32; ++j) acc[j] += ((word >> j) & 1u) ? c : -c;
       }
     }
-    uint32_t r[G];
 #pragma unroll
-    for (int q = 0; q < G / 4; ++q) {
-      uint4 x = make_uint4(0, 0, 0, 0);
-      if constexpr (kRound) x = unit_words((global >> 2) + q, kRoundingStream, tensor_id, rounding_key);
-      r[4 * q] = x.x; r[4 * q + 1] = x.y; r[4 * q + 2] = x.z; r[4 * q + 3] = x.w;
+    for (int u = 0; u < U; ++u) {
+      const int64_t g = g0 + static_cast<int64_t>(u) * blockDim.x;
+      if (g >= groups) continue;
+      uint32_t r[G];
+      rounding_words<kRound>(row.offset + row.local0 + g * G, tensor_id, rounding_key, r);
+      store_group<DT, G>(dst, row.local0 + g * G, row.numel, acc[u], r, kRound);
     }
+  }
+}
+
+// Rademacher, variant 0: each thread owns a word's 32 consecutive elements (one Philox call per direction).
+template <typename DT, typename ST, bool kRound>
+__device__ __forceinline__ void rademacher_thread_words(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
+                                                        uint32_t tensor_id, uint2 key, uint2 rounding_key) {
+  constexpr int G = 32;
+  const int64_t groups = (row.length + G - 1) / G;
+  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
+    const int64_t local = row.local0 + g * G;
+    const int64_t global = row.offset + local;  // a multiple of 32
+    float acc[G];
+    load_group<ST, G>(src, local, row.numel, acc);
+    for (int k = 0; k < d.K; ++k) {
+      const float c = d.coeff(k);
+      const uint4 x = unit_words(global >> 7, d.stream(k), tensor_id, key);
+      const int which = static_cast<int>((global >> 5) & 3);
+      const uint32_t word = which == 0 ? x.x : which == 1 ? x.y : which == 2 ? x.z : x.w;
+#pragma unroll
+      for (int j = 0; j < 32; ++j) acc[j] += ((word >> j) & 1u) ? c : -c;
+    }
+    uint32_t r[G];
+    rounding_words<kRound>(global, tensor_id, rounding_key, r);
     store_group<DT, G>(dst, local, row.numel, acc, r, kRound);
+  }
+}
+
+// Rademacher, variant 1: a warp owns tiles of 1024 elements (32 words, 8 Philox units). Lane L computes word L
+// (one Philox call per direction, as in variant 0) and the words reach the lanes that hold their bits by
+// shuffles, so that each lane's accesses are 8-element pieces L, L + 32, L + 64, L + 96 of the tile: every warp
+// access is contiguous (variant 0's lanes are 32 elements apart).
+template <typename DT, typename ST, bool kRound>
+__device__ __forceinline__ void rademacher_warp_tiles(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
+                                                      uint32_t tensor_id, uint2 key, uint2 rounding_key) {
+  constexpr int kTile = 1024, kPiece = 8, kPieces = 4;
+  const int lane = threadIdx.x & 31;
+  const int64_t tiles = (row.length + kTile - 1) / kTile, end = row.local0 + row.length;
+  for (int64_t t = threadIdx.x >> 5; t < tiles; t += blockDim.x >> 5) {  // warp-uniform: shuffles need the warp
+    const int64_t base = row.local0 + t * kTile;
+    const int64_t gbase = row.offset + base;  // a multiple of 128
+    float acc[kPieces][kPiece];
+#pragma unroll
+    for (int j = 0; j < kPieces; ++j) {
+      const int64_t local = base + 256 * j + kPiece * lane;
+      if (local < end) load_group<ST, kPiece>(src, local, row.numel, acc[j]);
+    }
+    for (int k = 0; k < d.K; ++k) {
+      const float c = d.coeff(k);
+      const uint4 x = unit_words((gbase >> 7) + (lane >> 2), d.stream(k), tensor_id, key);
+      const int which = lane & 3;
+      const uint32_t mine = which == 0 ? x.x : which == 1 ? x.y : which == 2 ? x.z : x.w;  // word `lane` of the tile
+#pragma unroll
+      for (int j = 0; j < kPieces; ++j) {
+        // piece j of this lane: elements 256 j + 8 lane + b, bits 8 (lane & 3) + b of word 8 j + lane / 4
+        const uint32_t byte = (__shfl_sync(0xFFFFFFFFu, mine, 8 * j + (lane >> 2)) >> (8 * (lane & 3))) & 0xFFu;
+#pragma unroll
+        for (int b = 0; b < kPiece; ++b) acc[j][b] += ((byte >> b) & 1u) ? c : -c;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kPieces; ++j) {
+      const int64_t local = base + 256 * j + kPiece * lane;
+      if (local >= end) continue;
+      uint32_t r[kPiece];
+      rounding_words<kRound>(row.offset + local, tensor_id, rounding_key, r);
+      store_group<DT, kPiece>(dst, local, row.numel, acc[j], r, kRound);
+    }
+  }
+}
+
+// One block per table row. VARIANT 0: Gaussian one group per iteration, Rademacher thread-owned words; VARIANT 1:
+// Gaussian two groups in flight, Rademacher warp tiles (bench/NOTES.md has the H100 comparison).
+template <typename DT, typename ST, bool GAUSSIAN, bool STOCHASTIC, int VARIANT>
+__global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ TensorPtrs ptrs,
+                                                           const ChunkRow* __restrict__ table, Directions d,
+                                                           uint2 key, uint2 rounding_key) {
+  constexpr bool kRound = STOCHASTIC && !std::is_same<DT, float>::value;
+  const ChunkRow row = table[blockIdx.x];
+  if (d.coeffs != nullptr) {  // a coefficient that is not finite vetoes every write (no host sync to raise)
+    for (int k = 0; k < d.K; ++k)
+      if (!isfinite(d.coeffs[k])) return;
+  }
+  DT* dst = reinterpret_cast<DT*>(ptrs.dst[row.tensor]);
+  const ST* src = reinterpret_cast<const ST*>(ptrs.src[row.tensor]);
+  const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
+  if constexpr (GAUSSIAN) {
+    gaussian_groups<DT, ST, kRound, VARIANT == 1 ? 2 : 1>(dst, src, row, d, tensor_id, key, rounding_key);
+  } else if constexpr (VARIANT == 1) {
+    rademacher_warp_tiles<DT, ST, kRound>(dst, src, row, d, tensor_id, key, rounding_key);
+  } else {
+    rademacher_thread_words<DT, ST, kRound>(dst, src, row, d, tensor_id, key, rounding_key);
   }
 }
 
@@ -143,13 +244,16 @@ static cudaError_t launch_typed(const CombineArgs& a, cudaStream_t stream) {
   const ChunkRow* table = reinterpret_cast<const ChunkRow*>(a.table);
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
-#define ZK_LAUNCH(G, S) \
-  combine_kernel<DT, ST, G, S><<<grid, block, 0, stream>>>(a.ptrs, table, a.coeffs, a.scale, a.streams, a.stream0, a.K, key, rkey)
+  const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
+#define ZK_LAUNCH(G, S, V) combine_kernel<DT, ST, G, S, V><<<grid, block, 0, stream>>>(a.ptrs, table, d, key, rkey)
+#define ZK_LAUNCH_V(G, S) \
+  if (a.variant == 1) ZK_LAUNCH(G, S, 1); else ZK_LAUNCH(G, S, 0)
   if (a.gaussian) {
-    if (a.stochastic) ZK_LAUNCH(true, true); else ZK_LAUNCH(true, false);
+    if (a.stochastic) ZK_LAUNCH_V(true, true); else ZK_LAUNCH_V(true, false);
   } else {
-    if (a.stochastic) ZK_LAUNCH(false, true); else ZK_LAUNCH(false, false);
+    if (a.stochastic) ZK_LAUNCH_V(false, true); else ZK_LAUNCH_V(false, false);
   }
+#undef ZK_LAUNCH_V
 #undef ZK_LAUNCH
   return cudaGetLastError();
 }

@@ -34,7 +34,7 @@ def test_the_factor_is_the_contracts_stream_read_row_major():
     """A single direction: W_after - W_before = c N V^T with N = normal(d_out * r).view(d_out, r)."""
     weight, basis = _weight_and_basis(12, 20, 8, torch.float32)
     before = weight.clone()
-    zk.lowrank_combine_(weight, basis, seed=9, coeffs=[0.75], streams=[5], tensor_id=3, backend="reference")
+    zk.lowrank_combine_(weight, basis, seed=9, coeffs=[0.75], streams=[5], tensor_ids=[3], backend="reference")
     n = zk.normal(12 * 8, seed=9, stream=5, tensor_id=3, device=DEVICE, backend="reference").view(12, 8)
     expected = before.double() + 0.75 * n.double() @ basis.double().T
     torch.testing.assert_close(weight.double(), expected, rtol=0, atol=1e-6)
@@ -51,9 +51,9 @@ def test_lowrank_combine_parity(backend, dtype, r, rounding):
     weight, basis = _weight_and_basis(37, d_in, r, dtype, seed=r)
     ref = weight.clone()
     coeffs, streams = [0.5, -0.25, 1.5], [1, 7, 2]
-    assert zk.lowrank_combine_(weight, basis, seed=3, coeffs=coeffs, streams=streams, tensor_id=2, rounding=rounding,
+    assert zk.lowrank_combine_(weight, basis, seed=3, coeffs=coeffs, streams=streams, tensor_ids=[2], rounding=rounding,
                                rounding_seed=11, backend=backend) == backend
-    zk.lowrank_combine_(ref, basis, seed=3, coeffs=coeffs, streams=streams, tensor_id=2, rounding=rounding,
+    zk.lowrank_combine_(ref, basis, seed=3, coeffs=coeffs, streams=streams, tensor_ids=[2], rounding=rounding,
                         rounding_seed=11, backend="reference")
     _assert_close(weight, ref, dtype, sum(map(abs, coeffs)), basis)
 
@@ -106,20 +106,25 @@ def test_a_nonfinite_device_coefficient_writes_nothing(backend):
 
 
 @pytest.mark.parametrize("call, error", [
-    (lambda w, v: zk.lowrank_combine_(w, v[:7], seed=0, coeffs=[1.0]), "basis has shape \\(7, 4\\): it must be \\(d_in, r\\) = \\(12, r\\)"),
+    (lambda w, v: zk.lowrank_combine_(w, v[:7], seed=0, coeffs=[1.0]), "bases\\[0\\] has shape \\(7, 4\\): it must be \\(d_in, r\\) = \\(12, r\\)"),
     (lambda w, v: zk.lowrank_combine_(w, torch.zeros(12, 0, device=DEVICE), seed=0, coeffs=[1.0]), "rank r = 0 must be in \\[1, 128\\]"),
     (lambda w, v: zk.lowrank_combine_(w, torch.zeros(12, 129, device=DEVICE), seed=0, coeffs=[1.0]), "rank r = 129"),
-    (lambda w, v: zk.lowrank_combine_(w, v.T.contiguous().T, seed=0, coeffs=[1.0]), "basis .* is not contiguous"),
-    (lambda w, v: zk.lowrank_combine_(w, v.double(), seed=0, coeffs=[1.0]), "basis .* has dtype torch.float64"),
-    (lambda w, v: zk.lowrank_combine_(w, v.to("meta"), seed=0, coeffs=[1.0]), "basis is on meta"),
+    (lambda w, v: zk.lowrank_combine_(w, v.T.contiguous().T, seed=0, coeffs=[1.0]), "bases\\[0\\] .* is not contiguous"),
+    (lambda w, v: zk.lowrank_combine_(w, v.double(), seed=0, coeffs=[1.0]), "bases\\[0\\] .* has dtype torch.float64"),
+    (lambda w, v: zk.lowrank_combine_(w, v.to("meta"), seed=0, coeffs=[1.0]), "bases\\[0\\] is on meta"),
     (lambda w, v: zk.lowrank_combine_(w, v, seed=0, coeffs=[]), "coeffs is empty"),
     (lambda w, v: zk.lowrank_combine_(w, v, seed=0, coeffs=[float("inf")]), "coeffs\\[0\\]=inf is not finite"),
     (lambda w, v: zk.lowrank_combine_(w, v, seed=-1, coeffs=[1.0]), "seed=-1 is outside"),
     (lambda w, v: zk.lowrank_combine_(w, v, seed=0, coeffs=[1.0], rounding="up"), "rounding='up'"),
     (lambda w, v: zk.lowrank_combine_(w, w.view(-1)[:48].view(12, 4), seed=0, coeffs=[1.0]), "overlap"),
-    (lambda w, v: zk.lowrank_combine_(w[0], v, seed=0, coeffs=[1.0]), "weight must be 2-D"),
-    (lambda w, v: zk.lowrank_add_(w, torch.zeros(8, 3, device=DEVICE), v), "factor has shape \\(8, 3\\), expected \\(d_out, r\\) = \\(8, 4\\)"),
+    (lambda w, v: zk.lowrank_combine_(w[0], v, seed=0, coeffs=[1.0]), "weights\\[0\\] must be 2-D"),
+    (lambda w, v: zk.lowrank_add_(w, torch.zeros(8, 3, device=DEVICE), v), "factors\\[0\\] has shape \\(8, 3\\), expected \\(d_out, r\\) = \\(8, 4\\)"),
     (lambda w, v: zk.lowrank_combine_(w, v, seed=0, coeffs=[1.0], backend="nope"), "backend='nope'"),
+    (lambda w, v: zk.lowrank_combine_([w, w.clone()], [v], seed=0, coeffs=[1.0]), "bases has 1 tensors for 2 weights"),
+    (lambda w, v: zk.lowrank_combine_([w, w[:4]], [v, v], seed=0, coeffs=[1.0]), "weights\\+inputs\\[0\\] and .*\\[1\\] overlap"),
+    (lambda w, v: zk.lowrank_combine_([w, w.clone()], [v, v], seed=0, coeffs=[1.0], tensor_ids=[0]), "tensor_ids has 1 entries for 2"),
+    (lambda w, v: zk.lowrank_combine_([w, w.clone().float()], [v, v.to(torch.int32)], seed=0, coeffs=[1.0]), "bases\\[1\\] .* has dtype torch.int32"),
+    (lambda w, v: zk.lowrank_combine_(w, v, seed=0, coeffs=[1.0], tensor_ids=3), "tensor_ids must be a sequence"),
 ])
 def test_bad_input_is_refused_before_any_write(call, error):
     weight, basis = _weight_and_basis(8, 12, 4, torch.bfloat16)
@@ -127,6 +132,53 @@ def test_bad_input_is_refused_before_any_write(call, error):
     with pytest.raises((ValueError, TypeError), match=error):
         call(weight, basis)
     assert torch.equal(weight, before)
+
+
+def test_a_weight_inside_a_basis_is_refused_even_between_overlapping_bases():
+    """Bases may share memory; a weight may not overlap any of them. Here basis 0 spans the whole buffer, basis 1
+    lies inside it and the weight lies inside basis 0 beyond basis 1 (a check of neighbours only misses it)."""
+    buf = torch.randn(200, device=DEVICE)
+    weights = [buf[50:58].view(2, 4), torch.randn(3, 2, device=DEVICE)]
+    bases = [buf[0:100].view(4, 25), buf[10:20].view(2, 5)]
+    before = buf.clone()
+    with pytest.raises(ValueError, match="overlap"):
+        zk.lowrank_combine_(weights, bases, seed=0, coeffs=[1.0])
+    assert torch.equal(buf, before)
+
+
+def _lowrank_list(seed):
+    """Weights of several shapes, dtypes and rank buckets (r 5 and 8 pad to 16, r 20 to 32), one basis shared."""
+    specs = [(37, 50, 5, torch.bfloat16), (20, 52, 8, torch.float32), (33, 52, 8, torch.float32),
+             (9, 64, 20, torch.bfloat16), (40, 24, 16, torch.float16)]
+    pairs = [_weight_and_basis(d_out, d_in, r, dtype, seed=seed + i) for i, (d_out, d_in, r, dtype) in enumerate(specs)]
+    weights, bases = [w for w, _ in pairs], [v for _, v in pairs]
+    bases[2] = bases[1]  # two layers fed by one input share a basis
+    return weights, bases
+
+
+@pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")
+@pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("split_columns", [True, False], ids=["column-split", "whole-rows"])
+def test_a_list_of_weights_in_one_call_matches_the_reference_and_single_calls(backend, rounding, split_columns,
+                                                                              monkeypatch):
+    """Multi-tensor launch: every weight as the reference computes it (tolerance as the single parity test), and
+    bit-identical to one call per weight. whole-rows: each program walks all column tiles of its row block."""
+    if backend == "triton":
+        from zokernels.backends import triton_backend
+
+        monkeypatch.setattr(triton_backend, "LOWRANK_MIN_PROGRAMS", 1024 if split_columns else 1)
+    weights, bases = _lowrank_list(seed=3)
+    refs, singles = [w.clone() for w in weights], [w.clone() for w in weights]
+    coeffs, streams, tids = [0.5, -1.25], [3, 1], [7, 0, 2, 11, 5]
+    kw = dict(seed=4, coeffs=coeffs, streams=streams, rounding=rounding, rounding_seed=9)
+    assert zk.lowrank_combine_(weights, bases, tensor_ids=tids, backend=backend, **kw) == backend
+    zk.lowrank_combine_(refs, bases, tensor_ids=tids, backend="reference", **kw)
+    for i, (w, v) in enumerate(zip(singles, bases)):
+        zk.lowrank_combine_(w, v, tensor_ids=[tids[i]], backend=backend, **kw)
+    for w, ref, single, v in zip(weights, refs, singles, bases):
+        _assert_close(w, ref, w.dtype, sum(map(abs, coeffs)), v)
+        assert torch.equal(w, single)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -159,7 +211,7 @@ def test_the_perturbed_linear_equals_a_linear_on_the_perturbed_weight(dtype):
     y = zk.lowrank_perturbed_linear(x, weight, basis, bias, seed=12, scale=0.1, stream=2, tensor_id=6)
     assert torch.equal(weight, before) and y.dtype == dtype and y.shape == (3, 5, 24)
     moved = weight.float().clone()
-    zk.lowrank_combine_(moved, basis, seed=12, coeffs=[0.1], streams=[2], tensor_id=6)
+    zk.lowrank_combine_(moved, basis, seed=12, coeffs=[0.1], streams=[2], tensor_ids=[6])
     expected = torch.nn.functional.linear(x.float(), moved, bias.float())
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(y.float(), expected, rtol=tol, atol=tol)

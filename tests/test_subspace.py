@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from zokernels.zo.subspace import activation_basis, gram_basis, target_linears
+from zokernels.zo.subspace import activation_basis, gram_basis, orthonormalize, target_linears
 
 from .zo_problems import tiny_opt
 
@@ -59,3 +59,24 @@ def test_a_model_with_no_targeted_layer_is_refused():
         target_linears(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)), "attention")
     with pytest.raises(ValueError, match="no linear layer of ReLU matches"):
         target_linears(torch.nn.ReLU(), "all")
+
+
+@pytest.mark.parametrize("case", ["cond 1e9", "repeated column", "zero column", "all zero"])
+def test_orthonormalize_returns_orthonormal_columns_spanning_the_input(case):
+    """CholeskyQR2 with its fixed rescue term: orthonormal to 1e-6 and the input's span kept to a relative 1e-5,
+    on an ill-conditioned and on rank-deficient inputs (where plain CholeskyQR breaks down)."""
+    gen = torch.Generator().manual_seed(5)
+    u = torch.linalg.qr(torch.randn(300, 6, generator=gen, dtype=torch.float64))[0]
+    w = torch.linalg.qr(torch.randn(6, 6, generator=gen, dtype=torch.float64))[0]
+    y = u * torch.logspace(0, -9 if case == "cond 1e9" else -1, 6, dtype=torch.float64) @ w
+    if case == "repeated column":
+        y[:, 3] = y[:, 1]
+    elif case == "zero column":
+        y[:, 5] = 0
+    elif case == "all zero":
+        y.zero_()
+    q = orthonormalize(y.float())
+    assert q.shape == (300, 6) and q.dtype == torch.float32
+    torch.testing.assert_close(q.T @ q, torch.eye(6), atol=1e-6, rtol=0)
+    residual = (y - q.double() @ (q.double().T @ y)).norm()
+    assert residual <= 1e-5 * y.norm()

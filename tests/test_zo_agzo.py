@@ -27,7 +27,7 @@ def test_the_update_is_minus_lr_g_n_vt_and_lies_in_the_activation_span():
     for i, ((_, m), w0) in enumerate(zip(layers, before)):
         v = perturbation.bases[i]
         expected = w0.clone()
-        zk.lowrank_combine_(expected, v, seed=result.seed, coeffs=[-0.1 * result.projected_grad[0]], tensor_id=i)
+        zk.lowrank_combine_(expected, v, seed=result.seed, coeffs=[-0.1 * result.projected_grad[0]], tensor_ids=[i])
         assert torch.equal(m.weight.detach(), expected)
         delta = (m.weight.detach() - w0).double()
         assert delta.abs().max() > 0
@@ -44,7 +44,7 @@ def test_evaluation_equals_an_explicitly_perturbed_model():
     got = perturbation.loss(closure, seed=3, scale=0.05, refresh=False, evaluate=evaluate_closure)
     twin = copy.deepcopy(model)
     for i, (name, m) in enumerate(target_linears(twin)):
-        zk.lowrank_combine_(m.weight.data, perturbation.bases[i], seed=3, coeffs=[0.05], tensor_id=i)
+        zk.lowrank_combine_(m.weight.data, perturbation.bases[i], seed=3, coeffs=[0.05], tensor_ids=[i])
     ids = closure.input_ids
     with torch.no_grad():
         expected = twin(input_ids=ids, labels=ids).loss.float().item()
@@ -185,3 +185,16 @@ def test_a_rank_above_the_token_count_is_refused_at_the_first_step():
     with pytest.raises(ValueError, match="rank 4 must be in \\[1, min\\(d_in, tokens\\)\\] = \\[1, 3\\]"):
         opt.step(lambda: model(input_ids=ids, labels=ids).loss)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_layers_fed_the_same_input_share_one_basis():
+    """OPT's q/k/v projections read the same tensor: one range finder serves the three (the same V object)."""
+    model, closure = tiny_opt(torch.float32)
+    layers = target_linears(model)
+    perturbation = LowRankPerturbation(layers, 4)
+    perturbation.loss(closure, seed=3, scale=0.0, refresh=True, evaluate=evaluate_closure)
+    by_name = {name: v for (name, _), v in zip(layers, perturbation.bases)}
+    attn = "model.decoder.layers.0.self_attn."
+    assert by_name[attn + "q_proj"] is by_name[attn + "k_proj"] is by_name[attn + "v_proj"]
+    assert by_name[attn + "out_proj"] is not by_name[attn + "q_proj"]
+    assert len({id(v) for v in perturbation.bases}) == 4 * 2  # qkv, out_proj, fc1, fc2 per decoder layer

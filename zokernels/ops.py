@@ -54,12 +54,16 @@ def _span(t):
     return t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
 
 
-def _check_no_overlap(name, tensors, allowed_same=None):
-    """No two tensors may share memory, except pairs listed in allowed_same (exact aliases)."""
-    spans = sorted((*_span(t), i) for i, t in enumerate(tensors) if t.numel() > 0)
-    for (a0, a1, i), (b0, b1, j) in zip(spans, spans[1:]):
-        if b0 < a1 and not (allowed_same and allowed_same(i, j)):
-            raise ValueError(f"{name}[{i}] and {name}[{j}] overlap in memory: an in-place update needs disjoint tensors")
+def _check_no_overlap(name, tensors, allowed=None):
+    """No two tensors may share memory, except pairs (i, j) for which allowed(i, j) is true (symmetric)."""
+    active = []  # (end, index) of the spans that start earlier and may still overlap the next one
+    for a0, a1, i in sorted((*_span(t), i) for i, t in enumerate(tensors) if t.numel() > 0):
+        active = [(b1, j) for b1, j in active if b1 > a0]
+        for _, j in active:
+            if not (allowed and allowed(j, i)):
+                raise ValueError(f"{name}[{min(i, j)}] and {name}[{max(i, j)}] overlap in memory: an in-place "
+                                 f"update needs disjoint tensors")
+        active.append((a1, i))
 
 
 def _check_int(name, value, lo, hi):
@@ -95,6 +99,8 @@ def _check_choice(name, value, choices):
 def _per_tensor_ints(name, values, n, lo, hi, default):
     if values is None:
         return [default(i) for i in range(n)]
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, torch.Tensor)):
+        raise TypeError(f"{name} must be a sequence of ints (one per tensor), got {type(values).__name__}")
     values = list(values)
     if len(values) != n:
         raise ValueError(f"{name} has {len(values)} entries for {n} tensors")
@@ -204,84 +210,97 @@ def perturbed_copy_(dst: TensorList, src: TensorList, *, seed: int, scale: float
 MAX_RANK = 128  # the low-rank kernels hold a [rows, r] tile in registers
 
 
-def _check_lowrank(weight, basis, factor):
-    """Shapes, dtypes, devices and aliasing of the low-rank ops' tensors; returns (d_out, d_in, r)."""
-    for name, t in (("weight", weight), ("basis", basis), ("factor", factor)):
+def _check_lowrank(i, weight, basis, factor, device):
+    """Shapes, dtypes, devices and layout of the i-th (weight, basis, factor) of a low-rank op; returns r."""
+    for name, t in (("weights", weight), ("bases", basis), ("factors", factor)):
         if t is None:
             continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 2:
-            raise ValueError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
+            raise ValueError(f"{name}[{i}] must be 2-D, got shape {tuple(t.shape)}")
         if t.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"{name} (shape {tuple(t.shape)}) has dtype {t.dtype}: float32, float16 or bfloat16")
-        if t.device != weight.device:
-            raise ValueError(f"{name} is on {t.device}, weight on {weight.device}: one device")
+            raise TypeError(f"{name}[{i}] (shape {tuple(t.shape)}) has dtype {t.dtype}: float32, float16 or bfloat16")
+        if t.device != device:
+            raise ValueError(f"{name}[{i}] is on {t.device}, weights[0] on {device}: one device")
         if not t.is_contiguous():
-            raise ValueError(f"{name} (shape {tuple(t.shape)}) is not contiguous")
+            raise ValueError(f"{name}[{i}] (shape {tuple(t.shape)}) is not contiguous")
     d_out, d_in = weight.shape
     if basis.shape[0] != d_in:
-        raise ValueError(f"basis has shape {tuple(basis.shape)}: it must be (d_in, r) = ({d_in}, r) for weight "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(f"bases[{i}] has shape {tuple(basis.shape)}: it must be (d_in, r) = ({d_in}, r) for "
+                         f"weights[{i}] {tuple(weight.shape)}")
     r = basis.shape[1]
     if not 1 <= r <= MAX_RANK:
-        raise ValueError(f"basis rank r = {r} must be in [1, {MAX_RANK}]")
+        raise ValueError(f"bases[{i}] rank r = {r} must be in [1, {MAX_RANK}]")
     if factor is not None and tuple(factor.shape) != (d_out, r):
-        raise ValueError(f"factor has shape {tuple(factor.shape)}, expected (d_out, r) = ({d_out}, {r})")
-    others = [t for t in (basis, factor) if t is not None]
-    _check_no_overlap("weight+inputs", [weight] + others, lambda i, j: i > 0 and j > 0)
-    return d_out, d_in, r
+        raise ValueError(f"factors[{i}] has shape {tuple(factor.shape)}, expected (d_out, r) = ({d_out}, {r})")
+    if d_in >= 2**31:
+        raise ValueError(f"weights[{i}] has d_in = {d_in}: the low-rank kernels need d_in < 2**31")
+    if factor is None and d_out * r > C.MAX_INDEX:
+        raise ValueError(f"weights[{i}]: d_out * r exceeds the contract's index range")
+    return r
 
 
-def _lowrank_run(weight, basis, factor, *, seed, coeffs, streams, tensor_id, rounding, rounding_seed, backend):
+def _lowrank_run(weights, bases, factors, *, seed, coeffs, streams, tensor_ids, rounding, rounding_seed, backend):
+    """Shared validation and dispatch of lowrank_combine_ (factors None) and lowrank_add_."""
     seed, rounding_seed = _check_seeds(seed, rounding_seed)
-    tensor_id = _check_int("tensor_id", tensor_id, 0, C.MAX_TENSOR_ID)
     _check_choice("rounding", rounding, C.ROUNDINGS)
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
-    d_out, _, r = _check_lowrank(weight, basis, factor)
-    if factor is None:
-        coeffs = _check_coeffs(coeffs, weight.device)
-        streams = _check_streams(streams, len(coeffs))
-        if d_out * r > C.MAX_INDEX:
-            raise ValueError("d_out * r exceeds the contract's index range")
-    k = 1 if factor is not None else len(coeffs)
+    weights, bases = _as_list("weights", weights), _as_list("bases", bases)
+    if factors is not None:
+        factors = _as_list("factors", factors)
+    for name, ts in (("bases", bases), ("factors", factors)):
+        if ts is not None and len(ts) != len(weights):
+            raise ValueError(f"{name} has {len(ts)} tensors for {len(weights)} weights")
     _check_choice("backend", backend, ("auto", *backends.names()))
+    if not weights:
+        return None
+    device = weights[0].device
+    ranks = [_check_lowrank(i, w, v, None if factors is None else factors[i], device)
+             for i, (w, v) in enumerate(zip(weights, bases))]
+    inputs = bases + (factors or [])
+    n = len(weights)
+    _check_no_overlap("weights+inputs", weights + inputs, lambda i, j: i >= n and j >= n)  # inputs may share memory
+    tensor_ids = _per_tensor_ints("tensor_ids", tensor_ids, n, 0, C.MAX_TENSOR_ID, lambda i: i)
+    if factors is None:
+        coeffs = _check_coeffs(coeffs, device)
+        streams = _check_streams(streams, len(coeffs))
+    k = 1 if factors is not None else len(coeffs)
     if backend == "auto":
-        name = backends.resolve("auto", weight.device, backends.op_class("lowrank", rounding, k))
+        name = backends.resolve("auto", device, backends.op_class("lowrank", rounding, k))
     else:
-        name = backends.resolve(backend, weight.device)
+        name = backends.resolve(backend, device)
     module = backends.load(name)
     if not hasattr(module, "lowrank_combine"):
         raise ValueError(f"backend {name!r} has no low-rank kernel yet; use 'triton' or 'reference' (or 'auto')")
-    if weight.numel() == 0:
-        return name
+    log.debug("zokernels: low-rank op on %d weights (ranks %s) on %s -> backend %s", n, sorted(set(ranks)), device, name)
     with torch.no_grad():
-        module.lowrank_combine(weight, basis, factor=factor, seed=seed, coeffs=coeffs, streams=streams,
-                               tensor_id=tensor_id, rounding=rounding, rounding_seed=rounding_seed)
+        module.lowrank_combine(weights, bases, factors=factors, seed=seed, coeffs=coeffs, streams=streams,
+                               tensor_ids=tensor_ids, rounding=rounding, rounding_seed=rounding_seed)
     return name
 
 
-def lowrank_combine_(weight: torch.Tensor, basis: torch.Tensor, *, seed: int, coeffs: Coeffs, streams=None,
-                     tensor_id: int = 0, rounding: str = "nearest", rounding_seed: Optional[int] = None,
-                     backend: str = "auto") -> str:
-    """In place, one pass over weight: W += (sum_k coeffs[k] N_k) V^T.
+def lowrank_combine_(weights: TensorList, bases: TensorList, *, seed: int, coeffs: Coeffs, streams=None,
+                     tensor_ids=None, rounding: str = "nearest", rounding_seed: Optional[int] = None,
+                     backend: str = "auto") -> Optional[str]:
+    """In place, one pass over each weight: W_t += (sum_k coeffs[k] N_{t,k}) V_t^T for every W_t = weights[t].
 
-    weight: contiguous [d_out, d_in]; basis V: contiguous [d_in, r], 1 <= r <= 128 (any float dtype; the
-    product is taken in fp32). N_k: the [d_out, r] Gaussian matrix whose element (i, j) is index i * r + j of
-    stream streams[k] (default 0..K-1) under (seed, tensor_id), regenerated in the kernel, never stored; the
-    sum over k is taken before the rank-r product. coeffs as in combine_. Stochastic rounding draws the words of
-    weight's own row-major element indices under rounding_seed (default seed). Returns the backend that ran.
+    weights: contiguous [d_out, d_in] tensors of one device (a tensor or a list; one launch per dtype and rank
+    bucket on a GPU); bases V_t: contiguous [d_in, r_t], 1 <= r_t <= 128 (any float dtype; the product is
+    taken in fp32), and may share memory with each other. N_{t,k}: the [d_out, r_t] Gaussian matrix whose
+    element (i, j) is index i * r_t + j of stream streams[k] (default 0..K-1) under (seed, tensor_ids[t]),
+    regenerated in the kernel, never stored; the sum over k is taken before the rank-r product. tensor_ids
+    default to list positions; coeffs as in combine_. Stochastic rounding draws the words of each weight's
+    own row-major element indices under rounding_seed (default seed). Returns the backend that ran (None for
+    an empty list).
     """
-    return _lowrank_run(weight, basis, None, seed=seed, coeffs=coeffs, streams=streams, tensor_id=tensor_id,
+    return _lowrank_run(weights, bases, None, seed=seed, coeffs=coeffs, streams=streams, tensor_ids=tensor_ids,
                         rounding=rounding, rounding_seed=rounding_seed, backend=backend)
 
 
-def lowrank_add_(weight: torch.Tensor, factor: torch.Tensor, basis: torch.Tensor, *, tensor_id: int = 0,
-                 rounding: str = "nearest", rounding_seed: int = 0, backend: str = "auto") -> str:
-    """In place, one pass over weight: W += F V^T with an explicit factor F [d_out, r] (e.g. ZO-Act's merge of
-    W0 + C B: F = C, V = B^T). Rounding as lowrank_combine_ (stochastic bits under rounding_seed, tensor_id)."""
-    return _lowrank_run(weight, basis, factor, seed=0, coeffs=None, streams=None, tensor_id=tensor_id,
+def lowrank_add_(weights: TensorList, factors: TensorList, bases: TensorList, *, tensor_ids=None,
+                 rounding: str = "nearest", rounding_seed: int = 0, backend: str = "auto") -> Optional[str]:
+    """In place, one pass over each weight: W_t += F_t V_t^T with explicit factors F_t [d_out, r_t] (e.g.
+    ZO-Act's merge of W0 + C B: F = C, V = B^T). Lists and rounding as lowrank_combine_ (stochastic bits
+    under rounding_seed and tensor_ids[t])."""
+    return _lowrank_run(weights, bases, factors, seed=0, coeffs=None, streams=None, tensor_ids=tensor_ids,
                         rounding=rounding, rounding_seed=rounding_seed, backend=backend)
 
 

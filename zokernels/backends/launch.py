@@ -37,10 +37,18 @@ def direction_args(coeffs, streams, device):
     elif len(coeffs) == 1:
         coeff_arg, scale = None, float(coeffs[0])
     else:
-        coeff_arg, scale = torch.tensor(coeffs, dtype=torch.float32).to(device, non_blocking=True), 0.0
+        coeff_arg, scale = to_device(torch.tensor(coeffs, dtype=torch.float32), device), 0.0
     consecutive = list(streams) == list(range(streams[0], streams[0] + len(streams)))
-    stream_arg = None if consecutive else torch.tensor(streams, dtype=torch.int64).to(device, non_blocking=True)
+    stream_arg = None if consecutive else to_device(torch.tensor(streams, dtype=torch.int64), device)
     return coeff_arg, scale, stream_arg
+
+
+def to_device(table: torch.Tensor, device) -> torch.Tensor:
+    """A host table on `device` without waiting for the GPU: a CUDA copy goes through pinned memory, so it is
+    queued behind earlier work instead of synchronizing with it (pageable copies wait)."""
+    if torch.device(device).type == "cuda":
+        table = table.pin_memory()
+    return table.to(device, non_blocking=True)
 
 
 def chunk_spans(numels, offsets, unit, chunk):

@@ -130,11 +130,18 @@ def combine(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
         dst.copy_(out)
 
 
-def lowrank_combine(weight, basis, *, factor, seed, coeffs, streams, tensor_id, rounding, rounding_seed):
-    """weight = round(weight + M basis^T), M = factor (d_out x r) if given, else sum_k coeffs[k] N_k with N_k
-    the d_out x r Gaussian matrix whose element (i, j) is index i * r + j of stream streams[k] (tensor_id).
-    The product is taken in float64 and rounded once (to float32, then to weight's dtype); stochastic rounding
-    uses the words of weight's own element indices (row-major) under rounding_seed."""
+def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_ids, rounding, rounding_seed):
+    """For every t: weights[t] = round(weights[t] + M_t bases[t]^T), M_t = factors[t] (d_out x r) if given, else
+    sum_k coeffs[k] N_{t,k} with N_{t,k} the d_out x r Gaussian matrix whose element (i, j) is index i * r + j
+    of stream streams[k] (tensor_ids[t]). The product is taken in float64 and rounded once (to float32, then to
+    the weight's dtype); stochastic rounding uses the words of the weight's own element indices (row-major)
+    under rounding_seed."""
+    for t, (weight, basis) in enumerate(zip(weights, bases)):
+        _lowrank_one(weight, basis, None if factors is None else factors[t], seed=seed, coeffs=coeffs,
+                     streams=streams, tensor_id=tensor_ids[t], rounding=rounding, rounding_seed=rounding_seed)
+
+
+def _lowrank_one(weight, basis, factor, *, seed, coeffs, streams, tensor_id, rounding, rounding_seed):
     d_out, d_in = weight.shape
     r = basis.shape[1]
     device = weight.device

@@ -8,6 +8,7 @@ per 128 elements (rademacher) for each of the K directions, accumulates in fp32 
 On a GPU the Box-Muller special functions use the hardware approximations (lg2/sin/cos.approx); under
 TRITON_INTERPRET=1 the same code runs with numpy's. Raw Philox words are bit-exact either way.
 """
+import collections
 import functools
 import os
 
@@ -16,7 +17,8 @@ import triton
 import triton.language as tl
 
 from .. import contract as C
-from .launch import TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, tensor_list_key
+from .launch import (TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, tensor_list_key,
+                     to_device)
 
 NAME = "triton"
 # Launch settings (measured on an H100: bench/results/); the environment may override them for other GPUs.
@@ -297,44 +299,82 @@ def _tile_rounding_words(rows, cols0, d_in, BM: tl.constexpr, BN: tl.constexpr, 
     return words
 
 
-@triton.jit(do_not_specialize=["scale", "stream0", "K", "d_out", "d_in", "r", "tid", "k0", "k1", "rk0", "rk1"])
-def _lowrank_kernel(w_ptr, v_ptr, f_ptr, coeff_ptr, scale, stream_ptr, stream0, K, d_out, d_in, r, tid,
-                    k0, k1, rk0, rk1, BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
+@triton.jit
+def _factor_tile(rows, r, R_PAD: tl.constexpr, stream, tid, k0, k1, QUAD_R: tl.constexpr, FAST: tl.constexpr,
+                 WIDE_MUL: tl.constexpr):
+    """N[rows, 0:R_PAD] of the low-rank contract (element (i, j) is index i * r + j), [BM, R_PAD] float32;
+    columns >= r hold other rows' values (the caller masks them). QUAD_R (r a multiple of 4): one Philox call
+    per 4 elements of a row, else one per element."""
+    if QUAD_R:
+        quads = tl.arange(0, R_PAD // 4).to(tl.int64) * 4
+        x0, x1, x2, x3 = _words_at(rows[:, None] * r + quads[None, :], stream, tid, k0, k1, WIDE_MUL)
+        n0, n1 = _box_muller_scaled(x0, x1, 1.0, FAST)
+        n2, n3 = _box_muller_scaled(x2, x3, 1.0, FAST)
+        n = tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), [rows.shape[0], R_PAD])
+    else:
+        n = _gaussian_at(rows[:, None] * r + tl.arange(0, R_PAD).to(tl.int64)[None, :], stream, tid, k0, k1, FAST,
+                         WIDE_MUL)
+    return n
+
+
+@triton.jit(do_not_specialize=["scale", "stream0", "K", "k0", "k1", "rk0", "rk1"])
+def _lowrank_kernel(w_base, v_base, f_base, table, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1, rk0, rk1,
+                    BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
                     COEFF_PTR: tl.constexpr, STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr,
-                    ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr):
-    """W[BM, BN] tile += M[BM, r] V[BN, r]^T, M regenerated (sum_k c_k N_k, summed before the product) or loaded.
-    The rank is padded with zeros to R_PAD >= 16 so the product is always a tensor-core dot (3xTF32: fp32-level
-    accuracy)."""
-    rows = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM).to(tl.int64)
-    cols0 = tl.program_id(1).to(tl.int64) * BN
-    cols = cols0 + tl.arange(0, BN).to(tl.int64)
+                    QUAD_R: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
+                    A_W: tl.constexpr, A_DIN: tl.constexpr):
+    """One table row (see _lowrank_table): rows [row0, row0 + BM) of one weight, column tiles [c_begin, c_end)
+    of BN. M[BM, r] (regenerated as sum_k c_k N_k, the sum before the product, or loaded from the factor) is
+    formed once, then each [BM, BN] tile of W gets M V[cols, :]^T in place. The rank is padded with zeros to
+    R_PAD >= 16 so the product is always a tensor-core dot (3xTF32: fp32-level accuracy)."""
+    row = table + tl.program_id(0).to(tl.int64) * 10  # the 10 columns of _lowrank_table
+    w_ptr = w_base + tl.load(row) * A_W
+    v_ptr = v_base + tl.load(row + 1)
+    f_ptr = f_base + tl.load(row + 2)
+    d_out = tl.load(row + 3)
+    d_in = tl.load(row + 4) * A_DIN
+    r = tl.load(row + 5)
+    tid = tl.load(row + 6).to(tl.uint32)
+    row0 = tl.load(row + 7)
+    c_begin = tl.load(row + 8).to(tl.int32)
+    c_end = tl.load(row + 9).to(tl.int32)
+    rows = row0 + tl.arange(0, BM).to(tl.int64)
     j = tl.arange(0, R_PAD).to(tl.int64)
     m_mask = (rows < d_out)[:, None] & (j < r)[None, :]
-    tid = tid.to(tl.uint32)
     finite = True
     if REGEN:
-        e = rows[:, None] * r + j[None, :]
         m = tl.zeros([BM, R_PAD], dtype=tl.float32)
         for k in tl.range(K):
             c, s, c_finite = _direction(k, coeff_ptr, scale, stream_ptr, stream0, COEFF_PTR, STREAM_PTR)
             finite = finite & c_finite
-            m += c * _gaussian_at(e, s, tid, k0.to(tl.uint32), k1.to(tl.uint32), FAST, WIDE_MUL)
+            m += c * _factor_tile(rows, r, R_PAD, s, tid, k0.to(tl.uint32), k1.to(tl.uint32), QUAD_R, FAST, WIDE_MUL)
         m = tl.where(m_mask, m, 0.0)
     else:
         m = tl.load(f_ptr + rows[:, None] * r + j[None, :], mask=m_mask, other=0.0).to(tl.float32)
-    v = tl.load(v_ptr + cols[:, None] * r + j[None, :], mask=(cols < d_in)[:, None] & (j < r)[None, :],
-                other=0.0).to(tl.float32)
-    delta = tl.dot(m, tl.trans(v), input_precision="tf32x3")
-    w_mask = (rows < d_out)[:, None] & (cols < d_in)[None, :]
-    w_off = rows[:, None] * d_in + cols[None, :]
-    acc = tl.load(w_ptr + w_off, mask=w_mask, other=0.0).to(tl.float32) + delta
-    if STOCHASTIC:
-        words = _tile_rounding_words(rows, cols0, d_in, BM, BN, tid, rk0.to(tl.uint32), rk1.to(tl.uint32), ALIGNED4,
-                                     WIDE_MUL)
-    else:
-        words = 0
-    out = _round_to(acc, words, w_ptr.dtype.element_ty, STOCHASTIC, not FAST)
-    tl.store(w_ptr + w_off, out, mask=w_mask & finite)
+    full_rows = row0 + BM <= d_out
+    for ct in tl.range(c_begin, c_end):
+        cols0 = ct * BN  # int32: d_in < 2**31 (ops checks it)
+        cols = cols0 + tl.arange(0, BN).to(tl.int64)
+        v = tl.load(v_ptr + cols[:, None] * r + j[None, :], mask=(cols < d_in)[:, None] & (j < r)[None, :],
+                    other=0.0).to(tl.float32)
+        delta = tl.dot(m, tl.trans(v), input_precision="tf32x3")
+        w_off = rows[:, None] * d_in + cols[None, :]
+        w_mask = (rows < d_out)[:, None] & (cols < d_in)[None, :]
+        interior = full_rows & (cols0 + BN <= d_in)
+        if interior:
+            acc = tl.load(w_ptr + w_off).to(tl.float32) + delta
+        else:
+            acc = tl.load(w_ptr + w_off, mask=w_mask, other=0.0).to(tl.float32) + delta
+        if STOCHASTIC:
+            words = _tile_rounding_words(rows, cols0, d_in, BM, BN, tid, rk0.to(tl.uint32), rk1.to(tl.uint32),
+                                         ALIGNED4, WIDE_MUL)
+        else:
+            words = 0
+        out = _round_to(acc, words, w_base.dtype.element_ty, STOCHASTIC, not FAST)
+        if interior:
+            tl.store(w_ptr + w_off, out, mask=finite)
+        else:
+            tl.store(w_ptr + w_off, out, mask=w_mask & finite)
 
 
 @triton.jit(do_not_specialize=["n", "k0", "k1"])
@@ -392,7 +432,7 @@ def _build_table(dsts, srcs, tensor_ids, offsets, unit):
         r[0] //= a_dst
         r[1] //= a_src
         r[2] //= a_local
-    table = torch.tensor(rows, dtype=torch.int64).to(dsts[0].device, non_blocking=True)
+    table = to_device(torch.tensor(rows, dtype=torch.int64), dsts[0].device)
     return table, a_dst, a_src, a_local
 
 
@@ -432,27 +472,82 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
 
 
 # (BM, BN, warps) of the low-rank kernel per padded rank: the largest tiles whose sm_90 compile (ptxas, checked
-# here without a GPU) needs no local-memory stack (BM = 64, BN = 128 spilled at every rank). Not yet timed.
+# here without a GPU) needs no local-memory stack (BM = 64, BN = 128 spilled at every rank).
 LOWRANK_TILES = {16: (32, 128, 8), 32: (32, 128, 8), 64: (16, 128, 8), 128: (16, 64, 8)}
+LOWRANK_MIN_PROGRAMS = 1024  # below this many row blocks, a row block's column tiles are split over programs
+_LOWRANK_TABLE_COLS = 10
 
 
-def lowrank_combine(weight, basis, *, factor, seed, coeffs, streams, tensor_id, rounding, rounding_seed):
-    """Same contract as reference.lowrank_combine: one launch, a [BM, BN] tile of W per program."""
-    d_out, d_in = weight.shape
-    r = basis.shape[1]
-    r_pad = max(triton.next_power_of_2(r), 16)
-    bm, bn, warps = (16, 32, 4) if interpreting() else LOWRANK_TILES[r_pad]
-    regen = factor is None
+def _rank_pad(r: int) -> int:
+    return max(triton.next_power_of_2(r), 16)
+
+
+def _lowrank_tiles(r_pad):
+    return (16, 32, 4) if interpreting() else LOWRANK_TILES[r_pad]
+
+
+def _lowrank_table(ws, vs, fs, tensor_ids, bm, bn):
+    """(device int64 table [programs, 10], A_W, A_DIN), cached like _chunk_table. A row per program: element
+    offsets of the weight (/ A_W), basis and factor from the list's first ones; d_out; d_in (/ A_DIN); r;
+    tensor id; first row; column tiles [c_begin, c_end). A_W and A_DIN are the largest powers of two (up to
+    16 bytes) dividing every weight offset and every d_in, so the compiler can prove vector alignment."""
+    key = ("lowrank", ws[0].device, bm, bn, LOWRANK_MIN_PROGRAMS, ws[0].dtype, vs[0].dtype, fs and fs[0].dtype,
+           tuple((w.data_ptr(), v.data_ptr(), fs and fs[t].data_ptr(), *w.shape, v.shape[1], tensor_ids[t])
+                 for t, (w, v) in enumerate(zip(ws, vs))))
+    return _TABLES.get_or_build(key, lambda: _build_lowrank_table(ws, vs, fs, tensor_ids, bm, bn))
+
+
+def _build_lowrank_table(ws, vs, fs, tensor_ids, bm, bn):
+    def offsets(ts):
+        return [(t.data_ptr() - ts[0].data_ptr()) // t.element_size() for t in ts]
+
+    aligned = all(w.data_ptr() % 16 == 0 for w in ws)
+    w_off = offsets(ws)
+    d_in = [w.shape[1] for w in ws]
+    a_w = _pow2_divisor(w_off, 16 // ws[0].element_size() if aligned else 1)
+    a_din = _pow2_divisor(d_in, 16 // ws[0].element_size() if aligned else 1)
+    meta = torch.tensor([[wo // a_w, vo, fo, w.shape[0], w.shape[1] // a_din, v.shape[1], tid]
+                         for wo, vo, fo, w, v, tid in zip(w_off, offsets(vs), offsets(fs) if fs else [0] * len(ws), ws,
+                                                          vs, tensor_ids)], dtype=torch.int64)
+    row_blocks = -(-meta[:, 3] // bm)
+    col_tiles = -(-torch.tensor(d_in, dtype=torch.int64) // bn)
+    split = max(1, min(int(col_tiles.max()), -(-LOWRANK_MIN_PROGRAMS // int(row_blocks.sum()))))
+    per_chunk = -(-col_tiles // split)  # column tiles per program
+    chunks = -(-col_tiles // per_chunk)
+    programs = row_blocks * chunks
+    t = torch.repeat_interleave(torch.arange(len(ws)), programs)
+    local = torch.arange(int(programs.sum())) - torch.repeat_interleave(torch.cumsum(programs, 0) - programs, programs)
+    c_begin = (local % chunks[t]) * per_chunk[t]
+    table = torch.cat([meta[t], ((local // chunks[t]) * bm)[:, None], c_begin[:, None],
+                       torch.minimum(c_begin + per_chunk[t], col_tiles[t])[:, None]], dim=1)
+    assert table.shape[1] == _LOWRANK_TABLE_COLS
+    return to_device(table, ws[0].device), a_w, a_din
+
+
+def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_ids, rounding, rounding_seed):
+    """Same contract as reference.lowrank_combine: one launch per (dtypes, padded rank) group of the list."""
+    groups = collections.defaultdict(list)
+    for t, (w, v) in enumerate(zip(weights, bases)):
+        if w.numel():
+            groups[(w.dtype, v.dtype, factors and factors[t].dtype, _rank_pad(v.shape[1]))].append(t)
+    if not groups:
+        return
+    regen = factors is None
     if regen:
-        coeff_arg, scale, stream_arg = direction_args(coeffs, streams, weight.device)
+        coeff_arg, scale, stream_arg = direction_args(coeffs, streams, weights[0].device)
         k, stream0 = len(streams), streams[0]
     else:
         coeff_arg, scale, stream_arg, k, stream0 = None, 0.0, None, 0, 0
     k0, k1 = key_words(seed)
     rk0, rk1 = key_words(rounding_seed)
-    grid = (triton.cdiv(d_out, bm), triton.cdiv(d_in, bn))
-    _lowrank_kernel[grid](
-        weight, basis, factor if factor is not None else basis, coeff_arg, scale, stream_arg, stream0, k, d_out, d_in,
-        r, tensor_id, k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None,
-        STREAM_PTR=stream_arg is not None, STOCHASTIC=rounding == "stochastic", ALIGNED4=d_in % 4 == 0,
-        FAST=not interpreting(), WIDE_MUL=WIDE_MUL and not interpreting(), num_warps=warps)
+    for (*_, r_pad), idx in groups.items():
+        ws, vs = [weights[t] for t in idx], [bases[t] for t in idx]
+        fs = None if regen else [factors[t] for t in idx]
+        bm, bn, warps = _lowrank_tiles(r_pad)
+        table, a_w, a_din = _lowrank_table(ws, vs, fs, [tensor_ids[t] for t in idx], bm, bn)
+        _lowrank_kernel[(table.shape[0],)](
+            ws[0], vs[0], vs[0] if regen else fs[0], table, coeff_arg, scale, stream_arg, stream0, k, k0, k1, rk0, rk1,
+            BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None, STREAM_PTR=stream_arg is not None,
+            STOCHASTIC=rounding == "stochastic", QUAD_R=all(v.shape[1] % 4 == 0 for v in vs),
+            ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
+            WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, num_warps=warps)

@@ -6,7 +6,7 @@ activations (power iteration, subspace.activation_basis) and is then perturbed a
 regenerated from the counter contract (element (i, j) = index i * r + j of stream 0 under the step seed and the
 layer's tensor id), never stored. Parameters outside the targeted linears (biases, norms, embeddings) take an
 ordinary Gaussian perturbation (stream 1), as in the paper. Evaluation never writes the weights:
-y = x W^T + c (x V) N^T. The update W -= lr g N V^T is one lowrank_combine_ pass per layer.
+y = x W^T + c (x V) N^T. The update W -= lr g N V^T is one lowrank_combine_ call over all layers.
 docs/algorithms.md (AGZO) has the equations and the choices.
 """
 from typing import List, Optional, Sequence, Tuple
@@ -36,13 +36,17 @@ class LowRankPerturbation:
         """evaluate(closure) with every target layer perturbed by scale * N_i V_i^T (none if scale is 0); refresh:
         compute each V_i from the layer's input in this pass (first call of the layer)."""
         refreshed = set()
+        by_input = {}  # layers fed the same tensor (q/k/v projections) share its basis; x is kept alive here
 
         def hook_for(i):
             def hook(module, args, output):
                 x = args[0]
                 if refresh and i not in refreshed:
-                    gen = torch.Generator(device=x.device).manual_seed(step_seed(seed, i) >> 1)
-                    self.bases[i] = activation_basis(x, self.rank, power_iters=self.power_iters, generator=gen)
+                    key = (x.data_ptr(), x.shape, x.stride(), x.dtype, x._version)
+                    if key not in by_input:
+                        gen = torch.Generator(device=x.device).manual_seed(step_seed(seed, i) >> 1)
+                        by_input[key] = (x, activation_basis(x, self.rank, power_iters=self.power_iters, generator=gen))
+                    self.bases[i] = by_input[key][1]
                     refreshed.add(i)
                 if scale == 0.0:
                     return None
@@ -62,11 +66,12 @@ class LowRankPerturbation:
                 h.remove()
 
     def update(self, *, seed: int, coeff: float, rounding: str):
-        """W_i += coeff * N_i V_i^T for every layer with a basis: one lowrank_combine_ pass each."""
-        for i, (_, m) in enumerate(self.layers):
-            if self.bases[i] is not None and coeff != 0.0:
-                ops.lowrank_combine_(m.weight.data, self.bases[i], seed=seed, coeffs=[coeff], streams=[0], tensor_id=i,
-                                     rounding=rounding, rounding_seed=seed, backend=self.backend)
+        """W_i += coeff * N_i V_i^T for every layer with a basis: one multi-tensor lowrank_combine_ call."""
+        idx = [i for i, v in enumerate(self.bases) if v is not None]
+        if idx and coeff != 0.0:
+            ops.lowrank_combine_([self.layers[i][1].weight.data for i in idx], [self.bases[i] for i in idx], seed=seed,
+                                 coeffs=[coeff], streams=[0], tensor_ids=idx, rounding=rounding, rounding_seed=seed,
+                                 backend=self.backend)
 
 
 def agzo_step(perturbation: LowRankPerturbation, closure, *, seed: int, eps: float, lr: float, refresh: bool,

@@ -4,8 +4,10 @@ from typing import List, Tuple, Union
 
 import torch
 
+from .. import ops
 from .perturbation import check_count
 
+RESCUE_SEED = 0x0F7A  # the seed of orthonormalize's fixed Gaussian matrix
 ATTENTION_NAMES = re.compile(r"(^|\.)(q_proj|k_proj|v_proj|out_proj|o_proj|query|key|value|qkv_proj|c_attn)$")
 
 
@@ -49,8 +51,8 @@ def _is_linear_like(module):
 def activation_basis(x: torch.Tensor, rank: int, *, power_iters: int = 1, generator=None) -> torch.Tensor:
     """V [d_in, rank] float32 with orthonormal columns spanning (approximately) the top-`rank` right singular
     subspace of the activations x [..., d_in]: a randomized range finder (Halko et al. 2011), Y = X^T Omega with
-    Omega Gaussian [tokens, rank], `power_iters` rounds of Y <- X^T X Y (re-orthonormalized), V = qr(Y).Q.
-    Raises ValueError if rank exceeds d_in or the number of tokens."""
+    Omega Gaussian [tokens, rank], `power_iters` rounds of Y <- X^T X Y (re-orthonormalized), V = orth(Y).
+    No host synchronization (see orthonormalize). Raises ValueError if rank exceeds d_in or the token count."""
     x = x.detach().reshape(-1, x.shape[-1]).float()
     tokens, d_in = x.shape
     if not 1 <= rank <= min(d_in, tokens):
@@ -60,9 +62,24 @@ def activation_basis(x: torch.Tensor, rank: int, *, power_iters: int = 1, genera
         if generator is not None else torch.randn(tokens, rank, device=x.device)
     y = x.T @ omega
     for _ in range(power_iters):
-        y = torch.linalg.qr(y).Q
-        y = x.T @ (x @ y)
-    return torch.linalg.qr(y).Q.contiguous()
+        y = x.T @ (x @ orthonormalize(y))
+    return orthonormalize(y)
+
+
+def orthonormalize(y: torch.Tensor) -> torch.Tensor:
+    """Q [n, r] float32, orthonormal columns spanning those of y [n, r] (r <= n) up to a relative 1e-6, by
+    CholeskyQR2 in float64: twice Q <- Q L^-T with L L^T = Q^T Q. A fixed Gaussian matrix of relative size 1e-6
+    (the counter contract's stream under RESCUE_SEED) is added first, so a rank-deficient y (a repeated or zero
+    column) still yields orthonormal columns. The r x r Cholesky and triangular solve queue on the GPU without
+    the host synchronization of torch.linalg.qr's CUDA path."""
+    n, r = y.shape
+    noise = ops.normal(n * r, seed=RESCUE_SEED, device=y.device).view(n, r).double()
+    q = y.double()
+    q = q + (1e-6 * q.norm() / (n * r) ** 0.5 + 1e-100) * noise
+    for _ in range(2):
+        chol, _ = torch.linalg.cholesky_ex(q.T @ q)
+        q = torch.linalg.solve_triangular(chol, q.T, upper=False).T
+    return q.float().contiguous()
 
 
 def gram_basis(gram: torch.Tensor, rank: int) -> torch.Tensor:
