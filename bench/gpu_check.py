@@ -1,6 +1,7 @@
 """GPU session checks that the tests do not cover: the measured error of the fast Box-Muller against the
 float64 reference over a large sample (justifies the tests' Z_ATOL), and a sweep of Triton launch settings
-on the OPT-1.3B parameter list. Run on a GPU: python bench/gpu_check.py [--sweep]."""
+on the OPT-1.3B parameter list (--sweep), and of the CUDA kernel variants (--cuda-variants).
+Run on a GPU: python bench/gpu_check.py [--sweep] [--cuda-variants]."""
 import argparse
 import json
 import os
@@ -28,44 +29,57 @@ def z_error(n=2**26):
     return worst
 
 
-VARIANTS = [dict(K_UNROLL=u, MAX_REGISTERS={"nearest": r, "stochastic": r}) for u in (1, 2) for r in (None, 64, 56, 48)]
+TRITON_VARIANTS = [dict(K_UNROLL=u, MAX_REGISTERS={"nearest": r, "stochastic": r}) for u in (1, 2) for r in (None, 64, 56, 48)]
+CUDA_VARIANTS = [dict(KERNEL_VARIANT=v) for v in (0, 1)]
 
 
-def sweep():
-    """Each variant of the Triton kernel's switches on the OPT-1.3B list (one process; tables are keyed on them)."""
+def sweep(module, variants, backend):
+    """Each variant of a backend module's switches, timed on the OPT-1.3B list with the copy roofline of the same
+    run (one process; tables are keyed on the switches that change them)."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     params = [torch.randn(s, device="cuda", dtype=torch.bfloat16, generator=gen) for s in opt_shapes(**OPT_1_3B)]
+    flat = torch.cat([p.view(-1) for p in params])
+    copy = torch.empty_like(flat)
+    roofline = triton.testing.do_bench(lambda: copy.copy_(flat), warmup=30, rep=300, return_mode="median")
+    del flat, copy
     coeffs16 = torch.full((16,), 1e-4, device="cuda")
+    kw = dict(seed=1, backend=backend)
     ops = {
-        "gauss_k1": lambda: zk.perturb_(params, seed=1, scale=1e-3),
-        "gauss_k1_sr": lambda: zk.perturb_(params, seed=1, scale=1e-3, rounding="stochastic"),
-        "rad_k1": lambda: zk.perturb_(params, seed=1, scale=1e-3, dist="rademacher"),
-        "gauss_k16_sr": lambda: zk.combine_(params, seed=1, coeffs=coeffs16, rounding="stochastic"),
-        "rad_k16_sr": lambda: zk.combine_(params, seed=1, coeffs=coeffs16, rounding="stochastic", dist="rademacher"),
+        "gauss_k1": lambda: zk.perturb_(params, scale=1e-3, **kw),
+        "gauss_k1_sr": lambda: zk.perturb_(params, scale=1e-3, rounding="stochastic", **kw),
+        "rad_k1": lambda: zk.perturb_(params, scale=1e-3, dist="rademacher", **kw),
+        "rad_k1_sr": lambda: zk.perturb_(params, scale=1e-3, dist="rademacher", rounding="stochastic", **kw),
+        "gauss_k16_sr": lambda: zk.combine_(params, coeffs=coeffs16, rounding="stochastic", **kw),
+        "rad_k16_sr": lambda: zk.combine_(params, coeffs=coeffs16, rounding="stochastic", dist="rademacher", **kw),
     }
-    defaults = {k: getattr(T, k) for k in VARIANTS[0]}
+    defaults = {k: getattr(module, k) for k in variants[0]}
     rows = []
-    for variant in VARIANTS:
+    for variant in variants:
         for k, v in variant.items():
-            setattr(T, k, v)
-        r = dict(variant)
+            setattr(module, k, v)
+        r = dict(variant, backend=backend, roofline_ms=roofline)
         for name, fn in ops.items():
             r[name] = triton.testing.do_bench(fn, warmup=30, rep=300, return_mode="median")
-        print(r, flush=True)
+        print(r, "| x roofline:", {n: round(r[n] / roofline, 3) for n in ops}, flush=True)
         rows.append(r)
     for k, v in defaults.items():
-        setattr(T, k, v)
+        setattr(module, k, v)
     return rows
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="Triton launch settings")
+    ap.add_argument("--cuda-variants", action="store_true", help="the CUDA combine kernel's variants")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     res = dict(device=torch.cuda.get_device_name(), z_error=z_error())
     print(res, flush=True)
     if a.sweep:
-        res["sweep"] = sweep()
+        res["sweep"] = sweep(T, TRITON_VARIANTS, "triton")
+    if a.cuda_variants:
+        from zokernels.backends import cuda_backend
+
+        res["cuda_variants"] = sweep(cuda_backend, CUDA_VARIANTS, "cuda")
     if a.out:
         json.dump(res, open(a.out, "w"), indent=1)

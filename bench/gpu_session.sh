@@ -2,7 +2,7 @@
 # One device call: versions, the test suite on the real GPU compiler, error check + sweep, the benchmark.
 # Usage (device tool): [SWEEP=1] [AOT=0] [TESTS=0] [PERTURB=0] bash bench/gpu_session.sh [--ncu] [--sanitize] [--steps] [--lowrank] [--profile];
 # writes logs and JSON under $OUT. TESTS=0 skips pytest; PERTURB=0 skips gpu_check and the perturb_ benchmark;
-# LOWRANK_ARGS (e.g. --sweep) go to bench_lowrank.py.
+# LOWRANK_ARGS (e.g. --sweep) go to bench_lowrank.py; CUDA_VARIANTS=1 times the CUDA kernel variants.
 set -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
@@ -17,14 +17,15 @@ fi
 python3 -c "import torch; from zokernels.backends import cuda_backend as c; r = c.unavailable_reason(torch.device('cuda')); print('cuda backend:', r or 'ready', '|', c.extension_source())" 2>&1 | tail -30 | tee "$OUT/cuda_build.log"
 [[ "${TESTS:-1}" == 1 ]] && python3 -m pytest -q -x tests 2>&1 | tee "$OUT/pytest.log" | tail -15
 if [[ " $* " == *" --sanitize "* ]]; then
-  # memcheck: the CUDA parity tests (~80 s on the H100); racecheck is far slower: one dtype of them
+  # memcheck: the CUDA parity tests (~80 s on the H100); racecheck (RACECHECK=1; the kernels use no shared
+  # memory) is far slower: one dtype of them
   compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py \
     -k "cuda and (combine_parity or perturb_parity or sharded or copy_parity)" 2>&1 | tail -4 | tee "$OUT/sanitizer_memcheck.log"
-  timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py \
+  [[ "${RACECHECK:-0}" == 1 ]] && timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py \
     -k "cuda and combine_parity and bfloat16 and gaussian" 2>&1 | tail -4 | tee "$OUT/sanitizer_racecheck.log"
-  echo "racecheck exit: $?" | tee -a "$OUT/sanitizer_racecheck.log"
+  [[ "${RACECHECK:-0}" == 1 ]] && echo "racecheck exit: $?" | tee -a "$OUT/sanitizer_racecheck.log"
 fi
-[[ "${PERTURB:-1}" == 1 ]] && python3 bench/gpu_check.py ${SWEEP:+--sweep} --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
+[[ "${PERTURB:-1}" == 1 ]] && python3 bench/gpu_check.py ${SWEEP:+--sweep} ${CUDA_VARIANTS:+--cuda-variants} --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
 if [[ " $* " == *" --ncu "* ]]; then  # stall reasons and pipe use of one combine_ K=16 launch
   ncu --clock-control none --kernel-name regex:_combine_kernel --launch-skip 2 --launch-count 1 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
