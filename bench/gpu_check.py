@@ -1,7 +1,6 @@
 """GPU session checks that the tests do not cover: the measured error of the fast Box-Muller against the
 float64 reference over a large sample (justifies the tests' Z_ATOL), and a sweep of Triton launch settings
-on the OPT-1.3B parameter list (--sweep), and of the CUDA kernel variants (--cuda-variants).
-Run on a GPU: python bench/gpu_check.py [--sweep] [--cuda-variants]."""
+on the OPT-1.3B parameter list. Run on a GPU: python bench/gpu_check.py [--sweep]."""
 import argparse
 import json
 import os
@@ -30,7 +29,6 @@ def z_error(n=2**26):
 
 
 TRITON_VARIANTS = [dict(K_UNROLL=u, MAX_REGISTERS={"nearest": r, "stochastic": r}) for u in (1, 2) for r in (None, 64, 56, 48)]
-CUDA_VARIANTS = [dict(KERNEL_VARIANT=v) for v in (0, 1)]
 
 
 def sweep(module, variants, backend):
@@ -70,16 +68,11 @@ def sweep(module, variants, backend):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", action="store_true", help="Triton launch settings")
-    ap.add_argument("--cuda-variants", action="store_true", help="the CUDA combine kernel's variants")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     res = dict(device=torch.cuda.get_device_name(), z_error=z_error())
     print(res, flush=True)
     if a.sweep:
         res["sweep"] = sweep(T, TRITON_VARIANTS, "triton")
-    if a.cuda_variants:
-        from zokernels.backends import cuda_backend
-
-        res["cuda_variants"] = sweep(cuda_backend, CUDA_VARIANTS, "cuda")
     if a.out:
         json.dump(res, open(a.out, "w"), indent=1)

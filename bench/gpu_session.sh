@@ -2,7 +2,7 @@
 # One device call: versions, the test suite on the real GPU compiler, error check + sweep, the benchmark.
 # Usage (device tool): [SWEEP=1] [AOT=0] [TESTS=0] [PERTURB=0] bash bench/gpu_session.sh [--ncu] [--sanitize] [--steps] [--lowrank] [--profile];
 # writes logs and JSON under $OUT. TESTS=0 skips pytest; PERTURB=0 skips gpu_check and the perturb_ benchmark;
-# LOWRANK_ARGS (e.g. --sweep) go to bench_lowrank.py; CUDA_VARIANTS=1 times the CUDA kernel variants.
+# LOWRANK_ARGS (e.g. --sweep) go to bench_lowrank.py.
 set -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
@@ -25,7 +25,7 @@ if [[ " $* " == *" --sanitize "* ]]; then
     -k "cuda and combine_parity and bfloat16 and gaussian" 2>&1 | tail -4 | tee "$OUT/sanitizer_racecheck.log"
   [[ "${RACECHECK:-0}" == 1 ]] && echo "racecheck exit: $?" | tee -a "$OUT/sanitizer_racecheck.log"
 fi
-[[ "${PERTURB:-1}" == 1 ]] && python3 bench/gpu_check.py ${SWEEP:+--sweep} ${CUDA_VARIANTS:+--cuda-variants} --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
+[[ "${PERTURB:-1}" == 1 ]] && python3 bench/gpu_check.py ${SWEEP:+--sweep} --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
 if [[ " $* " == *" --ncu "* ]]; then  # stall reasons and pipe use of one combine_ K=16 launch
   ncu --clock-control none --kernel-name regex:_combine_kernel --launch-skip 2 --launch-count 1 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats \

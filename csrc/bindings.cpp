@@ -23,21 +23,19 @@ zk::DType dtype_code(const at::Tensor& t) {
 // zokernels/backends/cuda_backend.py for tensors of these sizes.
 void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table, const c10::optional<at::Tensor>& coeffs,
               double scale, const c10::optional<at::Tensor>& streams, int64_t stream0, int64_t K, int64_t k0,
-              int64_t k1, int64_t rk0, int64_t rk1, bool gaussian, bool stochastic, int64_t variant) {
+              int64_t k1, int64_t rk0, int64_t rk1, bool gaussian, bool stochastic) {
   TORCH_CHECK(!dsts.empty() && dsts.size() == srcs.size(), "zokernels cuda: dsts and srcs must be non-empty, equal length");
   TORCH_CHECK(dsts.size() <= static_cast<size_t>(zk::kMaxTensorsPerLaunch), "zokernels cuda: at most ",
               zk::kMaxTensorsPerLaunch, " tensors per launch, got ", dsts.size());
   TORCH_CHECK(table.is_cuda() && table.scalar_type() == at::kLong && table.is_contiguous() && table.dim() == 2 &&
                   table.size(1) == 6, "zokernels cuda: table must be a contiguous CUDA int64 [rows, 6] tensor");
   TORCH_CHECK(K >= 1, "zokernels cuda: K must be >= 1");
-  TORCH_CHECK(variant == 0 || variant == 1, "zokernels cuda: variant must be 0 or 1, got ", variant);
   const c10::cuda::CUDAGuard guard(table.device());
   zk::CombineArgs a{};
   a.dst_dtype = dtype_code(dsts[0]);
   a.src_dtype = dtype_code(srcs[0]);
   a.gaussian = gaussian;
   a.stochastic = stochastic;
-  a.variant = static_cast<int>(variant);
   for (size_t t = 0; t < dsts.size(); ++t) {
     TORCH_CHECK(dsts[t].is_cuda() && srcs[t].is_cuda() && dsts[t].is_contiguous() && srcs[t].is_contiguous() &&
                     dsts[t].scalar_type() == dsts[0].scalar_type() && srcs[t].scalar_type() == srcs[0].scalar_type() &&
@@ -84,14 +82,13 @@ at::Tensor philox_words(const at::Tensor& counters, int64_t k0, int64_t k1) {
 }
 
 void combine_meta(at::TensorList, at::TensorList, const at::Tensor&, const c10::optional<at::Tensor>&, double,
-                  const c10::optional<at::Tensor>&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool,
-                  int64_t) {}
+                  const c10::optional<at::Tensor>&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool) {}
 
 }  // namespace
 
 TORCH_LIBRARY(zokernels, m) {
   m.def("combine_(Tensor(a!)[] dsts, Tensor[] srcs, Tensor table, Tensor? coeffs, float scale, Tensor? streams, "
-        "int stream0, int K, int k0, int k1, int rk0, int rk1, bool gaussian, bool stochastic, int variant=1) -> ()");
+        "int stream0, int K, int k0, int k1, int rk0, int rk1, bool gaussian, bool stochastic) -> ()");
   m.def("philox_words(Tensor counters, int k0, int k1) -> Tensor");
 }
 

@@ -29,7 +29,6 @@ struct CombineArgs {
   uint32_t stream0;
   int K;
   uint32_t k0, k1, rk0, rk1;  // Philox keys of the seed and of the rounding seed
-  int variant;  // kernel variant (0 or 1, see combine_kernel in zo_perturb.cu)
 };
 
 cudaError_t launch_combine(const CombineArgs& args, cudaStream_t stream);

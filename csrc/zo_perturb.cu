@@ -108,46 +108,36 @@ __device__ __forceinline__ void rounding_words(int64_t global, uint32_t tensor_i
   }
 }
 
-// Gaussian: each thread owns groups of 8 elements (two Philox calls; 16-byte bf16/fp16 vectors), U groups a
-// blockDim apart per iteration, all loaded before any is computed (U loads in flight per thread).
-template <typename DT, typename ST, bool kRound, int U>
+// Gaussian: each thread owns groups of 8 elements (two Philox calls; 16-byte bf16/fp16 vectors). (Two groups in
+// flight per thread measured slower on the H100: bench/NOTES.md.)
+template <typename DT, typename ST, bool kRound>
 __device__ __forceinline__ void gaussian_groups(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
                                                 uint32_t tensor_id, uint2 key, uint2 rounding_key) {
   constexpr int G = 8;
   const int64_t groups = (row.length + G - 1) / G;
-  for (int64_t g0 = threadIdx.x; g0 < groups; g0 += static_cast<int64_t>(U) * blockDim.x) {
-    float acc[U][G];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t g = g0 + static_cast<int64_t>(u) * blockDim.x;
-      if (g < groups) load_group<ST, G>(src, row.local0 + g * G, row.numel, acc[u]);
-    }
+  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
+    const int64_t local = row.local0 + g * G;
+    const int64_t global = row.offset + local;  // a multiple of 8
+    float acc[G];
+    load_group<ST, G>(src, local, row.numel, acc);
     for (int k = 0; k < d.K; ++k) {
       const float c = d.coeff(k);
       const uint32_t stream = d.stream(k);
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t global = row.offset + row.local0 + (g0 + static_cast<int64_t>(u) * blockDim.x) * G;
-#pragma unroll
-        for (int q = 0; q < G / 4; ++q) {
-          const uint4 x = unit_words((global >> 2) + q, stream, tensor_id, key);
-          const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
-          acc[u][4 * q] += a.x; acc[u][4 * q + 1] += a.y; acc[u][4 * q + 2] += b.x; acc[u][4 * q + 3] += b.y;
-        }
+      for (int q = 0; q < G / 4; ++q) {
+        const uint4 x = unit_words((global >> 2) + q, stream, tensor_id, key);
+        const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
+        acc[4 * q] += a.x; acc[4 * q + 1] += a.y; acc[4 * q + 2] += b.x; acc[4 * q + 3] += b.y;
       }
     }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t g = g0 + static_cast<int64_t>(u) * blockDim.x;
-      if (g >= groups) continue;
-      uint32_t r[G];
-      rounding_words<kRound>(row.offset + row.local0 + g * G, tensor_id, rounding_key, r);
-      store_group<DT, G>(dst, row.local0 + g * G, row.numel, acc[u], r, kRound);
-    }
+    uint32_t r[G];
+    rounding_words<kRound>(global, tensor_id, rounding_key, r);
+    store_group<DT, G>(dst, local, row.numel, acc, r, kRound);
   }
 }
 
-// Rademacher, variant 0: each thread owns a word's 32 consecutive elements (one Philox call per direction).
+// Rademacher with stochastic rounding: each thread owns a word's 32 consecutive elements (one Philox call per
+// direction).
 template <typename DT, typename ST, bool kRound>
 __device__ __forceinline__ void rademacher_thread_words(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
                                                         uint32_t tensor_id, uint2 key, uint2 rounding_key) {
@@ -172,10 +162,12 @@ __device__ __forceinline__ void rademacher_thread_words(DT* dst, const ST* src, 
   }
 }
 
-// Rademacher, variant 1: a warp owns tiles of 1024 elements (32 words, 8 Philox units). Lane L computes word L
-// (one Philox call per direction, as in variant 0) and the words reach the lanes that hold their bits by
-// shuffles, so that each lane's accesses are 8-element pieces L, L + 32, L + 64, L + 96 of the tile: every warp
-// access is contiguous (variant 0's lanes are 32 elements apart).
+// Rademacher with nearest rounding: a warp owns tiles of 1024 elements (32 words, 8 Philox units). Lane L
+// computes word L (one Philox call per direction, as above) and the words reach the lanes that hold their bits
+// by shuffles, so that each lane's accesses are 8-element pieces L, L + 32, L + 64, L + 96 of the tile: every
+// warp access is contiguous (rademacher_thread_words' lanes are 32 elements apart). Measured on the H100
+// (bench/NOTES.md): 1.10x the copy roofline against 1.25x for thread words with nearest rounding, but 1.27x
+// against 1.07x with stochastic rounding, hence one layout per rounding.
 template <typename DT, typename ST, bool kRound>
 __device__ __forceinline__ void rademacher_warp_tiles(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
                                                       uint32_t tensor_id, uint2 key, uint2 rounding_key) {
@@ -215,9 +207,8 @@ __device__ __forceinline__ void rademacher_warp_tiles(DT* dst, const ST* src, co
   }
 }
 
-// One block per table row. VARIANT 0: Gaussian one group per iteration, Rademacher thread-owned words; VARIANT 1:
-// Gaussian two groups in flight, Rademacher warp tiles (bench/NOTES.md has the H100 comparison).
-template <typename DT, typename ST, bool GAUSSIAN, bool STOCHASTIC, int VARIANT>
+// One block per table row.
+template <typename DT, typename ST, bool GAUSSIAN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ TensorPtrs ptrs,
                                                            const ChunkRow* __restrict__ table, Directions d,
                                                            uint2 key, uint2 rounding_key) {
@@ -231,11 +222,11 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant
   const ST* src = reinterpret_cast<const ST*>(ptrs.src[row.tensor]);
   const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
   if constexpr (GAUSSIAN) {
-    gaussian_groups<DT, ST, kRound, VARIANT == 1 ? 2 : 1>(dst, src, row, d, tensor_id, key, rounding_key);
-  } else if constexpr (VARIANT == 1) {
-    rademacher_warp_tiles<DT, ST, kRound>(dst, src, row, d, tensor_id, key, rounding_key);
-  } else {
+    gaussian_groups<DT, ST, kRound>(dst, src, row, d, tensor_id, key, rounding_key);
+  } else if constexpr (kRound) {
     rademacher_thread_words<DT, ST, kRound>(dst, src, row, d, tensor_id, key, rounding_key);
+  } else {
+    rademacher_warp_tiles<DT, ST, kRound>(dst, src, row, d, tensor_id, key, rounding_key);
   }
 }
 
@@ -245,15 +236,12 @@ static cudaError_t launch_typed(const CombineArgs& a, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
-#define ZK_LAUNCH(G, S, V) combine_kernel<DT, ST, G, S, V><<<grid, block, 0, stream>>>(a.ptrs, table, d, key, rkey)
-#define ZK_LAUNCH_V(G, S) \
-  if (a.variant == 1) ZK_LAUNCH(G, S, 1); else ZK_LAUNCH(G, S, 0)
+#define ZK_LAUNCH(G, S) combine_kernel<DT, ST, G, S><<<grid, block, 0, stream>>>(a.ptrs, table, d, key, rkey)
   if (a.gaussian) {
-    if (a.stochastic) ZK_LAUNCH_V(true, true); else ZK_LAUNCH_V(true, false);
+    if (a.stochastic) ZK_LAUNCH(true, true); else ZK_LAUNCH(true, false);
   } else {
-    if (a.stochastic) ZK_LAUNCH_V(false, true); else ZK_LAUNCH_V(false, false);
+    if (a.stochastic) ZK_LAUNCH(false, true); else ZK_LAUNCH(false, false);
   }
-#undef ZK_LAUNCH_V
 #undef ZK_LAUNCH
   return cudaGetLastError();
 }

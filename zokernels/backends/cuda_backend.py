@@ -6,7 +6,6 @@ works, this backend reports itself unavailable with the reason, "auto" moves on 
 says so. One launch per (dst dtype, src dtype) group, like the Triton backend; the same chunk spans.
 """
 import functools
-import os
 import warnings
 
 import torch
@@ -15,7 +14,6 @@ from .. import _cuda_build
 from .launch import TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, to_device
 
 NAME = "cuda"
-KERNEL_VARIANT = int(os.environ.get("ZOKERNELS_CUDA_VARIANT", 1))  # combine_kernel variant (zo_perturb.cu)
 CHUNK = 64 * 1024  # elements per block (a multiple of every GROUP)
 GROUP = {"gaussian": 8, "rademacher": 128}  # spans start on these multiples of the global index (kernel groups)
 MAX_TENSORS_PER_LAUNCH = 128  # csrc/zo_kernels.h kMaxTensorsPerLaunch: addresses travel as kernel parameters
@@ -92,7 +90,7 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
             continue
         torch.ops.zokernels.combine_(dsts[part], srcs[part], table, coeff_arg, scale, stream_arg, streams[0],
                                      len(streams), *key_words(seed), *key_words(rounding_seed), dist == "gaussian",
-                                     rounding == "stochastic", KERNEL_VARIANT)
+                                     rounding == "stochastic")
 
 
 combine = functools.partial(combine_by_dtype, _launch)  # reference.combine's contract, a launch per dtype pair

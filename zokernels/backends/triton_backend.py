@@ -471,9 +471,9 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
     return tuple(out)
 
 
-# (BM, BN, warps) of the low-rank kernel per padded rank: the largest tiles whose sm_90 compile (ptxas, checked
-# here without a GPU) needs no local-memory stack (BM = 64, BN = 128 spilled at every rank).
-LOWRANK_TILES = {16: (32, 128, 8), 32: (32, 128, 8), 64: (16, 128, 8), 128: (16, 64, 8)}
+# (BM, BN, warps) of the low-rank kernel per padded rank: r 16-64 the fastest of bench_lowrank.py --sweep on the
+# H100 (bench/results/lowrank_*.json); r 128 the largest tile whose sm_90 compile needs no local-memory stack.
+LOWRANK_TILES = {16: (32, 128, 8), 32: (32, 128, 8), 64: (32, 128, 8), 128: (16, 64, 8)}
 LOWRANK_MIN_PROGRAMS = 1024  # below this many row blocks, a row block's column tiles are split over programs
 _LOWRANK_TABLE_COLS = 10
 
