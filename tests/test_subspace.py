@@ -80,3 +80,12 @@ def test_orthonormalize_returns_orthonormal_columns_spanning_the_input(case):
     torch.testing.assert_close(q.T @ q, torch.eye(6), atol=1e-6, rtol=0)
     residual = (y - q.double() @ (q.double().T @ y)).norm()
     assert residual <= 1e-5 * y.norm()
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.0], ids=["vector", "zero vector"])
+def test_orthonormalize_rank_one_is_a_normalization(scale):
+    y = scale * torch.randn(50, 1, generator=torch.Generator().manual_seed(2))
+    q = orthonormalize(y)
+    assert abs(q.norm().item() - 1) <= 1e-6
+    if scale:
+        torch.testing.assert_close(q, y / y.norm(), atol=2e-6, rtol=0)

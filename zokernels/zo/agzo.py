@@ -36,17 +36,18 @@ class LowRankPerturbation:
         """evaluate(closure) with every target layer perturbed by scale * N_i V_i^T (none if scale is 0); refresh:
         compute each V_i from the layer's input in this pass (first call of the layer)."""
         refreshed = set()
-        by_input = {}  # layers fed the same tensor (q/k/v projections) share its basis; x is kept alive here
+        last = {}  # consecutive layers fed the same tensor (q/k/v projections) share its basis; x is kept alive here
 
         def hook_for(i):
             def hook(module, args, output):
                 x = args[0]
                 if refresh and i not in refreshed:
                     key = (x.data_ptr(), x.shape, x.stride(), x.dtype, x._version)
-                    if key not in by_input:
+                    if last.get("key") != key:  # one entry only: holding every layer's input would cost memory
                         gen = torch.Generator(device=x.device).manual_seed(step_seed(seed, i) >> 1)
-                        by_input[key] = (x, activation_basis(x, self.rank, power_iters=self.power_iters, generator=gen))
-                    self.bases[i] = by_input[key][1]
+                        last.update(key=key, x=x, basis=activation_basis(x, self.rank, power_iters=self.power_iters,
+                                                                         generator=gen))
+                    self.bases[i] = last["basis"]
                     refreshed.add(i)
                 if scale == 0.0:
                     return None
