@@ -181,6 +181,24 @@ def test_a_list_of_weights_in_one_call_matches_the_reference_and_single_calls(ba
         assert torch.equal(w, single)
 
 
+@pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")
+@pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
+def test_new_bases_for_the_same_weights_are_read_where_they_are(backend):
+    """AGZO passes new bases every step for the same weights: the cached launch table (keyed on the weights) must
+    not carry the previous bases' addresses. Second call with bases at new addresses, against the reference."""
+    weights, bases = _lowrank_list(seed=5)
+    refs = [w.clone() for w in weights]
+    kw = dict(seed=2, coeffs=[0.5], rounding="nearest")
+    zk.lowrank_combine_(weights, bases, backend=backend, **kw)
+    zk.lowrank_combine_(refs, bases, backend="reference", **kw)
+    moved = [torch.flip(v, dims=[0]).contiguous() for v in bases]  # other values, other memory
+    del bases
+    zk.lowrank_combine_(weights, moved, backend=backend, **kw)
+    zk.lowrank_combine_(refs, moved, backend="reference", **kw)
+    for w, ref, v in zip(weights, refs, moved):
+        _assert_close(w, ref, w.dtype, 1.0, v)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_backend_cuda_says_it_has_no_low_rank_kernel():
     if not backends.is_available("cuda", DEVICE):

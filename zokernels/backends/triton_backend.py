@@ -318,26 +318,27 @@ def _factor_tile(rows, r, R_PAD: tl.constexpr, stream, tid, k0, k1, QUAD_R: tl.c
 
 
 @triton.jit(do_not_specialize=["scale", "stream0", "K", "k0", "k1", "rk0", "rk1"])
-def _lowrank_kernel(w_base, v_base, f_base, table, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1, rk0, rk1,
+def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1, rk0, rk1,
                     BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
                     COEFF_PTR: tl.constexpr, STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr,
                     QUAD_R: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
                     A_W: tl.constexpr, A_DIN: tl.constexpr):
-    """One table row (see _lowrank_table): rows [row0, row0 + BM) of one weight, column tiles [c_begin, c_end)
-    of BN. M[BM, r] (regenerated as sum_k c_k N_k, the sum before the product, or loaded from the factor) is
+    """One table row (see _lowrank_table): rows [row0, row0 + BM) of weight t, column tiles [c_begin, c_end)
+    of BN; inputs[t] holds the element offsets of its basis and factor. M[BM, r] (regenerated as sum_k c_k N_k, the sum before the product, or loaded from the factor) is
     formed once, then each [BM, BN] tile of W gets M V[cols, :]^T in place. The rank is padded with zeros to
     R_PAD >= 16 so the product is always a tensor-core dot (3xTF32: fp32-level accuracy)."""
-    row = table + tl.program_id(0).to(tl.int64) * 10  # the 10 columns of _lowrank_table
+    row = table + tl.program_id(0).to(tl.int64) * 9  # the 9 columns of _lowrank_table
     w_ptr = w_base + tl.load(row) * A_W
-    v_ptr = v_base + tl.load(row + 1)
-    f_ptr = f_base + tl.load(row + 2)
-    d_out = tl.load(row + 3)
-    d_in = tl.load(row + 4) * A_DIN
-    r = tl.load(row + 5)
-    tid = tl.load(row + 6).to(tl.uint32)
-    row0 = tl.load(row + 7)
-    c_begin = tl.load(row + 8).to(tl.int32)
-    c_end = tl.load(row + 9).to(tl.int32)
+    t = tl.load(row + 1)
+    v_ptr = v_base + tl.load(inputs + 2 * t)
+    f_ptr = f_base + tl.load(inputs + 2 * t + 1)
+    d_out = tl.load(row + 2)
+    d_in = tl.load(row + 3) * A_DIN
+    r = tl.load(row + 4)
+    tid = tl.load(row + 5).to(tl.uint32)
+    row0 = tl.load(row + 6)
+    c_begin = tl.load(row + 7).to(tl.int32)
+    c_end = tl.load(row + 8).to(tl.int32)
     rows = row0 + tl.arange(0, BM).to(tl.int64)
     j = tl.arange(0, R_PAD).to(tl.int64)
     m_mask = (rows < d_out)[:, None] & (j < r)[None, :]
@@ -475,7 +476,7 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
 # H100 (bench/results/lowrank_*.json); r 128 the largest tile whose sm_90 compile needs no local-memory stack.
 LOWRANK_TILES = {16: (32, 128, 8), 32: (32, 128, 8), 64: (32, 128, 8), 128: (16, 64, 8)}
 LOWRANK_MIN_PROGRAMS = 1024  # below this many row blocks, a row block's column tiles are split over programs
-_LOWRANK_TABLE_COLS = 10
+_LOWRANK_TABLE_COLS = 9
 
 
 def _rank_pad(r: int) -> int:
@@ -486,30 +487,30 @@ def _lowrank_tiles(r_pad):
     return (16, 32, 4) if interpreting() else LOWRANK_TILES[r_pad]
 
 
-def _lowrank_table(ws, vs, fs, tensor_ids, bm, bn):
-    """(device int64 table [programs, 10], A_W, A_DIN), cached like _chunk_table. A row per program: element
-    offsets of the weight (/ A_W), basis and factor from the list's first ones; d_out; d_in (/ A_DIN); r;
-    tensor id; first row; column tiles [c_begin, c_end). A_W and A_DIN are the largest powers of two (up to
-    16 bytes) dividing every weight offset and every d_in, so the compiler can prove vector alignment."""
-    key = ("lowrank", ws[0].device, bm, bn, LOWRANK_MIN_PROGRAMS, ws[0].dtype, vs[0].dtype, fs and fs[0].dtype,
-           tuple((w.data_ptr(), v.data_ptr(), fs and fs[t].data_ptr(), *w.shape, v.shape[1], tensor_ids[t])
-                 for t, (w, v) in enumerate(zip(ws, vs))))
-    return _TABLES.get_or_build(key, lambda: _build_lowrank_table(ws, vs, fs, tensor_ids, bm, bn))
+def _element_offsets(ts):
+    return [(t.data_ptr() - ts[0].data_ptr()) // t.element_size() for t in ts]
 
 
-def _build_lowrank_table(ws, vs, fs, tensor_ids, bm, bn):
-    def offsets(ts):
-        return [(t.data_ptr() - ts[0].data_ptr()) // t.element_size() for t in ts]
+def _lowrank_table(ws, ranks, tensor_ids, bm, bn):
+    """(device int64 table [programs, 9], A_W, A_DIN), cached on the weights (addresses, shapes), ranks, ids
+    and tiles, not on the bases (AGZO's change every step). A row per program: the weight's element offset
+    from the list's first (/ A_W); its index t in the list; d_out; d_in (/ A_DIN); r; tensor id; first row;
+    column tiles [c_begin, c_end). A_W and A_DIN are the largest powers of two (up to 16 bytes) dividing every
+    weight offset and every d_in, so the compiler can prove vector alignment."""
+    key = ("lowrank", ws[0].device, ws[0].dtype, bm, bn, LOWRANK_MIN_PROGRAMS,
+           tuple((w.data_ptr(), *w.shape, r, tid) for w, r, tid in zip(ws, ranks, tensor_ids)))
+    return _TABLES.get_or_build(key, lambda: _build_lowrank_table(ws, ranks, tensor_ids, bm, bn))
 
+
+def _build_lowrank_table(ws, ranks, tensor_ids, bm, bn):
     aligned = all(w.data_ptr() % 16 == 0 for w in ws)
-    w_off = offsets(ws)
+    w_off = _element_offsets(ws)
     d_in = [w.shape[1] for w in ws]
     a_w = _pow2_divisor(w_off, 16 // ws[0].element_size() if aligned else 1)
     a_din = _pow2_divisor(d_in, 16 // ws[0].element_size() if aligned else 1)
-    meta = torch.tensor([[wo // a_w, vo, fo, w.shape[0], w.shape[1] // a_din, v.shape[1], tid]
-                         for wo, vo, fo, w, v, tid in zip(w_off, offsets(vs), offsets(fs) if fs else [0] * len(ws), ws,
-                                                          vs, tensor_ids)], dtype=torch.int64)
-    row_blocks = -(-meta[:, 3] // bm)
+    meta = torch.tensor([[wo // a_w, t, w.shape[0], w.shape[1] // a_din, r, tid]
+                         for t, (wo, w, r, tid) in enumerate(zip(w_off, ws, ranks, tensor_ids))], dtype=torch.int64)
+    row_blocks = -(-meta[:, 2] // bm)
     col_tiles = -(-torch.tensor(d_in, dtype=torch.int64) // bn)
     split = max(1, min(int(col_tiles.max()), -(-LOWRANK_MIN_PROGRAMS // int(row_blocks.sum()))))
     per_chunk = -(-col_tiles // split)  # column tiles per program
@@ -544,10 +545,12 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
         ws, vs = [weights[t] for t in idx], [bases[t] for t in idx]
         fs = None if regen else [factors[t] for t in idx]
         bm, bn, warps = _lowrank_tiles(r_pad)
-        table, a_w, a_din = _lowrank_table(ws, vs, fs, [tensor_ids[t] for t in idx], bm, bn)
+        table, a_w, a_din = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in idx], bm, bn)
+        inputs = to_device(torch.tensor(list(zip(_element_offsets(vs), _element_offsets(fs) if fs else [0] * len(vs))),
+                                        dtype=torch.int64), ws[0].device)
         _lowrank_kernel[(table.shape[0],)](
-            ws[0], vs[0], vs[0] if regen else fs[0], table, coeff_arg, scale, stream_arg, stream0, k, k0, k1, rk0, rk1,
-            BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None, STREAM_PTR=stream_arg is not None,
+            ws[0], vs[0], vs[0] if regen else fs[0], table, inputs, coeff_arg, scale, stream_arg, stream0, k,
+            k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None, STREAM_PTR=stream_arg is not None,
             STOCHASTIC=rounding == "stochastic", QUAD_R=all(v.shape[1] % 4 == 0 for v in vs),
             ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
             WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, num_warps=warps)
