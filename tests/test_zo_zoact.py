@@ -137,3 +137,22 @@ def test_bad_settings_are_refused_and_the_model_is_left_alone(make, error):
     with pytest.raises(ValueError, match=error):
         make(model, closure)
     assert not any(isinstance(m, ZOActLinear) for m in model.modules())
+
+
+def test_an_sgd_step_moves_each_coefficient_by_minus_lr_g_z():
+    """The gradient handed to the inner optimizer is g z_i, z_i the stream of C_i (stream 0, tensor id = its
+    position): one SGD step equals C_i - lr g z_i, with g the step's projected gradient."""
+    model, closure = tiny_opt(torch.float32)
+    opt = zk.optim.ZOAct(model, lr=0.3, eps=1e-2, rank=4, calibration=closure, inner="sgd")
+    coeffs = list(opt.param_groups[0]["params"])
+    for c in coeffs:  # start away from zero so that the step is not the whole value
+        c.data.normal_(generator=torch.Generator().manual_seed(1))
+    before = [c.detach().clone() for c in coeffs]
+    opt.step(closure)
+    result = opt.last_result
+    g = result.projected_grad[0]
+    assert g != 0.0 and not result.skipped
+    for i, (c, c0) in enumerate(zip(coeffs, before)):
+        z = zk.normal(c.numel(), seed=result.seed, stream=0, tensor_id=i, device=c.device).view_as(c)
+        torch.testing.assert_close(c.detach(), c0 - 0.3 * g * z, rtol=1e-6, atol=1e-7)
+        assert c.grad is None

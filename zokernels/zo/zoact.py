@@ -99,11 +99,13 @@ def zoact_step(evaluator: PerturbedEvaluator, closure, *, seed: int, eps: float,
     if not finite(loss_plus, loss_minus):
         return StepResult(loss=float("nan"), projected_grad=[float("nan")], forward_passes=2, skipped=True, seed=seed)
     g = (loss_plus - loss_minus) / (2.0 * eps)
-    for i, p in enumerate(evaluator.params):
-        z = ops.normal(p.numel(), seed=seed, stream=0, tensor_id=i, device=p.device, backend=backend)
-        p.grad = (g * z).view_as(p).to(p.dtype)
+    params = evaluator.params
+    grads = [torch.zeros_like(p) for p in params]
+    ops.combine_(grads, seed=seed, coeffs=[g], streams=[0], tensor_ids=list(range(len(params))), backend=backend)
+    for p, grad in zip(params, grads):  # grad = g z for every C: one multi-tensor launch, not a normal() per layer
+        p.grad = grad
     inner.step()
-    for p in evaluator.params:
+    for p in params:
         p.grad = None
     return StepResult(loss=0.5 * (loss_plus + loss_minus), projected_grad=[g], forward_passes=2, skipped=False,
                       seed=seed)
