@@ -16,7 +16,7 @@ def _low_rank_activations(tokens=96, d_in=40, rank=6, noise=1e-3, seed=0):
 @pytest.mark.parametrize("power_iters", [0, 1, 2])
 def test_range_finder_basis_is_orthonormal_and_spans_the_activations(power_iters):
     x = _low_rank_activations().reshape(4, 24, 40)  # [batch, seq, d_in] like a layer input
-    v = activation_basis(x, 6, power_iters=power_iters, generator=torch.Generator().manual_seed(1))
+    v = activation_basis(x, 6, seed=1, power_iters=power_iters)
     assert v.shape == (40, 6) and v.dtype == torch.float32
     torch.testing.assert_close(v.T @ v, torch.eye(6), atol=1e-5, rtol=0)
     flat = x.reshape(-1, 40)
@@ -35,12 +35,12 @@ def test_gram_basis_is_the_top_right_singular_subspace():
                                          (0, "rank 0 must be in")])
 def test_range_finder_refuses_a_rank_above_d_in(rank, error):
     with pytest.raises(ValueError, match=error):
-        activation_basis(_low_rank_activations(), rank)
+        activation_basis(_low_rank_activations(), rank, seed=0)
 
 
 def test_range_finder_refuses_a_rank_above_the_token_count():
     with pytest.raises(ValueError, match="rank 9 must be in \\[1, min\\(d_in, tokens\\)\\] = \\[1, 8\\] \\(activations of 8 tokens"):
-        activation_basis(torch.randn(2, 4, 40), 9)
+        activation_basis(torch.randn(2, 4, 40), 9, seed=0)
 
 
 def test_targets_all_attention_and_patterns():
@@ -96,7 +96,25 @@ def test_rank_one_range_finder_finds_the_top_singular_vector(power_iters):
     """AGZO's default (rank 1, rescaled power rounds): the basis aligns with the top right singular vector."""
     gen = torch.Generator().manual_seed(6)
     x = (torch.randn(96, 3, generator=gen) * torch.tensor([10.0, 3.0, 1.0])) @ torch.randn(3, 40, generator=gen)
-    v = activation_basis(x, 1, power_iters=power_iters, generator=torch.Generator().manual_seed(4))
+    v = activation_basis(x, 1, seed=4, power_iters=power_iters)
     top = torch.linalg.svd(x.double(), full_matrices=False).Vh[0]
     assert v.shape == (40, 1) and abs(v.norm().item() - 1) <= 1e-6
     assert abs(float(top @ v.double()[:, 0])) >= 0.99
+
+
+def test_the_range_finder_is_a_function_of_its_seed():
+    """Omega comes from the counter contract: the same seed gives the same basis, another seed another one."""
+    x = _low_rank_activations(noise=0.3)
+    a, b = activation_basis(x, 3, seed=7), activation_basis(x, 3, seed=7)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, activation_basis(x, 3, seed=8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_range_finder_gives_the_same_basis_on_the_gpu_as_on_the_cpu():
+    """The test matrix is the contract's stream on both devices (GPU normals within 1e-5 of the reference): the
+    subspaces agree (projectors compared, float32 products on either side)."""
+    x = _low_rank_activations(noise=0.3)
+    cpu = activation_basis(x, 3, seed=7, power_iters=2).double()
+    gpu = activation_basis(x.cuda(), 3, seed=7, power_iters=2).cpu().double()
+    torch.testing.assert_close(gpu @ gpu.T, cpu @ cpu.T, atol=1e-4, rtol=0)

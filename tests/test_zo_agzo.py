@@ -120,7 +120,7 @@ def _mean_cosines(seeds, rank=8):
 def test_agzo_updates_align_with_the_gradient_better_than_mezo():
     """AGZO's claim, at two forward passes per step each: the mean cosine over 200 seeds. 12 layers, 20K weights;
     rank 4 of d_in 32-64 leaves AGZO about 4K perturbed dimensions, so theory expects about sqrt(5) = 2.2x
-    MeZO's cosine if the subspaces hold the gradient (measured 2.25x over the first 30 seeds; the seed-to-seed
+    MeZO's cosine if the subspaces hold the gradient (measured 2.2x over the 200 seeds; the seed-to-seed
     spread of the 200-seed mean is about 0.002 against a gap near 0.009)."""
     cos = _mean_cosines(range(200), rank=4)
     assert cos["mezo"] > 0 and cos["agzo"] > 1.5 * cos["mezo"], cos
@@ -156,12 +156,14 @@ def test_a_resumed_run_continues_bit_for_bit():
 
 
 def test_training_lowers_the_loss():
+    """The paper's rank 1, full-parameter. lr 5e-3 for 120 steps lowered the loss by 0.28-0.31 over seeds 0-4
+    (lr 2e-2, the earlier setting, oscillates: its outcome depended on the seed)."""
     model, closure = tiny_opt(torch.float32)
     first = closure().item()
-    opt = zk.optim.AGZO(model, lr=2e-2, eps=1e-2)  # the paper's rank 1, full-parameter
-    for _ in range(80):
+    opt = zk.optim.AGZO(model, lr=5e-3, eps=1e-2)
+    for _ in range(120):
         opt.step(closure)
-    assert closure().item() < first - 0.1, (first, closure().item())
+    assert closure().item() < first - 0.15, (first, closure().item())
 
 
 @pytest.mark.parametrize("make, error", [

@@ -44,9 +44,8 @@ class LowRankPerturbation:
                 if refresh and i not in refreshed:
                     key = (x.data_ptr(), x.shape, x.stride(), x.dtype, x._version)
                     if last.get("key") != key:  # one entry only: holding every layer's input would cost memory
-                        gen = torch.Generator(device=x.device).manual_seed(step_seed(seed, i) >> 1)
-                        last.update(key=key, x=x, basis=activation_basis(x, self.rank, power_iters=self.power_iters,
-                                                                         generator=gen))
+                        last.update(key=key, x=x, basis=activation_basis(x, self.rank, seed=step_seed(seed, i),
+                                                                         power_iters=self.power_iters))
                     self.bases[i] = last["basis"]
                     refreshed.add(i)
                 if scale == 0.0:

@@ -9,6 +9,7 @@ from .. import ops
 from .perturbation import check_count
 
 RESCUE_SEED = 0x0F7A  # the seed of orthonormalize's fixed Gaussian matrix
+OMEGA_STREAM = 0  # the stream of the range finder's test matrix under the caller's seed
 ATTENTION_NAMES = re.compile(r"(^|\.)(q_proj|k_proj|v_proj|out_proj|o_proj|query|key|value|qkv_proj|c_attn)$")
 
 
@@ -49,18 +50,18 @@ def _is_linear_like(module):
     return getattr(module, "LINEAR_LIKE", False)
 
 
-def activation_basis(x: torch.Tensor, rank: int, *, power_iters: int = 1, generator=None) -> torch.Tensor:
+def activation_basis(x: torch.Tensor, rank: int, *, seed: int, power_iters: int = 1) -> torch.Tensor:
     """V [d_in, rank] float32 with orthonormal columns spanning (approximately) the top-`rank` right singular
     subspace of the activations x [..., d_in]: a randomized range finder (Halko et al. 2011), Y = X^T Omega with
-    Omega Gaussian [tokens, rank], `power_iters` rounds of Y <- X^T X Y (re-orthonormalized), V = orth(Y).
-    No host synchronization (see orthonormalize). Raises ValueError if rank exceeds d_in or the token count."""
+    Omega [tokens, rank] the counter contract's Gaussian stream under `seed` (row-major; the same on every device
+    and backend), `power_iters` rounds of Y <- X^T X Y (re-orthonormalized), V = orth(Y). No host
+    synchronization (see orthonormalize). Raises ValueError if rank exceeds d_in or the token count."""
     x = x.detach().reshape(-1, x.shape[-1]).float()
     tokens, d_in = x.shape
     if not 1 <= rank <= min(d_in, tokens):
         raise ValueError(f"rank {rank} must be in [1, min(d_in, tokens)] = [1, {min(d_in, tokens)}] "
                          f"(activations of {tokens} tokens x {d_in} features)")
-    omega = torch.randn(tokens, rank, generator=generator, device=x.device, dtype=torch.float32) \
-        if generator is not None else torch.randn(tokens, rank, device=x.device)
+    omega = ops.normal(tokens * rank, seed=seed, stream=OMEGA_STREAM, device=x.device).view(tokens, rank)
     y = x.T @ omega
     for _ in range(power_iters):  # rank 1 needs only a rescaling between rounds (2 ops, not orthonormalize's ~10)
         y = x.T @ (x @ (y / y.norm().clamp_min(1e-30) if rank == 1 else orthonormalize(y)))
