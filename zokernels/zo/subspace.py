@@ -54,8 +54,8 @@ def activation_basis(x: torch.Tensor, rank: int, *, seed: int, power_iters: int 
     """V [d_in, rank] float32 with orthonormal columns spanning (approximately) the top-`rank` right singular
     subspace of the activations x [..., d_in]: a randomized range finder (Halko et al. 2011), Y = X^T Omega with
     Omega [tokens, rank] the counter contract's Gaussian stream under `seed` (row-major; the same on every device
-    and backend), `power_iters` rounds of Y <- X^T X Y (re-orthonormalized), V = orth(Y). No host
-    synchronization (see orthonormalize). Raises ValueError if rank exceeds d_in or the token count."""
+    and backend), `power_iters` rounds of Y <- X^T X Y (re-orthonormalized; rank 1: rescaled), V = orth(Y)
+    (see orthonormalize). Raises ValueError if rank exceeds d_in or the token count."""
     x = x.detach().reshape(-1, x.shape[-1]).float()
     tokens, d_in = x.shape
     if not 1 <= rank <= min(d_in, tokens):
@@ -72,8 +72,9 @@ def orthonormalize(y: torch.Tensor) -> torch.Tensor:
     """Q [n, r] float32, orthonormal columns spanning those of y [n, r] (r <= n) up to a relative 1e-6, by
     CholeskyQR2 in float64: twice Q <- Q L^-T with L L^T = Q^T Q (r = 1: one normalization). A fixed Gaussian
     matrix of relative size 1e-6 (the counter contract's stream under RESCUE_SEED) is added first, so a
-    rank-deficient y (a repeated or zero column) still yields orthonormal columns. No host synchronization,
-    unlike torch.linalg.qr's CUDA path (measured: AGZO steps dominated by ~4 QRs per layer)."""
+    rank-deficient y (a repeated or zero column) still yields orthonormal columns. Every call is a few small
+    queued kernels (cholesky_ex does not check its result on the host); it replaced torch.linalg.qr, whose cost
+    per call on the GPU was not measured separately."""
     n, r = y.shape
     q = y.double()
     q = q + (1e-6 * q.norm() / (n * r) ** 0.5 + 1e-100) * _rescue_matrix(n, r, y.device)
