@@ -417,14 +417,18 @@ def _chunk_table(dsts, srcs, tensor_ids, offsets, unit):
     return _TABLES.get_or_build(key, lambda: _build_table(dsts, srcs, tensor_ids, offsets, unit))
 
 
+def _element_offsets(ts):
+    """Each tensor's address minus the first one's, in elements (the kernels index from the first tensor)."""
+    deltas = [t.data_ptr() - ts[0].data_ptr() for t in ts]
+    assert all(d % t.element_size() == 0 for d, t in zip(deltas, ts))
+    return [d // t.element_size() for d, t in zip(deltas, ts)]
+
+
 def _build_table(dsts, srcs, tensor_ids, offsets, unit):
+    dst_off, src_off = _element_offsets(dsts), _element_offsets(srcs)
     rows = []
     for t, local0, length in chunk_spans([d.numel() for d in dsts], offsets, unit, TILE * CHUNK_TILES):
-        dd = dsts[t].data_ptr() - dsts[0].data_ptr()
-        sd = srcs[t].data_ptr() - srcs[0].data_ptr()
-        assert dd % dsts[t].element_size() == 0 and sd % srcs[t].element_size() == 0
-        rows.append([dd // dsts[t].element_size(), sd // srcs[t].element_size(), local0, dsts[t].numel(), offsets[t],
-                     tensor_ids[t], -(-length // TILE)])
+        rows.append([dst_off[t], src_off[t], local0, dsts[t].numel(), offsets[t], tensor_ids[t], -(-length // TILE)])
     aligned_ptrs = all(t.data_ptr() % 16 == 0 for t in (*dsts, *srcs))
     a_dst = _pow2_divisor([r[0] for r in rows], 16 // dsts[0].element_size() if aligned_ptrs else 1)
     a_src = _pow2_divisor([r[1] for r in rows], 16 // srcs[0].element_size() if aligned_ptrs else 1)
@@ -485,10 +489,6 @@ def _rank_pad(r: int) -> int:
 
 def _lowrank_tiles(r_pad):
     return (16, 32, 4) if interpreting() else LOWRANK_TILES[r_pad]
-
-
-def _element_offsets(ts):
-    return [(t.data_ptr() - ts[0].data_ptr()) // t.element_size() for t in ts]
 
 
 def _lowrank_table(ws, ranks, tensor_ids, bm, bn):
