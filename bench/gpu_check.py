@@ -28,11 +28,11 @@ def z_error(n=2**26):
     return worst
 
 
-TRITON_VARIANTS = [dict(K_UNROLL=u, MAX_REGISTERS={"nearest": r, "stochastic": r}) for u in (1, 2) for r in (None, 64, 56, 48)]
+VARIANTS = [dict(K_UNROLL=u, MAX_REGISTERS={"nearest": r, "stochastic": r}) for u in (1, 2) for r in (None, 64, 56, 48)]
 
 
-def sweep(module, variants, backend):
-    """Each variant of a backend module's switches, timed on the OPT-1.3B list with the copy roofline of the same
+def sweep():
+    """Each variant of the Triton kernel's switches, timed on the OPT-1.3B list with the copy roofline of the same
     run (one process; tables are keyed on the switches that change them)."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     params = [torch.randn(s, device="cuda", dtype=torch.bfloat16, generator=gen) for s in opt_shapes(**OPT_1_3B)]
@@ -41,7 +41,7 @@ def sweep(module, variants, backend):
     roofline = triton.testing.do_bench(lambda: copy.copy_(flat), warmup=30, rep=300, return_mode="median")
     del flat, copy
     coeffs16 = torch.full((16,), 1e-4, device="cuda")
-    kw = dict(seed=1, backend=backend)
+    kw = dict(seed=1, backend="triton")
     ops = {
         "gauss_k1": lambda: zk.perturb_(params, scale=1e-3, **kw),
         "gauss_k1_sr": lambda: zk.perturb_(params, scale=1e-3, rounding="stochastic", **kw),
@@ -50,29 +50,29 @@ def sweep(module, variants, backend):
         "gauss_k16_sr": lambda: zk.combine_(params, coeffs=coeffs16, rounding="stochastic", **kw),
         "rad_k16_sr": lambda: zk.combine_(params, coeffs=coeffs16, rounding="stochastic", dist="rademacher", **kw),
     }
-    defaults = {k: getattr(module, k) for k in variants[0]}
+    defaults = {k: getattr(T, k) for k in VARIANTS[0]}
     rows = []
-    for variant in variants:
+    for variant in VARIANTS:
         for k, v in variant.items():
-            setattr(module, k, v)
-        r = dict(variant, backend=backend, roofline_ms=roofline)
+            setattr(T, k, v)
+        r = dict(variant, roofline_ms=roofline)
         for name, fn in ops.items():
             r[name] = triton.testing.do_bench(fn, warmup=30, rep=300, return_mode="median")
         print(r, "| x roofline:", {n: round(r[n] / roofline, 3) for n in ops}, flush=True)
         rows.append(r)
     for k, v in defaults.items():
-        setattr(module, k, v)
+        setattr(T, k, v)
     return rows
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sweep", action="store_true", help="Triton launch settings")
+    ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     res = dict(device=torch.cuda.get_device_name(), z_error=z_error())
     print(res, flush=True)
     if a.sweep:
-        res["sweep"] = sweep(T, TRITON_VARIANTS, "triton")
+        res["sweep"] = sweep()
     if a.out:
         json.dump(res, open(a.out, "w"), indent=1)
