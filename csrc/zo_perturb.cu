@@ -48,22 +48,25 @@ template <> struct VecOf<16> { using type = uint4; };
 template <> struct VecOf<8> { using type = uint2; };
 template <> struct VecOf<4> { using type = uint32_t; };
 
-// G elements from local index `local`: 16-byte (or narrower) vector accesses when the group is inside the
-// tensor and aligned, element by element otherwise (zero outside [0, numel)).
+// G elements from local index `local`, as stored: 16-byte (or narrower) vector accesses when the group is inside
+// the tensor and aligned, element by element otherwise (zero outside [0, numel)).
 template <typename T, int G>
-__device__ __forceinline__ void load_group(const T* p, int64_t local, int64_t numel, float (&v)[G]) {
+__device__ __forceinline__ void load_raw(const T* p, int64_t local, int64_t numel, T (&raw)[G]) {
   constexpr int kBytes = G * sizeof(T), kVec = kBytes < 16 ? kBytes : 16;
   using V = typename VecOf<kVec>::type;
   if (local >= 0 && local + G <= numel && reinterpret_cast<uintptr_t>(p + local) % kVec == 0) {
-    T tmp[G];
 #pragma unroll
-    for (int i = 0; i < kBytes / kVec; ++i) reinterpret_cast<V*>(tmp)[i] = reinterpret_cast<const V*>(p + local)[i];
-#pragma unroll
-    for (int j = 0; j < G; ++j) v[j] = to_f32(tmp[j]);
+    for (int i = 0; i < kBytes / kVec; ++i) reinterpret_cast<V*>(raw)[i] = reinterpret_cast<const V*>(p + local)[i];
   } else {
 #pragma unroll
-    for (int j = 0; j < G; ++j) v[j] = (local + j >= 0 && local + j < numel) ? to_f32(p[local + j]) : 0.0f;
+    for (int j = 0; j < G; ++j) raw[j] = (local + j >= 0 && local + j < numel) ? p[local + j] : T{};
   }
+}
+
+template <typename T, int G>
+__device__ __forceinline__ void to_f32(const T (&raw)[G], float (&v)[G]) {
+#pragma unroll
+  for (int j = 0; j < G; ++j) v[j] = to_f32(raw[j]);
 }
 
 template <typename T, int G>
@@ -108,81 +111,93 @@ __device__ __forceinline__ void rounding_words(int64_t global, uint32_t tensor_i
   }
 }
 
-// Gaussian: each thread owns groups of 8 elements (two Philox calls; 16-byte bf16/fp16 vectors). (Two groups in
-// flight per thread measured slower on the H100: bench/NOTES.md.)
-template <typename DT, typename ST, bool kRound>
-__device__ __forceinline__ void gaussian_groups(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
-                                                uint32_t tensor_id, uint2 key, uint2 rounding_key) {
-  constexpr int G = 8;
-  const int64_t groups = (row.length + G - 1) / G;
-  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
+// Each thread owns groups of G consecutive elements, a blockDim apart. With kLoadAhead the next group's bytes are
+// loaded (raw, G * sizeof(ST) bytes of registers) before this group's math, so each thread keeps a load in flight
+// while it computes (H100: bench/NOTES.md). add_direction(k, global, acc) adds direction k to the group that starts
+// at global index `global`.
+template <int G, bool kLoadAhead, typename DT, typename ST, bool kRound, typename AddDirection>
+__device__ __forceinline__ void thread_groups(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
+                                              uint32_t tensor_id, uint2 rounding_key, AddDirection add_direction) {
+  const int64_t groups = (row.length + G - 1) / G, stride = blockDim.x;
+  ST next[G];
+  if (kLoadAhead && threadIdx.x < groups) load_raw<ST, G>(src, row.local0 + threadIdx.x * G, row.numel, next);
+  for (int64_t g = threadIdx.x; g < groups; g += stride) {
     const int64_t local = row.local0 + g * G;
-    const int64_t global = row.offset + local;  // a multiple of 8
+    const int64_t global = row.offset + local;  // a multiple of G
+    if (!kLoadAhead) load_raw<ST, G>(src, local, row.numel, next);
     float acc[G];
-    load_group<ST, G>(src, local, row.numel, acc);
-    for (int k = 0; k < d.K; ++k) {
-      const float c = d.coeff(k);
-      const uint32_t stream = d.stream(k);
-#pragma unroll
-      for (int q = 0; q < G / 4; ++q) {
-        const uint4 x = unit_words((global >> 2) + q, stream, tensor_id, key);
-        const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
-        acc[4 * q] += a.x; acc[4 * q + 1] += a.y; acc[4 * q + 2] += b.x; acc[4 * q + 3] += b.y;
-      }
-    }
+    to_f32<ST, G>(next, acc);
+    if (kLoadAhead && g + stride < groups) load_raw<ST, G>(src, local + stride * G, row.numel, next);
+    for (int k = 0; k < d.K; ++k) add_direction(k, global, acc);
     uint32_t r[G];
     rounding_words<kRound>(global, tensor_id, rounding_key, r);
     store_group<DT, G>(dst, local, row.numel, acc, r, kRound);
   }
 }
 
-// Rademacher with stochastic rounding: each thread owns a word's 32 consecutive elements (one Philox call per
-// direction).
+// Gaussian: groups of 8 elements (two Philox calls; 16-byte bf16/fp16 vectors).
+template <typename DT, typename ST, bool kRound>
+__device__ __forceinline__ void gaussian_groups(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
+                                                uint32_t tensor_id, uint2 key, uint2 rounding_key) {
+  thread_groups<8, true, DT, ST, kRound>(dst, src, row, d, tensor_id, rounding_key,
+                                         [&](int k, int64_t global, float (&acc)[8]) {
+    const float c = d.coeff(k);
+    const uint32_t stream = d.stream(k);
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const uint4 x = unit_words((global >> 2) + q, stream, tensor_id, key);
+      const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
+      acc[4 * q] += a.x; acc[4 * q + 1] += a.y; acc[4 * q + 2] += b.x; acc[4 * q + 3] += b.y;
+    }
+  });
+}
+
+// Rademacher with stochastic rounding: groups of a word's 32 consecutive elements (one Philox call per direction),
+// loaded when used: 64 bytes ahead do not fit the 64-register cap of kMinBlocksPerSM (they spill).
 template <typename DT, typename ST, bool kRound>
 __device__ __forceinline__ void rademacher_thread_words(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
                                                         uint32_t tensor_id, uint2 key, uint2 rounding_key) {
-  constexpr int G = 32;
-  const int64_t groups = (row.length + G - 1) / G;
-  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
-    const int64_t local = row.local0 + g * G;
-    const int64_t global = row.offset + local;  // a multiple of 32
-    float acc[G];
-    load_group<ST, G>(src, local, row.numel, acc);
-    for (int k = 0; k < d.K; ++k) {
-      const float c = d.coeff(k);
-      const uint4 x = unit_words(global >> 7, d.stream(k), tensor_id, key);
-      const int which = static_cast<int>((global >> 5) & 3);
-      const uint32_t word = which == 0 ? x.x : which == 1 ? x.y : which == 2 ? x.z : x.w;
+  thread_groups<32, false, DT, ST, kRound>(dst, src, row, d, tensor_id, rounding_key,
+                                           [&](int k, int64_t global, float (&acc)[32]) {
+    const float c = d.coeff(k);
+    const uint4 x = unit_words(global >> 7, d.stream(k), tensor_id, key);
+    const int which = static_cast<int>((global >> 5) & 3);
+    const uint32_t word = which == 0 ? x.x : which == 1 ? x.y : which == 2 ? x.z : x.w;
 #pragma unroll
-      for (int j = 0; j < 32; ++j) acc[j] += ((word >> j) & 1u) ? c : -c;
-    }
-    uint32_t r[G];
-    rounding_words<kRound>(global, tensor_id, rounding_key, r);
-    store_group<DT, G>(dst, local, row.numel, acc, r, kRound);
-  }
+    for (int j = 0; j < 32; ++j) acc[j] += ((word >> j) & 1u) ? c : -c;
+  });
 }
 
 // Rademacher with nearest rounding: a warp owns tiles of 1024 elements (32 words, 8 Philox units). Lane L
 // computes word L (one Philox call per direction, as above) and the words reach the lanes that hold their bits
 // by shuffles, so that each lane's accesses are 8-element pieces L, L + 32, L + 64, L + 96 of the tile: every
 // warp access is contiguous (rademacher_thread_words' lanes are 32 elements apart). Measured on the H100
-// (bench/NOTES.md): 1.10x the copy roofline against 1.25x for thread words with nearest rounding, but 1.27x
-// against 1.07x with stochastic rounding, hence one layout per rounding.
+// (bench/NOTES.md): with nearest rounding this layout beat thread words (1.10x the copy roofline against 1.25x;
+// 1.035x once the next tile is loaded ahead), with stochastic rounding it lost (1.27x against 1.07x), hence one
+// layout per rounding.
 template <typename DT, typename ST, bool kRound>
 __device__ __forceinline__ void rademacher_warp_tiles(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
                                                       uint32_t tensor_id, uint2 key, uint2 rounding_key) {
   constexpr int kTile = 1024, kPiece = 8, kPieces = 4;
   const int lane = threadIdx.x & 31;
   const int64_t tiles = (row.length + kTile - 1) / kTile, end = row.local0 + row.length;
-  for (int64_t t = threadIdx.x >> 5; t < tiles; t += blockDim.x >> 5) {  // warp-uniform: shuffles need the warp
+  const int64_t stride = blockDim.x >> 5;
+  ST next[kPieces][kPiece];  // the next tile's pieces, loaded before this tile's math (as in thread_groups)
+  auto load_tile = [&](int64_t t) {
+#pragma unroll
+    for (int j = 0; j < kPieces; ++j) {
+      const int64_t local = row.local0 + t * kTile + 256 * j + kPiece * lane;
+      if (local < end) load_raw<ST, kPiece>(src, local, row.numel, next[j]);
+    }
+  };
+  if ((threadIdx.x >> 5) < tiles) load_tile(threadIdx.x >> 5);
+  for (int64_t t = threadIdx.x >> 5; t < tiles; t += stride) {  // warp-uniform: shuffles need the warp
     const int64_t base = row.local0 + t * kTile;
     const int64_t gbase = row.offset + base;  // a multiple of 128
     float acc[kPieces][kPiece];
 #pragma unroll
-    for (int j = 0; j < kPieces; ++j) {
-      const int64_t local = base + 256 * j + kPiece * lane;
-      if (local < end) load_group<ST, kPiece>(src, local, row.numel, acc[j]);
-    }
+    for (int j = 0; j < kPieces; ++j) to_f32<ST, kPiece>(next[j], acc[j]);
+    if (t + stride < tiles) load_tile(t + stride);
     for (int k = 0; k < d.K; ++k) {
       const float c = d.coeff(k);
       const uint4 x = unit_words((gbase >> 7) + (lane >> 2), d.stream(k), tensor_id, key);
@@ -207,11 +222,16 @@ __device__ __forceinline__ void rademacher_warp_tiles(DT* dst, const ST* src, co
   }
 }
 
+// Rademacher thread words (stochastic rounding) capped at 64 registers, 4 blocks per SM: 1.08x the copy roofline
+// against 1.20x uncapped on the H100 (bench/NOTES.md). The other layouts measured best uncapped.
+template <typename DT, bool GAUSSIAN, bool STOCHASTIC>
+constexpr int kMinBlocksPerSM = !GAUSSIAN && STOCHASTIC && !std::is_same<DT, float>::value ? 4 : 1;
+
 // One block per table row.
 template <typename DT, typename ST, bool GAUSSIAN, bool STOCHASTIC>
-__global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ TensorPtrs ptrs,
-                                                           const ChunkRow* __restrict__ table, Directions d,
-                                                           uint2 key, uint2 rounding_key) {
+__global__ void __launch_bounds__(kThreads, (kMinBlocksPerSM<DT, GAUSSIAN, STOCHASTIC>))
+    combine_kernel(const __grid_constant__ TensorPtrs ptrs, const ChunkRow* __restrict__ table, Directions d, uint2 key,
+                   uint2 rounding_key) {
   constexpr bool kRound = STOCHASTIC && !std::is_same<DT, float>::value;
   const ChunkRow row = table[blockIdx.x];
   if (d.coeffs != nullptr) {  // a coefficient that is not finite vetoes every write (no host sync to raise)
