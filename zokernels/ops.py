@@ -317,7 +317,17 @@ def lowrank_perturbation(x: torch.Tensor, basis: torch.Tensor, out_features: int
     if x.device != basis.device:
         raise ValueError(f"x is on {x.device}, basis on {basis.device}: one device")
     n = _stream(out_features * basis.shape[1], seed, stream, tensor_id, 0, x.device, "gaussian", backend)
-    return scale * ((x.float() @ basis.float()) @ n.view(out_features, basis.shape[1]).T)
+    return lowrank_delta(x, basis, n.view(out_features, basis.shape[1]), scale=scale)
+
+
+def lowrank_delta(x: torch.Tensor, basis: torch.Tensor, factor: torch.Tensor, *, scale: float) -> torch.Tensor:
+    """float32 [..., d_out]: scale * (x V) F^T for x [..., d_in], V = basis [d_in, r], F = factor [d_out, r] (one
+    device; shapes as lowrank_perturbation, which calls this with F = N). For callers that draw every layer's N
+    in one launch (AGZO) and hand each layer its own."""
+    if basis.dim() != 2 or factor.dim() != 2 or x.shape[-1] != basis.shape[0] or factor.shape[1] != basis.shape[1]:
+        raise ValueError(f"x {tuple(x.shape)}, basis {tuple(basis.shape)}, factor {tuple(factor.shape)}: need "
+                         "x [..., d_in], basis [d_in, r], factor [d_out, r]")
+    return scale * ((x.float() @ basis.float()) @ factor.float().T)
 
 
 def lowrank_perturbed_linear(x: torch.Tensor, weight: torch.Tensor, basis: torch.Tensor, bias=None, *, seed: int,

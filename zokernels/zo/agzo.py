@@ -4,7 +4,8 @@ For a linear layer y = x W^T the gradient is delta^T X: its rows lie in the span
 the step's unperturbed forward pass each targeted layer gets an orthonormal basis V [d_in, r] of its input
 activations (power iteration, subspace.activation_basis) and is then perturbed along Z = N V^T, N [d_out, r]
 regenerated from the counter contract (element (i, j) = index i * r + j of stream 0 under the step seed and the
-layer's tensor id), never stored. Parameters outside the targeted linears (biases, norms, embeddings) take an
+layer's tensor id): drawn for all layers in one launch per perturbed pass (d_out x r floats per layer), never kept
+between passes. Parameters outside the targeted linears (biases, norms, embeddings) take an
 ordinary Gaussian perturbation (stream 1), as in the paper. Evaluation never writes the weights:
 y = x W^T + c (x V) N^T. The update W -= lr g N V^T is one lowrank_combine_ call over all layers.
 docs/algorithms.md (AGZO) has the equations and the choices.
@@ -14,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .. import ops
-from .perturbation import PerturbedEvaluator, StepResult, evaluate_closure, finite, step_seed
+from .perturbation import PerturbedEvaluator, StepResult, evaluate_closure, finite
 from .subspace import activation_basis, check_rank
 
 DENSE_STREAM = 1  # the Gaussian stream of the parameters outside the targeted linears (N uses stream 0)
@@ -37,6 +38,7 @@ class LowRankPerturbation:
         compute each V_i from the layer's input in this pass (first call of the layer)."""
         refreshed = set()
         last = {}  # consecutive layers fed the same tensor (q/k/v projections) share its basis; x is kept alive here
+        factors = self._factors(seed) if scale != 0.0 else None
 
         def hook_for(i):
             def hook(module, args, output):
@@ -44,7 +46,7 @@ class LowRankPerturbation:
                 if refresh and i not in refreshed:
                     key = (x.data_ptr(), x.shape, x.stride(), x.dtype, x._version)
                     if last.get("key") != key:  # one entry only: holding every layer's input would cost memory
-                        last.update(key=key, x=x, basis=activation_basis(x, self.rank, seed=step_seed(seed, i),
+                        last.update(key=key, x=x, basis=activation_basis(x, self.rank, seed=seed,
                                                                          power_iters=self.power_iters))
                     self.bases[i] = last["basis"]
                     refreshed.add(i)
@@ -53,9 +55,7 @@ class LowRankPerturbation:
                 basis = self.bases[i]
                 if basis is None:
                     raise RuntimeError(f"AGZO: layer {self.layers[i][0]!r} has no basis yet (refresh it first)")
-                delta = ops.lowrank_perturbation(x, basis, module.weight.shape[0], seed=seed, scale=scale, stream=0,
-                                                 tensor_id=i, backend=self.backend)
-                return output + delta.to(output.dtype)
+                return output + ops.lowrank_delta(x, basis, factors[i], scale=scale).to(output.dtype)
             return hook
 
         handles = [m.register_forward_hook(hook_for(i)) for i, (_, m) in enumerate(self.layers)]
@@ -64,6 +64,16 @@ class LowRankPerturbation:
         finally:
             for h in handles:
                 h.remove()
+
+    def _factors(self, seed: int) -> List[torch.Tensor]:
+        """N_i [d_out_i, r] float32 of every layer (tensor id i, stream 0): views of one buffer filled by one
+        combine_ launch (0 + 1.0 * z is z exactly), instead of a normal() call per layer per pass."""
+        sizes = [m.weight.shape[0] * self.rank for _, m in self.layers]
+        flat = torch.zeros(sum(sizes), device=self.layers[0][1].weight.device)
+        factors = [v.view(-1, self.rank) for v in flat.split(sizes)]
+        ops.combine_(factors, seed=seed, coeffs=[1.0], streams=[0], tensor_ids=list(range(len(factors))),
+                     backend=self.backend)
+        return factors
 
     def update(self, *, seed: int, coeff: float, rounding: str):
         """W_i += coeff * N_i V_i^T for every layer with a basis: one multi-tensor lowrank_combine_ call."""

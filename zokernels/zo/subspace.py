@@ -61,8 +61,7 @@ def activation_basis(x: torch.Tensor, rank: int, *, seed: int, power_iters: int 
     if not 1 <= rank <= min(d_in, tokens):
         raise ValueError(f"rank {rank} must be in [1, min(d_in, tokens)] = [1, {min(d_in, tokens)}] "
                          f"(activations of {tokens} tokens x {d_in} features)")
-    omega = ops.normal(tokens * rank, seed=seed, stream=OMEGA_STREAM, device=x.device).view(tokens, rank)
-    y = x.T @ omega
+    y = x.T @ _test_matrix(tokens, rank, seed, x.device)
     for _ in range(power_iters):  # rank 1 needs only a rescaling between rounds (2 ops, not orthonormalize's ~10)
         y = x.T @ (x @ (y / y.norm().clamp_min(1e-30) if rank == 1 else orthonormalize(y)))
     return orthonormalize(y)
@@ -84,6 +83,12 @@ def orthonormalize(y: torch.Tensor) -> torch.Tensor:
         chol, _ = torch.linalg.cholesky_ex(q.T @ q)
         q = torch.linalg.solve_triangular(chol, q.T, upper=False).T
     return q.float().contiguous()
+
+
+@functools.lru_cache(maxsize=8)
+def _test_matrix(tokens: int, rank: int, seed: int, device: torch.device) -> torch.Tensor:
+    """Omega [tokens, rank]: read only; cached, since AGZO uses one per step for every layer it sees."""
+    return ops.normal(tokens * rank, seed=seed, stream=OMEGA_STREAM, device=device).view(tokens, rank)
 
 
 @functools.lru_cache(maxsize=64)
