@@ -67,11 +67,29 @@ def sweep_tiles(weights, bench, fused_call, ranks):
     return out
 
 
+def sweep_precision(weights, bench, fused_call, ranks):
+    """Diagnostic: the one-call K = 1 nearest time per rank with the kernel's dot at 1xTF32 against the default
+    3xTF32, to tell how much of the time the tensor-core product takes (the default stays)."""
+    from zokernels.backends import triton_backend
+
+    default, out = triton_backend.LOWRANK_DOT_PRECISION, []
+    for r in ranks:
+        bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device=w.device))[0].contiguous() for w in weights]
+        for precision in ("tf32x3", "tf32"):
+            triton_backend.LOWRANK_DOT_PRECISION = precision
+            ms = bench(lambda: fused_call(weights, bases, [1e-3], "nearest"))
+            out.append(dict(r=r, precision=precision, ms=ms))
+            print(f"  precision r={r} {precision}: {ms:.3f} ms", flush=True)
+    triton_backend.LOWRANK_DOT_PRECISION = default
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ranks", default="8,16,32,64")
     ap.add_argument("--ks", default="1,4")
     ap.add_argument("--sweep", action="store_true", help="time tile shapes per rank bucket and use the fastest")
+    ap.add_argument("--precision", action="store_true", help="diagnostic: time the dot at 1xTF32 against 3xTF32")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,7 +107,7 @@ def main(argv=None):
     backend = zk.backend_for(device, rounding="stochastic")
     print(f"device {name}: {len(weights)} linear weights, {numel / 1e9:.3f}e9 {dtype} elements; copy roofline "
           f"{roofline:.3f} ms", flush=True)
-    rows, sweep = [], []
+    rows, sweep, precision = [], [], []
     seeds = iter(range(10**6))
 
     def fused_call(weights, bases, coeffs, rounding):
@@ -97,6 +115,8 @@ def main(argv=None):
 
     if args.sweep and backend == "triton":
         sweep = sweep_tiles(weights, bench, fused_call, [int(v) for v in args.ranks.split(",")])
+    if args.precision and backend == "triton":
+        precision = sweep_precision(weights, bench, fused_call, [int(v) for v in args.ranks.split(",")])
     for r in [int(v) for v in args.ranks.split(",")]:
         bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device=device))[0].contiguous() for w in weights]
         for k in [int(v) for v in args.ks.split(",")]:
@@ -116,7 +136,8 @@ def main(argv=None):
                       f"eager {eager_ms:8.3f} ms ({eager_ms / ms:4.1f}x)", flush=True)
     result = dict(device=name, torch=torch.__version__, date=datetime.date.today().isoformat(), backend=backend,
                   shapes="OPT-1.3B linears" if dims is OPT_1_3B else "OPT-tiny linears", tensors=len(weights),
-                  elements=numel, dtype=str(dtype), roofline_ms=roofline, tiles=tiles_in_use(), sweep=sweep, rows=rows)
+                  elements=numel, dtype=str(dtype), roofline_ms=roofline, tiles=tiles_in_use(), sweep=sweep, precision=precision,
+                  rows=rows)
     print("\n| r | K | rounding | calls | ms | x roofline | eager ms | speedup vs eager |\n|---|---|---|---|---|---|---|---|")
     for x in rows:
         print(f"| {x['r']} | {x['K']} | {x['rounding']} | {x['calls']} | {x['ms']:.3f} | {x['x_roofline']:.2f} | "

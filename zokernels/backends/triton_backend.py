@@ -322,7 +322,7 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, str
                     BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
                     COEFF_PTR: tl.constexpr, STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr,
                     QUAD_R: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
-                    A_W: tl.constexpr, A_DIN: tl.constexpr):
+                    A_W: tl.constexpr, A_DIN: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One table row (see _lowrank_table): rows [row0, row0 + BM) of weight t, column tiles [c_begin, c_end)
     of BN; inputs[t] holds the element offsets of its basis and factor. M[BM, r] (regenerated as sum_k c_k N_k, the sum before the product, or loaded from the factor) is
     formed once, then each [BM, BN] tile of W gets M V[cols, :]^T in place. The rank is padded with zeros to
@@ -358,7 +358,7 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, str
         cols = cols0 + tl.arange(0, BN).to(tl.int64)
         v = tl.load(v_ptr + cols[:, None] * r + j[None, :], mask=(cols < d_in)[:, None] & (j < r)[None, :],
                     other=0.0).to(tl.float32)
-        delta = tl.dot(m, tl.trans(v), input_precision="tf32x3")
+        delta = tl.dot(m, tl.trans(v), input_precision=DOT_PRECISION)
         w_off = rows[:, None] * d_in + cols[None, :]
         w_mask = (rows < d_out)[:, None] & (cols < d_in)[None, :]
         interior = full_rows & (cols0 + BN <= d_in)
@@ -479,6 +479,7 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
 # (BM, BN, warps) of the low-rank kernel per padded rank: r 16-64 the fastest of bench_lowrank.py --sweep on the
 # H100 (bench/results/lowrank_*.json); r 128 the largest tile whose sm_90 compile needs no local-memory stack.
 LOWRANK_TILES = {16: (32, 128, 8), 32: (32, 128, 8), 64: (32, 128, 8), 128: (16, 64, 8)}
+LOWRANK_DOT_PRECISION = "tf32x3"  # fp32-level products (bench_lowrank.py --precision times "tf32" as a diagnostic)
 LOWRANK_MIN_PROGRAMS = 1024  # below this many row blocks, a row block's column tiles are split over programs
 _LOWRANK_TABLE_COLS = 9
 
@@ -553,4 +554,5 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None, STREAM_PTR=stream_arg is not None,
             STOCHASTIC=rounding == "stochastic", QUAD_R=all(v.shape[1] % 4 == 0 for v in vs),
             ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
-            WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, num_warps=warps)
+            WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, DOT_PRECISION=LOWRANK_DOT_PRECISION,
+            num_warps=warps)
