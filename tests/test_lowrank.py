@@ -235,3 +235,20 @@ def test_the_perturbed_linear_equals_a_linear_on_the_perturbed_weight(dtype):
     torch.testing.assert_close(y.float(), expected, rtol=tol, atol=tol)
     with pytest.raises(ValueError, match="x has shape \\(3, 5, 40\\) and basis \\(39, 8\\)"):
         zk.lowrank_perturbation(x, basis[:39], 24, seed=0, scale=1.0)
+
+
+def test_lowrank_delta_applies_a_given_factor_as_lowrank_perturbation_applies_n():
+    """lowrank_delta(x, V, F) = scale (x V) F^T (float64 check on fresh random inputs); with F = N (the stream
+    lowrank_perturbation draws) the two agree exactly; mismatched shapes are refused naming all three."""
+    _, basis = _weight_and_basis(24, 40, 8, torch.float32)
+    x = torch.randn(3, 5, 40, generator=torch.Generator().manual_seed(7)).to(DEVICE)
+    factor = torch.randn(24, 8, generator=torch.Generator().manual_seed(8)).to(DEVICE)
+    got = zk.lowrank_delta(x, basis, factor, scale=0.3)
+    expected = 0.3 * (x.double() @ basis.double()) @ factor.double().T
+    assert got.dtype == torch.float32 and got.shape == (3, 5, 24)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+    n = zk.normal(24 * 8, seed=5, stream=1, tensor_id=2, device=DEVICE).view(24, 8)
+    assert torch.equal(zk.lowrank_delta(x, basis, n, scale=0.3),
+                       zk.lowrank_perturbation(x, basis, 24, seed=5, scale=0.3, stream=1, tensor_id=2))
+    with pytest.raises(ValueError, match="factor \\(24, 7\\)"):
+        zk.lowrank_delta(x, basis, factor[:, :7], scale=1.0)

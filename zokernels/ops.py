@@ -324,6 +324,7 @@ def lowrank_delta(x: torch.Tensor, basis: torch.Tensor, factor: torch.Tensor, *,
     """float32 [..., d_out]: scale * (x V) F^T for x [..., d_in], V = basis [d_in, r], F = factor [d_out, r] (one
     device; shapes as lowrank_perturbation, which calls this with F = N). For callers that draw every layer's N
     in one launch (AGZO) and hand each layer its own."""
+    scale = _check_real("scale", scale)
     if basis.dim() != 2 or factor.dim() != 2 or x.shape[-1] != basis.shape[0] or factor.shape[1] != basis.shape[1]:
         raise ValueError(f"x {tuple(x.shape)}, basis {tuple(basis.shape)}, factor {tuple(factor.shape)}: need "
                          "x [..., d_in], basis [d_in, r], factor [d_out, r]")
