@@ -22,7 +22,11 @@ Coeffs = Union[Sequence[float], torch.Tensor]
 
 
 def _describe(name, i, t):
-    return f"{name}[{i}] (shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device})"
+    return _with_layout(f"{name}[{i}]", t)
+
+
+def _with_layout(label, t):
+    return f"{label} (shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device})"
 
 
 def _as_list(name, tensors):
@@ -37,16 +41,21 @@ def _as_list(name, tensors):
     return out
 
 
-def _check_tensors(name, tensors, device=None):
+def _check_tensors(name, tensors, device=None, *, label=None, kind="tensors"):
+    """Every tensor float32/float16/bfloat16, on one device (`device`, default the first tensor's) and contiguous;
+    returns that device. Errors name tensor i as label(i) (default name[i]) with its shape, dtype and device."""
+    label = label or (lambda i: f"{name}[{i}]")
     for i, t in enumerate(tensors):
         if t.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"{_describe(name, i, t)}: dtype must be float32, float16 or bfloat16")
+            raise TypeError(f"{_with_layout(label(i), t)}: dtype must be float32, float16 or bfloat16")
         if device is None:
             device = t.device
         if t.device != device:
-            raise ValueError(f"{_describe(name, i, t)} is not on {device} like {name}[0]: all tensors must share one device")
+            raise ValueError(f"{_with_layout(label(i), t)} is not on {device} like {label(0)}: all {kind} must share "
+                             "one device")
         if not t.is_contiguous():
-            raise ValueError(f"{_describe(name, i, t)} is not contiguous (strides {t.stride()}): pass a contiguous tensor")
+            raise ValueError(f"{_with_layout(label(i), t)} is not contiguous (strides {t.stride()}): pass a contiguous "
+                             "tensor")
     return device
 
 

@@ -16,7 +16,7 @@ import warnings
 import torch
 
 from . import contract as C
-from .ops import SUPPORTED_DTYPES
+from .ops import _check_tensors
 from .zo import (MODES, LowRankPerturbation, PerturbedEvaluator, agzo_step, attach, bszo_step, check_count,
                  mezo_step, step_seed, target_linears, zoact_step)
 
@@ -59,15 +59,7 @@ class _ZOOptimizer(torch.optim.Optimizer):
         params = self._all_params()
         if not params:
             raise ValueError("the optimizer got no parameters")
-        device = params[0].device
-        for i, p in enumerate(params):
-            where = f"parameter #{i} (shape {tuple(p.shape)}, dtype {p.dtype}, device {p.device})"
-            if p.dtype not in SUPPORTED_DTYPES:
-                raise TypeError(f"{where}: dtype must be float32, float16 or bfloat16")
-            if p.device != device:
-                raise ValueError(f"{where} is not on {device} like parameter #0: all parameters must share one device")
-            if not p.is_contiguous():
-                raise ValueError(f"{where} is not contiguous")
+        _check_tensors("params", params, label=lambda i: f"parameter #{i}", kind="parameters")
         for g in self.param_groups:
             _positive("lr", g["lr"], allow_zero=True)
             _positive("weight_decay", g["weight_decay"], allow_zero=True)
