@@ -4,7 +4,8 @@ roofline measured in the same run.
 GPU: the 144 linear weights of OPT-1.3B (1.2e9 bf16 elements), one multi-tensor lowrank_combine_ call over all
 of them (K = 1 and 4 directions, r = 8, 16, 32, 64, nearest and stochastic rounding), and for comparison one
 call per layer (r = 16, K = 1); device-event timing (triton.testing.do_bench, median). --sweep times the Triton
-tile shapes (BM, BN, warps) of each rank bucket first and keeps the fastest. Eager: per layer, N = torch.randn(d_out, r) for each direction and W.addmm_(N, V^T) (bf16). Roofline:
+tile shapes (BM, BN, warps) of each rank bucket first and keeps the fastest; --backend cuda times the CUDA kernel
+(give --out, or it replaces the Triton results file). Eager: per layer, N = torch.randn(d_out, r) for each direction and W.addmm_(N, V^T) (bf16). Roofline:
 one read and one write of the same bytes (a copy). CPU: OPT-tiny linears, wall clock, reference backend.
 Prints a table and writes JSON (default bench/results/lowrank_<device>.json).
 """
@@ -89,6 +90,7 @@ def main(argv=None):
     ap.add_argument("--ranks", default="8,16,32,64")
     ap.add_argument("--ks", default="1,4")
     ap.add_argument("--sweep", action="store_true", help="time tile shapes per rank bucket and use the fastest")
+    ap.add_argument("--backend", default="auto", help="auto, triton or cuda (the fused rows)")
     ap.add_argument("--precision", action="store_true", help="diagnostic: time the dot at 1xTF32 against 3xTF32")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -104,14 +106,14 @@ def main(argv=None):
     roofline = bench(lambda: dst.copy_(src))
     del src, dst
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    backend = zk.backend_for(device, rounding="stochastic")
+    backend = zk.backend_for(device, rounding="stochastic") if args.backend == "auto" else args.backend
     print(f"device {name}: {len(weights)} linear weights, {numel / 1e9:.3f}e9 {dtype} elements; copy roofline "
           f"{roofline:.3f} ms", flush=True)
     rows, sweep, precision = [], [], []
     seeds = iter(range(10**6))
 
     def fused_call(weights, bases, coeffs, rounding):
-        zk.lowrank_combine_(weights, bases, seed=next(seeds), coeffs=coeffs, rounding=rounding)
+        zk.lowrank_combine_(weights, bases, seed=next(seeds), coeffs=coeffs, rounding=rounding, backend=backend)
 
     if args.sweep and backend == "triton":
         sweep = sweep_tiles(weights, bench, fused_call, [int(v) for v in args.ranks.split(",")])

@@ -1,4 +1,4 @@
-// torch.library bindings of the CUDA kernels: torch.ops.zokernels.combine_ and torch.ops.zokernels.philox_words.
+// torch.library bindings of the CUDA kernels: torch.ops.zokernels.combine_, .lowrank_combine_ and .philox_words.
 // Validation of user input happens once, in zokernels/ops.py; these checks guard the binding's own contract.
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -16,6 +16,31 @@ zk::DType dtype_code(const at::Tensor& t) {
     case at::kHalf: return zk::DType::kFloat16;
     default: TORCH_CHECK(false, "zokernels cuda: unsupported dtype ", t.scalar_type());
   }
+}
+
+// The K directions (coefficients and streams: device arrays of K, or `scale` and stream0 + k) and the Philox keys
+// of the seed and the rounding seed, into CombineArgs or LowrankArgs.
+template <typename Args>
+void set_directions(Args& a, const c10::optional<at::Tensor>& coeffs, double scale,
+                    const c10::optional<at::Tensor>& streams, int64_t stream0, int64_t K, int64_t k0, int64_t k1,
+                    int64_t rk0, int64_t rk1) {
+  if (coeffs.has_value()) {
+    TORCH_CHECK(coeffs->is_cuda() && coeffs->scalar_type() == at::kFloat && coeffs->is_contiguous() &&
+                    coeffs->numel() == K, "zokernels cuda: coeffs must be a contiguous CUDA float32 [K] tensor");
+    a.coeffs = coeffs->data_ptr<float>();
+  }
+  a.scale = static_cast<float>(scale);
+  if (streams.has_value()) {
+    TORCH_CHECK(streams->is_cuda() && streams->scalar_type() == at::kLong && streams->is_contiguous() &&
+                    streams->numel() == K, "zokernels cuda: streams must be a contiguous CUDA int64 [K] tensor");
+    a.streams = streams->data_ptr<int64_t>();
+  }
+  a.stream0 = static_cast<uint32_t>(stream0);
+  a.K = static_cast<int>(K);
+  a.k0 = static_cast<uint32_t>(k0);
+  a.k1 = static_cast<uint32_t>(k1);
+  a.rk0 = static_cast<uint32_t>(rk0);
+  a.rk1 = static_cast<uint32_t>(rk1);
 }
 
 // dsts/srcs: the tensors the table's rows index (one dtype each, at most kMaxTensorsPerLaunch; declared so that
@@ -46,25 +71,53 @@ void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table,
   }
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
-  if (coeffs.has_value()) {
-    TORCH_CHECK(coeffs->is_cuda() && coeffs->scalar_type() == at::kFloat && coeffs->is_contiguous() &&
-                    coeffs->numel() == K, "zokernels cuda: coeffs must be a contiguous CUDA float32 [K] tensor");
-    a.coeffs = coeffs->data_ptr<float>();
-  }
-  a.scale = static_cast<float>(scale);
-  if (streams.has_value()) {
-    TORCH_CHECK(streams->is_cuda() && streams->scalar_type() == at::kLong && streams->is_contiguous() &&
-                    streams->numel() == K, "zokernels cuda: streams must be a contiguous CUDA int64 [K] tensor");
-    a.streams = streams->data_ptr<int64_t>();
-  }
-  a.stream0 = static_cast<uint32_t>(stream0);
-  a.K = static_cast<int>(K);
-  a.k0 = static_cast<uint32_t>(k0);
-  a.k1 = static_cast<uint32_t>(k1);
-  a.rk0 = static_cast<uint32_t>(rk0);
-  a.rk1 = static_cast<uint32_t>(rk1);
+  set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);
   const cudaError_t err = zk::launch_combine(a, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "zokernels cuda: combine_ launch failed: ", cudaGetErrorString(err));
+}
+
+// weights: the [d_out, d_in] tensors the table's rows index (one dtype, at most kMaxTensorsPerLaunch); bases V_t
+// [d_in, r_t] float32; factors: M_t [d_out, r_t] float32, or empty to regenerate M_t from the streams (K >= 1).
+// table: int64 [rows, 8] built by zokernels/backends/cuda_backend.py for these shapes.
+void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorList factors, const at::Tensor& table,
+                      const c10::optional<at::Tensor>& coeffs, double scale, const c10::optional<at::Tensor>& streams,
+                      int64_t stream0, int64_t K, int64_t k0, int64_t k1, int64_t rk0, int64_t rk1, bool stochastic) {
+  TORCH_CHECK(!weights.empty() && weights.size() == bases.size() && (factors.empty() || factors.size() == weights.size()),
+              "zokernels cuda: weights, bases (and factors, if any) must be non-empty lists of equal length");
+  TORCH_CHECK(weights.size() <= static_cast<size_t>(zk::kMaxTensorsPerLaunch), "zokernels cuda: at most ",
+              zk::kMaxTensorsPerLaunch, " tensors per launch, got ", weights.size());
+  TORCH_CHECK(table.is_cuda() && table.scalar_type() == at::kLong && table.is_contiguous() && table.dim() == 2 &&
+                  table.size(1) == 8, "zokernels cuda: table must be a contiguous CUDA int64 [rows, 8] tensor");
+  const bool regenerate = factors.empty();
+  TORCH_CHECK(!regenerate || K >= 1, "zokernels cuda: K must be >= 1 when the factor is regenerated");
+  const c10::cuda::CUDAGuard guard(table.device());
+  zk::LowrankArgs a{};
+  a.w_dtype = dtype_code(weights[0]);
+  a.regenerate = regenerate;
+  a.stochastic = stochastic;
+  for (size_t t = 0; t < weights.size(); ++t) {
+    const at::Tensor &w = weights[t], &v = bases[t];
+    TORCH_CHECK(w.is_cuda() && w.is_contiguous() && w.dim() == 2 && w.scalar_type() == weights[0].scalar_type(),
+                "zokernels cuda: weights must be contiguous 2-D CUDA tensors of one dtype (tensor ", t, ")");
+    TORCH_CHECK(v.is_cuda() && v.is_contiguous() && v.dim() == 2 && v.scalar_type() == at::kFloat &&
+                    v.size(0) == w.size(1) && v.size(1) >= 1 && v.size(1) <= zk::kMaxLowrankRank,
+                "zokernels cuda: bases[", t, "] must be a contiguous CUDA float32 [d_in, r] tensor, 1 <= r <= ",
+                zk::kMaxLowrankRank);
+    a.ptrs.w[t] = w.data_ptr();
+    a.ptrs.v[t] = v.data_ptr<float>();
+    if (!regenerate) {
+      const at::Tensor& f = factors[t];
+      TORCH_CHECK(f.is_cuda() && f.is_contiguous() && f.scalar_type() == at::kFloat && f.dim() == 2 &&
+                      f.size(0) == w.size(0) && f.size(1) == v.size(1),
+                  "zokernels cuda: factors[", t, "] must be a contiguous CUDA float32 [d_out, r] tensor");
+      a.ptrs.f[t] = f.data_ptr<float>();
+    }
+  }
+  a.table = table.data_ptr<int64_t>();
+  a.rows = table.size(0);
+  set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);
+  const cudaError_t err = zk::launch_lowrank(a, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "zokernels cuda: lowrank_combine_ launch failed: ", cudaGetErrorString(err));
 }
 
 // Raw Philox words (known-answer tests): counters int64 [4, n] of 32-bit words -> int64 [4, n].
@@ -84,19 +137,29 @@ at::Tensor philox_words(const at::Tensor& counters, int64_t k0, int64_t k1) {
 void combine_meta(at::TensorList, at::TensorList, const at::Tensor&, const c10::optional<at::Tensor>&, double,
                   const c10::optional<at::Tensor>&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool) {}
 
+void lowrank_combine_meta(at::TensorList, at::TensorList, at::TensorList, const at::Tensor&,
+                          const c10::optional<at::Tensor>&, double, const c10::optional<at::Tensor>&, int64_t, int64_t,
+                          int64_t, int64_t, int64_t, int64_t, bool) {}
+
 }  // namespace
 
 TORCH_LIBRARY(zokernels, m) {
   m.def("combine_(Tensor(a!)[] dsts, Tensor[] srcs, Tensor table, Tensor? coeffs, float scale, Tensor? streams, "
         "int stream0, int K, int k0, int k1, int rk0, int rk1, bool gaussian, bool stochastic) -> ()");
+  m.def("lowrank_combine_(Tensor(a!)[] weights, Tensor[] bases, Tensor[] factors, Tensor table, Tensor? coeffs, "
+        "float scale, Tensor? streams, int stream0, int K, int k0, int k1, int rk0, int rk1, bool stochastic) -> ()");
   m.def("philox_words(Tensor counters, int k0, int k1) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(zokernels, CUDA, m) {
   m.impl("combine_", &combine_);
+  m.impl("lowrank_combine_", &lowrank_combine_);
   m.impl("philox_words", &philox_words);
 }
 
-TORCH_LIBRARY_IMPL(zokernels, Meta, m) { m.impl("combine_", &combine_meta); }
+TORCH_LIBRARY_IMPL(zokernels, Meta, m) {
+  m.impl("combine_", &combine_meta);
+  m.impl("lowrank_combine_", &lowrank_combine_meta);
+}
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.doc() = "zokernels CUDA kernels (ops under torch.ops.zokernels)"; }

@@ -32,6 +32,30 @@ struct CombineArgs {
 };
 
 cudaError_t launch_combine(const CombineArgs& args, cudaStream_t stream);
+
+// Low-rank update W_t += M_t V_t^T (csrc/zo_lowrank.cu). Bases and explicit factors are float32.
+constexpr int kMaxLowrankRank = 128;  // zokernels.ops.MAX_RANK
+struct LowrankPtrs {
+  void* w[kMaxTensorsPerLaunch];
+  const float* v[kMaxTensorsPerLaunch];  // V_t [d_in, r] row-major
+  const float* f[kMaxTensorsPerLaunch];  // M_t [d_out, r] row-major when not regenerated, else unused
+};
+
+struct LowrankArgs {
+  DType w_dtype;
+  bool regenerate, stochastic;  // regenerate: M_t = sum_k c_k N_{t,k} from the streams; else M_t = f[t]
+  LowrankPtrs ptrs;
+  const int64_t* table;  // [rows, 8] (tensor, row0, tile_begin, tile_end, d_out, d_in, rank, tensor_id)
+  int64_t rows;
+  const float* coeffs;   // as CombineArgs (regenerate only)
+  float scale;
+  const int64_t* streams;
+  uint32_t stream0;
+  int K;
+  uint32_t k0, k1, rk0, rk1;
+};
+
+cudaError_t launch_lowrank(const LowrankArgs& args, cudaStream_t stream);
 cudaError_t launch_philox(const int64_t* counters, int64_t* out, int64_t n, uint32_t k0, uint32_t k1,
                           cudaStream_t stream);
 

@@ -52,4 +52,23 @@ __device__ __forceinline__ float2 box_muller_scaled(uint32_t xa, uint32_t xb, fl
   return make_float2(cr * cos_approx(angle), cr * sin_approx(angle));
 }
 
+// The K directions' coefficients and streams: from device arrays, or `scale` and stream0 + k.
+struct Directions {
+  const float* coeffs;
+  float scale;
+  const int64_t* streams;
+  uint32_t stream0;
+  int K;
+  __device__ __forceinline__ float coeff(int k) const { return coeffs != nullptr ? coeffs[k] : scale; }
+  __device__ __forceinline__ uint32_t stream(int k) const {
+    return streams != nullptr ? static_cast<uint32_t>(streams[k]) : stream0 + k;
+  }
+  __device__ __forceinline__ bool all_finite() const {
+    if (coeffs != nullptr)
+      for (int k = 0; k < K; ++k)
+        if (!isfinite(coeffs[k])) return false;
+    return true;
+  }
+};
+
 }  // namespace zk

@@ -199,13 +199,21 @@ def test_new_bases_for_the_same_weights_are_read_where_they_are(backend):
         _assert_close(w, ref, w.dtype, 1.0, v)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_backend_cuda_says_it_has_no_low_rank_kernel():
-    if not backends.is_available("cuda", DEVICE):
-        pytest.skip("CUDA extension unavailable here")
-    weight, basis = _weight_and_basis(8, 12, 4, torch.bfloat16)
-    with pytest.raises(ValueError, match="backend 'cuda' has no low-rank kernel yet"):
-        zk.lowrank_combine_(weight, basis, seed=0, coeffs=[1.0], backend="cuda")
+@pytest.mark.parametrize("min_programs", [1, 64, 10**6])
+def test_lowrank_programs_cover_every_tile_of_every_weight_once(min_programs):
+    """launch.lowrank_blocks (both GPU backends' tables): every (row block, column tile) of every weight belongs
+    to exactly one program, whether or not the column tiles are split."""
+    from zokernels.backends.launch import lowrank_blocks
+
+    shapes, bm, bn = [(37, 50), (1, 300), (64, 64), (200, 7)], 16, 32
+    seen = {}
+    for t, row0, c_begin, c_end in lowrank_blocks(shapes, bm, bn, min_programs).tolist():
+        assert row0 % bm == 0 and 0 <= c_begin < c_end
+        for c in range(c_begin, c_end):
+            seen[(t, row0, c)] = seen.get((t, row0, c), 0) + 1
+    expected = {(t, row0, c) for t, (d_out, d_in) in enumerate(shapes) for row0 in range(0, d_out, bm)
+                for c in range(-(-d_in // bn))}
+    assert set(seen) == expected and set(seen.values()) == {1}
 
 
 def test_every_rank_has_a_compiled_tile_configuration():

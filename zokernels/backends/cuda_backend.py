@@ -11,7 +11,7 @@ import warnings
 import torch
 
 from .. import _cuda_build
-from .launch import TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, to_device
+from .launch import TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, lowrank_blocks, to_device
 
 NAME = "cuda"
 CHUNK = 64 * 1024  # elements per block (a multiple of every GROUP)
@@ -94,6 +94,53 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
 
 
 combine = functools.partial(combine_by_dtype, _launch)  # reference.combine's contract, a launch per dtype pair
+
+
+LOWRANK_ROWS, LOWRANK_COLS = 32, 256  # csrc/zo_lowrank.cu kLowrankRows, kLowrankCols
+LOWRANK_MIN_PROGRAMS = 1024  # as the Triton kernel: below this many row blocks, column tiles are split
+
+
+def _lowrank_table(ws, ranks, tensor_ids):
+    """int64 [programs, 8] device table (t, row0, tile_begin, tile_end, d_out, d_in, r, tensor id): no addresses,
+    cached on the shapes, ranks and ids."""
+    shapes = [tuple(w.shape) for w in ws]
+    key = ("lowrank", ws[0].device, LOWRANK_MIN_PROGRAMS, tuple(zip(shapes, ranks, tensor_ids)))
+
+    def build():
+        blocks = lowrank_blocks(shapes, LOWRANK_ROWS, LOWRANK_COLS, LOWRANK_MIN_PROGRAMS)
+        meta = torch.tensor([[d_out, d_in, r, tid] for (d_out, d_in), r, tid in zip(shapes, ranks, tensor_ids)],
+                            dtype=torch.int64)
+        return to_device(torch.cat([blocks, meta[blocks[:, 0]]], dim=1), ws[0].device)
+
+    return _TABLES.get_or_build(key, build)
+
+
+def _float32(tensors):
+    return [t.float().contiguous() for t in tensors]  # no copy where a tensor already is contiguous float32
+
+
+def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_ids, rounding, rounding_seed):
+    """reference.lowrank_combine's contract: one launch per weight dtype and up to MAX_TENSORS_PER_LAUNCH weights.
+    Bases and explicit factors go to the kernel as float32 (a copy where they are not); the product is an fp32
+    FMA sum over the rank (csrc/zo_lowrank.cu)."""
+    regen = factors is None
+    if regen:
+        coeff_arg, scale, stream_arg = direction_args(coeffs, streams, weights[0].device)
+        k, stream0 = len(streams), streams[0]
+    else:
+        coeff_arg, scale, stream_arg, k, stream0 = None, 0.0, None, 0, 0
+    by_dtype = {}
+    for t, w in enumerate(weights):
+        if w.numel():
+            by_dtype.setdefault(w.dtype, []).append(t)
+    for idx in by_dtype.values():
+        for lo in range(0, len(idx), MAX_TENSORS_PER_LAUNCH):
+            part = idx[lo:lo + MAX_TENSORS_PER_LAUNCH]
+            ws, vs = [weights[t] for t in part], _float32([bases[t] for t in part])
+            table = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in part])
+            torch.ops.zokernels.lowrank_combine_(ws, vs, [] if regen else _float32([factors[t] for t in part]), table,
+                                                 coeff_arg, scale, stream_arg, stream0, k, *key_words(seed),
+                                                 *key_words(rounding_seed), rounding == "stochastic")
 
 
 def stream_values(n, *, seed, stream, tensor_id, offset, dist, device):

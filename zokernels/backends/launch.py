@@ -78,3 +78,23 @@ class TableCache:
         else:
             self.entries.move_to_end(key)
         return entry
+
+
+def lowrank_blocks(shapes, bm: int, bn: int, min_programs: int) -> torch.Tensor:
+    """int64 [programs, 4] host table of a low-rank launch over weights of `shapes` [(d_out, d_in), ...]: per
+    program (weight index t, first row, first column tile, end column tile). A program takes a block of bm rows
+    and walks its column tiles of bn; with fewer than min_programs row blocks in all, each row block's tiles are
+    split over several programs (as evenly as the count allows), so that small lists still fill the GPU."""
+    d_out = torch.tensor([s[0] for s in shapes], dtype=torch.int64)
+    d_in = torch.tensor([s[1] for s in shapes], dtype=torch.int64)
+    row_blocks = -(-d_out // bm)
+    col_tiles = -(-d_in // bn)
+    split = max(1, min(int(col_tiles.max()), -(-min_programs // int(row_blocks.sum()))))
+    per_chunk = -(-col_tiles // split)  # column tiles per program
+    chunks = -(-col_tiles // per_chunk)
+    programs = row_blocks * chunks
+    t = torch.repeat_interleave(torch.arange(len(shapes)), programs)
+    local = torch.arange(int(programs.sum())) - torch.repeat_interleave(torch.cumsum(programs, 0) - programs, programs)
+    c_begin = (local % chunks[t]) * per_chunk[t]
+    return torch.stack([t, (local // chunks[t]) * bm, c_begin, torch.minimum(c_begin + per_chunk[t], col_tiles[t])], 1)
+

@@ -17,8 +17,8 @@ import triton
 import triton.language as tl
 
 from .. import contract as C
-from .launch import (TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, tensor_list_key,
-                     to_device)
+from .launch import (TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, lowrank_blocks,
+                     tensor_list_key, to_device)
 
 NAME = "triton"
 # Launch settings (measured on an H100: bench/results/); the environment may override them for other GPUs.
@@ -511,17 +511,8 @@ def _build_lowrank_table(ws, ranks, tensor_ids, bm, bn):
     a_din = _pow2_divisor(d_in, 16 // ws[0].element_size() if aligned else 1)
     meta = torch.tensor([[wo // a_w, t, w.shape[0], w.shape[1] // a_din, r, tid]
                          for t, (wo, w, r, tid) in enumerate(zip(w_off, ws, ranks, tensor_ids))], dtype=torch.int64)
-    row_blocks = -(-meta[:, 2] // bm)
-    col_tiles = -(-torch.tensor(d_in, dtype=torch.int64) // bn)
-    split = max(1, min(int(col_tiles.max()), -(-LOWRANK_MIN_PROGRAMS // int(row_blocks.sum()))))
-    per_chunk = -(-col_tiles // split)  # column tiles per program
-    chunks = -(-col_tiles // per_chunk)
-    programs = row_blocks * chunks
-    t = torch.repeat_interleave(torch.arange(len(ws)), programs)
-    local = torch.arange(int(programs.sum())) - torch.repeat_interleave(torch.cumsum(programs, 0) - programs, programs)
-    c_begin = (local % chunks[t]) * per_chunk[t]
-    table = torch.cat([meta[t], ((local // chunks[t]) * bm)[:, None], c_begin[:, None],
-                       torch.minimum(c_begin + per_chunk[t], col_tiles[t])[:, None]], dim=1)
+    blocks = lowrank_blocks([w.shape for w in ws], bm, bn, LOWRANK_MIN_PROGRAMS)
+    table = torch.cat([meta[blocks[:, 0]], blocks[:, 1:]], dim=1)
     assert table.shape[1] == _LOWRANK_TABLE_COLS
     return to_device(table, ws[0].device), a_w, a_din
 
