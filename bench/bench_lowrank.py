@@ -36,9 +36,9 @@ def eager_lowrank(weights, bases, seed, coeffs):
             w.addmm_(n, v.T.to(w.dtype), alpha=c)
 
 
-TILE_CANDIDATES = {16: [(32, 128, 8), (64, 64, 4), (64, 128, 8), (128, 64, 8)],
-                   32: [(32, 128, 8), (64, 64, 4), (64, 128, 8), (128, 64, 8)],
-                   64: [(16, 128, 8), (32, 128, 8), (64, 64, 8), (64, 128, 8)],
+TILE_CANDIDATES = {16: [(32, 128, 8), (64, 128, 8), (128, 64, 8), (128, 128, 8), (64, 256, 8)],
+                   32: [(32, 128, 8), (64, 128, 8), (128, 64, 8), (128, 128, 8), (64, 256, 8)],
+                   64: [(32, 128, 8), (64, 64, 8), (64, 128, 8), (128, 64, 8), (128, 128, 8)],
                    128: [(16, 64, 8), (32, 64, 8), (64, 64, 8)]}
 
 
@@ -69,19 +69,20 @@ def sweep_tiles(weights, bench, fused_call, ranks):
 
 
 def sweep_precision(weights, bench, fused_call, ranks):
-    """Diagnostic: the one-call K = 1 nearest time per rank with the kernel's dot at 1xTF32 against the default
-    3xTF32, to tell how much of the time the tensor-core product takes (the default stays)."""
+    """Diagnostic: the one-call K = 1 nearest time per rank with the kernel's dot at 3xTF32 and at 1xTF32 (the
+    16-bit default), to tell how much of the time the tensor-core product takes (the default stays)."""
     from zokernels.backends import triton_backend
 
-    default, out = triton_backend.LOWRANK_DOT_PRECISION, []
+    dtype = weights[0].dtype
+    default, out = triton_backend.LOWRANK_DOT_PRECISION[dtype], []
     for r in ranks:
         bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device=w.device))[0].contiguous() for w in weights]
         for precision in ("tf32x3", "tf32"):
-            triton_backend.LOWRANK_DOT_PRECISION = precision
+            triton_backend.LOWRANK_DOT_PRECISION[dtype] = precision
             ms = bench(lambda: fused_call(weights, bases, [1e-3], "nearest"))
             out.append(dict(r=r, precision=precision, ms=ms))
             print(f"  precision r={r} {precision}: {ms:.3f} ms", flush=True)
-    triton_backend.LOWRANK_DOT_PRECISION = default
+    triton_backend.LOWRANK_DOT_PRECISION[dtype] = default
     return out
 
 
@@ -91,7 +92,7 @@ def main(argv=None):
     ap.add_argument("--ks", default="1,4")
     ap.add_argument("--sweep", action="store_true", help="time tile shapes per rank bucket and use the fastest")
     ap.add_argument("--backend", default="auto", help="auto, triton or cuda (the fused rows)")
-    ap.add_argument("--precision", action="store_true", help="diagnostic: time the dot at 1xTF32 against 3xTF32")
+    ap.add_argument("--precision", action="store_true", help="diagnostic: time the dot at 3xTF32 against 1xTF32")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

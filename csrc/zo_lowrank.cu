@@ -20,7 +20,7 @@ namespace zk {
 
 constexpr int kLowrankRows = 32;   // rows per block: 8 warps x 4 rows
 constexpr int kLowrankCols = 256;  // columns per tile: each lane owns columns 4 lane .. +3 and 128 + 4 lane .. +3
-constexpr int kRankChunk = 32;     // basis columns staged in shared memory at a time
+constexpr int kRankChunk = 16;     // basis columns staged in shared memory at a time
 static_assert(kThreads == 256 && kLowrankRows == 4 * (kThreads / 32) && kLowrankCols == 8 * 32, "thread tiling");
 
 struct LowrankRow {  // one table row, 8 x int64 (cuda_backend.py builds it)
@@ -59,7 +59,9 @@ __global__ void __launch_bounds__(kThreads)
                    uint2 key, uint2 rounding_key) {
   constexpr bool kRound = STOCHASTIC && !std::is_same<WT, float>::value;
   __shared__ __align__(16) float ms[kMaxLowrankRank][kLowrankRows];  // ms[j][i] = M[row0 + i, j]
-  __shared__ __align__(16) float vs[kRankChunk][kLowrankCols];       // vs[j][c] = V[col0 + c, jc + j]
+  // vs[j][c] = V[col0 + c, jc + j]; rows padded by 4 floats: a warp's staging writes (16 entries of 2 columns)
+  // hit 16 banks instead of 2, and rows stay 16-byte aligned for the product's float4 reads
+  __shared__ __align__(16) float vs[kRankChunk][kLowrankCols + 4];
   const LowrankRow row = table[blockIdx.x];
   if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
   WT* w = reinterpret_cast<WT*>(ptrs.w[row.tensor]);
@@ -112,7 +114,7 @@ __global__ void __launch_bounds__(kThreads)
       const int width = min(kRankChunk, r - jc);
       __syncthreads();  // the last chunk's readers are done (and, the first time, ms is written)
       for (int e = threadIdx.x; e < kLowrankCols * width; e += blockDim.x) {
-        const int c = e % kLowrankCols, j = e / kLowrankCols;  // lanes on consecutive columns: no bank conflicts
+        const int j = e % width, c = e / width;  // lanes on consecutive basis entries: coalesced reads
         vs[j][c] = col0 + c < d_in ? v[(col0 + c) * r + jc + j] : 0.0f;
       }
       __syncthreads();

@@ -115,6 +115,11 @@ def _lowrank_table(ws, ranks, tensor_ids):
     return _TABLES.get_or_build(key, build)
 
 
+def lowrank_product_error(dtype) -> float:
+    """The product is an fp32 FMA sum: no error beyond fp32 accumulation, for every weight dtype."""
+    return 0.0
+
+
 def _float32(tensors):
     return [t.float().contiguous() for t in tensors]  # no copy where a tensor already is contiguous float32
 

@@ -326,7 +326,7 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, str
     """One table row (see _lowrank_table): rows [row0, row0 + BM) of weight t, column tiles [c_begin, c_end)
     of BN; inputs[t] holds the element offsets of its basis and factor. M[BM, r] (regenerated as sum_k c_k N_k, the sum before the product, or loaded from the factor) is
     formed once, then each [BM, BN] tile of W gets M V[cols, :]^T in place. The rank is padded with zeros to
-    R_PAD >= 16 so the product is always a tensor-core dot (3xTF32: fp32-level accuracy)."""
+    R_PAD >= 16 so the product is always a tensor-core dot (precision: LOWRANK_DOT_PRECISION)."""
     row = table + tl.program_id(0).to(tl.int64) * 9  # the 9 columns of _lowrank_table
     w_ptr = w_base + tl.load(row) * A_W
     t = tl.load(row + 1)
@@ -479,7 +479,19 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
 # (BM, BN, warps) of the low-rank kernel per padded rank: r 16-64 the fastest of bench_lowrank.py --sweep on the
 # H100 (bench/results/lowrank_*.json); r 128 the largest tile whose sm_90 compile needs no local-memory stack.
 LOWRANK_TILES = {16: (32, 128, 8), 32: (32, 128, 8), 64: (32, 128, 8), 128: (16, 64, 8)}
-LOWRANK_DOT_PRECISION = "tf32x3"  # fp32-level products (bench_lowrank.py --precision times "tf32" as a diagnostic)
+# The product's tensor-core precision per weight dtype. 3xTF32 (split operands, three passes) gives fp32-level
+# products for fp32 weights. For 16-bit weights one TF32 pass: operands rounded to 10 mantissa bits, so an
+# element of M V^T is off by at most 2^-10 sum_j |M_ij| |V_cj| (LOWRANK_PRODUCT_ERROR), below half a bf16 ulp of
+# the update (2^-9) and about one fp16 rounding of it; +c and -c still give exactly opposite updates (the
+# rounding is sign-symmetric), so perturb / restore cancel as before.
+LOWRANK_DOT_PRECISION = {torch.float32: "tf32x3", torch.bfloat16: "tf32", torch.float16: "tf32"}
+LOWRANK_PRODUCT_ERROR = {"tf32x3": 2.0**-20, "tf32": 2.0**-10, "ieee": 0.0}
+
+
+def lowrank_product_error(dtype) -> float:
+    """Bound on |product - exact| / sum_j |M_ij| |V_cj| of the low-rank kernel for weights of `dtype` (beyond
+    fp32 accumulation); the interpreter computes the dot in fp32, so it meets any bound."""
+    return LOWRANK_PRODUCT_ERROR[LOWRANK_DOT_PRECISION[dtype]]
 LOWRANK_MIN_PROGRAMS = 1024  # below this many row blocks, a row block's column tiles are split over programs
 _LOWRANK_TABLE_COLS = 9
 
@@ -545,5 +557,5 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None, STREAM_PTR=stream_arg is not None,
             STOCHASTIC=rounding == "stochastic", QUAD_R=all(v.shape[1] % 4 == 0 for v in vs),
             ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
-            WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, DOT_PRECISION=LOWRANK_DOT_PRECISION,
+            WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, DOT_PRECISION=LOWRANK_DOT_PRECISION[ws[0].dtype],
             num_warps=warps)
