@@ -113,11 +113,13 @@ __global__ void __launch_bounds__(kThreads)
     for (int jc = 0; jc < r; jc += kRankChunk) {
       const int width = min(kRankChunk, r - jc);
       __syncthreads();  // the last chunk's readers are done (and, the first time, ms is written)
-      for (int e = threadIdx.x; e < kLowrankCols * width; e += blockDim.x) {
-        const int j = e % width, c = e / width;  // lanes on consecutive basis entries: coalesced reads
-        vs[j][c] = col0 + c < d_in ? v[(col0 + c) * r + jc + j] : 0.0f;
+#pragma unroll 4
+      for (int e = threadIdx.x; e < kLowrankCols * kRankChunk; e += blockDim.x) {
+        const int j = e % kRankChunk, c = e / kRankChunk;  // lanes on consecutive basis entries: coalesced reads
+        vs[j][c] = j < width && col0 + c < d_in ? v[(col0 + c) * r + jc + j] : 0.0f;
       }
       __syncthreads();
+#pragma unroll 4
       for (int j = 0; j < width; ++j) {
         const float4 m4 = *reinterpret_cast<const float4*>(&ms[jc + j][4 * wy]);  // one address per warp
         const float4 v0 = *reinterpret_cast<const float4*>(&vs[j][4 * lane]);
