@@ -36,10 +36,11 @@ def eager_lowrank(weights, bases, seed, coeffs):
             w.addmm_(n, v.T.to(w.dtype), alpha=c)
 
 
-TILE_CANDIDATES = {16: [(32, 128, 8), (64, 128, 8), (128, 64, 8), (128, 128, 8), (64, 256, 8)],
-                   32: [(32, 128, 8), (64, 128, 8), (128, 64, 8), (128, 128, 8), (64, 256, 8)],
-                   64: [(32, 128, 8), (64, 64, 8), (64, 128, 8), (128, 64, 8), (128, 128, 8)],
-                   128: [(16, 64, 8), (32, 64, 8), (64, 64, 8)]}
+TILE_CANDIDATES = {  # (BM, BN, warps, stages)
+    16: [(32, 128, 8, 3), (64, 128, 8, 1), (128, 64, 8, 1), (64, 64, 4, 1), (128, 128, 8, 1), (64, 256, 8, 1)],
+    32: [(32, 128, 8, 3), (64, 128, 8, 1), (128, 64, 8, 1), (64, 64, 4, 1), (128, 128, 8, 1), (64, 256, 8, 1)],
+    64: [(32, 128, 8, 3), (64, 64, 8, 1), (64, 128, 8, 1), (128, 64, 8, 1), (64, 64, 4, 1), (128, 128, 8, 1)],
+    128: [(16, 64, 8, 3), (32, 64, 8, 3), (64, 64, 8, 1)]}
 
 
 def tiles_in_use():
@@ -49,8 +50,9 @@ def tiles_in_use():
 
 
 def sweep_tiles(weights, bench, fused_call, ranks):
-    """Time each TILE_CANDIDATES shape of the rank buckets in `ranks` (K = 4, stochastic rounding: the heaviest
-    variant) and set the fastest in triton_backend.LOWRANK_TILES for the rest of the run."""
+    """Time each TILE_CANDIDATES shape of the rank buckets in `ranks` (the sum of K = 1 nearest and K = 4
+    stochastic: the lightest and the heaviest variant) and set the fastest in triton_backend.LOWRANK_TILES for
+    the rest of the run."""
     from zokernels.backends import triton_backend
 
     out = []
@@ -61,14 +63,16 @@ def sweep_tiles(weights, bench, fused_call, ranks):
         for tiles in TILE_CANDIDATES[r_pad]:
             triton_backend.LOWRANK_TILES[r_pad] = tiles
             try:
-                ms = bench(lambda: fused_call(weights, bases, [1e-4] * 4, "stochastic"))
+                ms_nearest = bench(lambda: fused_call(weights, bases, [1e-4], "nearest"))
+                ms = ms_nearest + bench(lambda: fused_call(weights, bases, [1e-4] * 4, "stochastic"))
             except Exception as exc:  # a shape the compiler refuses (shared memory, pipeline): recorded, skipped
                 out.append(dict(r=r, r_pad=r_pad, tiles=list(tiles), error=f"{type(exc).__name__}: {exc}"[:200]))
-                print(f"  sweep r={r} tiles (BM, BN, warps)={tiles}: failed to compile or run ({type(exc).__name__})")
+                print(f"  sweep r={r} tiles (BM, BN, warps, stages)={tiles}: failed ({type(exc).__name__})", flush=True)
                 continue
             timed.append((ms, tiles))
-            out.append(dict(r=r, r_pad=r_pad, tiles=list(tiles), ms=ms))
-            print(f"  sweep r={r} tiles (BM, BN, warps)={tiles}: {ms:.3f} ms", flush=True)
+            out.append(dict(r=r, r_pad=r_pad, tiles=list(tiles), ms=ms, ms_nearest_k1=ms_nearest))
+            print(f"  sweep r={r} tiles (BM, BN, warps, stages)={tiles}: nearest K=1 {ms_nearest:.3f} ms, sum {ms:.3f} ms",
+                  flush=True)
         triton_backend.LOWRANK_TILES[r_pad] = min(timed)[1]
     return out
 

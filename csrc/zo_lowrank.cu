@@ -54,7 +54,7 @@ __device__ __forceinline__ void rounding_words4(int64_t e0, uint32_t tensor_id, 
 }
 
 template <typename WT, bool REGEN, bool STOCHASTIC>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 registers): one stages while one computes
     lowrank_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
                    uint2 key, uint2 rounding_key) {
   constexpr bool kRound = STOCHASTIC && !std::is_same<WT, float>::value;
@@ -113,9 +113,11 @@ __global__ void __launch_bounds__(kThreads)
     for (int jc = 0; jc < r; jc += kRankChunk) {
       const int width = min(kRankChunk, r - jc);
       __syncthreads();  // the last chunk's readers are done (and, the first time, ms is written)
-#pragma unroll 4
-      for (int e = threadIdx.x; e < kLowrankCols * kRankChunk; e += blockDim.x) {
-        const int j = e % kRankChunk, c = e / kRankChunk;  // lanes on consecutive basis entries: coalesced reads
+      // all of a thread's staging loads in flight at once (one L2 latency per slice, not one per load); lanes on
+      // consecutive basis entries: coalesced reads
+#pragma unroll
+      for (int q = 0; q < kLowrankCols * kRankChunk / kThreads; ++q) {
+        const int e = threadIdx.x + q * kThreads, j = e % kRankChunk, c = e / kRankChunk;
         vs[j][c] = j < width && col0 + c < d_in ? v[(col0 + c) * r + jc + j] : 0.0f;
       }
       __syncthreads();

@@ -476,9 +476,10 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
     return tuple(out)
 
 
-# (BM, BN, warps) of the low-rank kernel per padded rank: r 16-64 the fastest of bench_lowrank.py --sweep on the
-# H100 (bench/results/lowrank_*.json); r 128 the largest tile whose sm_90 compile needs no local-memory stack.
-LOWRANK_TILES = {16: (32, 128, 8), 32: (32, 128, 8), 64: (32, 128, 8), 128: (16, 64, 8)}
+# (BM, BN, warps, stages) of the low-rank kernel per padded rank: r 16-64 the fastest of bench_lowrank.py --sweep
+# on the H100 (bench/results/lowrank_*.json); r 128 the largest tile whose sm_90 compile needs no local-memory
+# stack. Triton 3.6's software pipeliner fails on a 1xTF32 dot of BM >= 64 (a wgmma); such tiles take stages 1.
+LOWRANK_TILES = {16: (32, 128, 8, 3), 32: (32, 128, 8, 3), 64: (32, 128, 8, 3), 128: (16, 64, 8, 3)}
 # The product's tensor-core precision per weight dtype. 3xTF32 (split operands, three passes) gives fp32-level
 # products for fp32 weights. For 16-bit weights one TF32 pass: operands rounded to 10 mantissa bits, so an
 # element of M V^T is off by at most 2^-10 sum_j |M_ij| |V_cj| (LOWRANK_PRODUCT_ERROR), below half a bf16 ulp of
@@ -492,6 +493,8 @@ def lowrank_product_error(dtype) -> float:
     """Bound on |product - exact| / sum_j |M_ij| |V_cj| of the low-rank kernel for weights of `dtype` (beyond
     fp32 accumulation); the interpreter computes the dot in fp32, so it meets any bound."""
     return LOWRANK_PRODUCT_ERROR[LOWRANK_DOT_PRECISION[dtype]]
+
+
 LOWRANK_MIN_PROGRAMS = 1024  # below this many row blocks, a row block's column tiles are split over programs
 _LOWRANK_TABLE_COLS = 9
 
@@ -501,7 +504,7 @@ def _rank_pad(r: int) -> int:
 
 
 def _lowrank_tiles(r_pad):
-    return (16, 32, 4) if interpreting() else LOWRANK_TILES[r_pad]
+    return (16, 32, 4, 1) if interpreting() else LOWRANK_TILES[r_pad]
 
 
 def _lowrank_table(ws, ranks, tensor_ids, bm, bn):
@@ -548,7 +551,7 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
     for (*_, r_pad), idx in groups.items():
         ws, vs = [weights[t] for t in idx], [bases[t] for t in idx]
         fs = None if regen else [factors[t] for t in idx]
-        bm, bn, warps = _lowrank_tiles(r_pad)
+        bm, bn, warps, stages = _lowrank_tiles(r_pad)
         table, a_w, a_din = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in idx], bm, bn)
         inputs = to_device(torch.tensor(list(zip(_element_offsets(vs), _element_offsets(fs) if fs else [0] * len(vs))),
                                         dtype=torch.int64), ws[0].device)
@@ -558,4 +561,4 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             STOCHASTIC=rounding == "stochastic", QUAD_R=all(v.shape[1] % 4 == 0 for v in vs),
             ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
             WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, DOT_PRECISION=LOWRANK_DOT_PRECISION[ws[0].dtype],
-            num_warps=warps)
+            num_warps=warps, num_stages=stages)
