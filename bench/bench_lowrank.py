@@ -4,7 +4,7 @@ roofline measured in the same run.
 GPU: the 144 linear weights of OPT-1.3B (1.2e9 bf16 elements), one multi-tensor lowrank_combine_ call over all
 of them (K = 1 and 4 directions, r = 8, 16, 32, 64, nearest and stochastic rounding), and for comparison one
 call per layer (r = 16, K = 1); device-event timing (triton.testing.do_bench, median). --sweep times the Triton
-tile shapes (BM, BN, warps) of each rank bucket first and keeps the fastest; --backend cuda times the CUDA kernel
+tile shapes (BM, BN, warps, stages, loop order) of each rank bucket and rounding first and keeps the fastest; --backend cuda times the CUDA kernel
 (give --out, or it replaces the Triton results file). Eager: per layer, N = torch.randn(d_out, r) for each direction and W.addmm_(N, V^T) (bf16). Roofline:
 one read and one write of the same bytes (a copy). CPU: OPT-tiny linears, wall clock, reference backend.
 Prints a table and writes JSON (default bench/results/lowrank_<device>.json).
@@ -36,44 +36,49 @@ def eager_lowrank(weights, bases, seed, coeffs):
             w.addmm_(n, v.T.to(w.dtype), alpha=c)
 
 
-TILE_CANDIDATES = {  # (BM, BN, warps, stages)
-    16: [(32, 128, 8, 3), (64, 128, 8, 1), (128, 64, 8, 1), (64, 64, 4, 1), (128, 128, 8, 1), (64, 256, 8, 1)],
-    32: [(32, 128, 8, 3), (64, 128, 8, 1), (128, 64, 8, 1), (64, 64, 4, 1), (128, 128, 8, 1), (64, 256, 8, 1)],
-    64: [(32, 128, 8, 3), (64, 64, 8, 1), (64, 128, 8, 1), (128, 64, 8, 1), (64, 64, 4, 1), (128, 128, 8, 1)],
-    128: [(16, 64, 8, 3), (32, 64, 8, 3), (64, 64, 8, 1)]}
+TILE_CANDIDATES = {  # (BM, BN, warps, stages, walk_rows)
+    16: [(32, 128, 8, 3, False), (64, 64, 4, 1, False), (32, 128, 8, 3, True), (32, 256, 8, 3, True),
+         (16, 256, 8, 3, True), (64, 128, 8, 1, True), (32, 128, 4, 3, True)],
+    32: [(32, 128, 8, 3, False), (64, 64, 4, 1, False), (32, 128, 8, 3, True), (32, 256, 8, 3, True),
+         (16, 256, 8, 3, True), (64, 128, 8, 1, True), (32, 128, 4, 3, True)],
+    64: [(32, 128, 8, 3, False), (128, 128, 8, 1, False), (32, 128, 8, 3, True), (32, 256, 8, 3, True),
+         (16, 256, 8, 3, True), (64, 128, 8, 1, True), (32, 128, 4, 3, True)],
+    128: [(16, 64, 8, 3, False), (32, 64, 8, 3, False), (16, 128, 8, 3, True)]}
+SWEEP_CASES = {"nearest": [1e-4], "stochastic": [1e-4] * 4}  # K = 1 nearest; K = 4 stochastic (the heaviest)
 
 
 def tiles_in_use():
     from zokernels.backends import triton_backend
 
-    return {str(k): list(v) for k, v in triton_backend.LOWRANK_TILES.items()}
+    return {rounding: {str(k): list(v) for k, v in tiles.items()} for rounding, tiles in triton_backend.LOWRANK_TILES.items()}
 
 
 def sweep_tiles(weights, bench, fused_call, ranks):
-    """Time each TILE_CANDIDATES shape of the rank buckets in `ranks` (the sum of K = 1 nearest and K = 4
-    stochastic: the lightest and the heaviest variant) and set the fastest in triton_backend.LOWRANK_TILES for
-    the rest of the run."""
+    """Time each TILE_CANDIDATES entry of the rank buckets of `ranks` for each rounding (SWEEP_CASES) and set the
+    fastest in triton_backend.LOWRANK_TILES for the rest of the run."""
     from zokernels.backends import triton_backend
 
-    out = []
+    out, buckets = [], {}
     for r in ranks:
-        r_pad = triton_backend._rank_pad(r)
+        buckets.setdefault(triton_backend._rank_pad(r), r)  # one rank per bucket
+    for r_pad, r in buckets.items():
         bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device=w.device))[0].contiguous() for w in weights]
-        timed = []
-        for tiles in TILE_CANDIDATES[r_pad]:
-            triton_backend.LOWRANK_TILES[r_pad] = tiles
-            try:
-                ms_nearest = bench(lambda: fused_call(weights, bases, [1e-4], "nearest"))
-                ms = ms_nearest + bench(lambda: fused_call(weights, bases, [1e-4] * 4, "stochastic"))
-            except Exception as exc:  # a shape the compiler refuses (shared memory, pipeline): recorded, skipped
-                out.append(dict(r=r, r_pad=r_pad, tiles=list(tiles), error=f"{type(exc).__name__}: {exc}"[:200]))
-                print(f"  sweep r={r} tiles (BM, BN, warps, stages)={tiles}: failed ({type(exc).__name__})", flush=True)
-                continue
-            timed.append((ms, tiles))
-            out.append(dict(r=r, r_pad=r_pad, tiles=list(tiles), ms=ms, ms_nearest_k1=ms_nearest))
-            print(f"  sweep r={r} tiles (BM, BN, warps, stages)={tiles}: nearest K=1 {ms_nearest:.3f} ms, sum {ms:.3f} ms",
-                  flush=True)
-        triton_backend.LOWRANK_TILES[r_pad] = min(timed)[1]
+        for rounding, coeffs in SWEEP_CASES.items():
+            timed = []
+            for tiles in TILE_CANDIDATES[r_pad]:
+                triton_backend.LOWRANK_TILES[rounding][r_pad] = tiles
+                try:
+                    ms = bench(lambda: fused_call(weights, bases, coeffs, rounding))
+                except Exception as exc:  # a shape the compiler refuses (shared memory, pipeline): recorded, skipped
+                    out.append(dict(r=r, r_pad=r_pad, rounding=rounding, K=len(coeffs), tiles=list(tiles),
+                                    error=f"{type(exc).__name__}: {exc}"[:200]))
+                    print(f"  sweep r={r} {rounding} tiles={tiles}: failed ({type(exc).__name__})", flush=True)
+                    continue
+                timed.append((ms, tiles))
+                out.append(dict(r=r, r_pad=r_pad, rounding=rounding, K=len(coeffs), tiles=list(tiles), ms=ms))
+                print(f"  sweep r={r} {rounding} K={len(coeffs)} tiles (BM, BN, warps, stages, walk_rows)={tiles}: "
+                      f"{ms:.3f} ms", flush=True)
+            triton_backend.LOWRANK_TILES[rounding][r_pad] = min(timed)[1]
     return out
 
 

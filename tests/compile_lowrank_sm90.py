@@ -1,5 +1,5 @@
 """Compile the Triton low-rank kernel for sm_90 with a rank bucket's LOWRANK_TILES, for a bf16 weight (its 1xTF32
-product, stochastic rounding) and an fp32 weight (3xTF32, nearest); prints the cubin size of each. No GPU needed.
+product; stochastic and nearest rounding) and an fp32 weight (3xTF32, nearest); prints each cubin's size. No GPU needed.
 Run without TRITON_INTERPRET: python -m tests.compile_lowrank_sm90 R_PAD (test_lowrank.py calls it)."""
 import sys
 
@@ -16,11 +16,12 @@ SCALAR_TYPES = {"scale": "fp32", "stream0": "i32", "K": "i32", "k0": "i32", "k1"
 
 
 def compile_lowrank(r_pad, dtype, stochastic):
-    bm, bn, warps, stages = tb.LOWRANK_TILES[r_pad]
+    bm, bn, warps, stages, walk_rows = tb.LOWRANK_TILES["stochastic" if stochastic else "nearest"][r_pad]
     kernel = tb._lowrank_kernel
     constants = dict(BM=bm, BN=bn, R_PAD=r_pad, REGEN=True, COEFF_PTR=False, STREAM_PTR=False, STOCHASTIC=stochastic,
                      QUAD_R=True, ALIGNED4=True, FAST=True, WIDE_MUL=tb.WIDE_MUL, A_W=8, A_DIN=8,
-                     DOT_PRECISION=tb.LOWRANK_DOT_PRECISION[dtype])
+                     DOT_PRECISION=tb.LOWRANK_DOT_PRECISION[dtype],
+                     ACC_IN_DOT=tb.LOWRANK_ACC_IN_DOT and dtype != torch.float32, WALK_ROWS=walk_rows)
     types = {"w_base": {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32"}[dtype],
              **POINTER_TYPES, **SCALAR_TYPES}
     signature = {name: types.get(name, "constexpr") for name in kernel.arg_names}
@@ -31,7 +32,6 @@ def compile_lowrank(r_pad, dtype, stochastic):
 
 if __name__ == "__main__":
     r_pad = int(sys.argv[1])
-    for dtype, stochastic in [(torch.bfloat16, True), (torch.float32, False)]:
+    for dtype, stochastic in [(torch.bfloat16, True), (torch.bfloat16, False), (torch.float32, False)]:
         compiled = compile_lowrank(r_pad, dtype, stochastic)
-        print(f"r_pad {r_pad} {dtype} stochastic={stochastic} tiles {tb.LOWRANK_TILES[r_pad]}: "
-              f"{len(compiled.asm['cubin'])} cubin bytes")
+        print(f"r_pad {r_pad} {dtype} stochastic={stochastic}: {len(compiled.asm['cubin'])} cubin bytes")
