@@ -592,6 +592,14 @@ def _build_lowrank_table(ws, ranks, tensor_ids, bm, bn, walk_rows):
     return to_device(table, ws[0].device), a_w, a_din
 
 
+def _lowrank_inputs(vs, fs, device):
+    """Device int64 [n, 2]: each basis's and factor's element offset from the first one's; cached on their
+    addresses and dtypes (the calls of one step reuse the same bases: no pinned copy per call)."""
+    key = ("lowrank-inputs", device, tuple((t.data_ptr(), t.dtype) for t in vs + (fs or [])))
+    return _TABLES.get_or_build(key, lambda: to_device(torch.tensor(
+        list(zip(_element_offsets(vs), _element_offsets(fs) if fs else [0] * len(vs))), dtype=torch.int64), device))
+
+
 def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_ids, rounding, rounding_seed):
     """Same contract as reference.lowrank_combine: one launch per (dtypes, padded rank) group of the list."""
     groups = collections.defaultdict(list)
@@ -614,8 +622,7 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
         bm, bn, warps, stages, walk_rows = _lowrank_tiles(r_pad, rounding)
         table, a_w, a_din = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in idx], bm, bn,
                                            walk_rows)
-        inputs = to_device(torch.tensor(list(zip(_element_offsets(vs), _element_offsets(fs) if fs else [0] * len(vs))),
-                                        dtype=torch.int64), ws[0].device)
+        inputs = _lowrank_inputs(vs, fs, ws[0].device)
         _lowrank_kernel[(table.shape[0],)](
             ws[0], vs[0], vs[0] if regen else fs[0], table, inputs, coeff_arg, scale, stream_arg, stream0, k,
             k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None, STREAM_PTR=stream_arg is not None,
