@@ -4,7 +4,7 @@ roofline measured in the same run.
 GPU: the 144 linear weights of OPT-1.3B (1.2e9 bf16 elements), one multi-tensor lowrank_combine_ call over all
 of them (K = 1 and 4 directions, r = 8, 16, 32, 64, nearest and stochastic rounding), and for comparison one
 call per layer (r = 16, K = 1); device-event timing (triton.testing.do_bench, median). --sweep times the Triton
-tile shapes (BM, BN, warps, stages, loop order) of each rank bucket and rounding first and keeps the fastest; --backend cuda times the CUDA kernel
+tile shapes (BM, BN, warps, stages) of each rank bucket and rounding first and keeps the fastest; --backend cuda times the CUDA kernel
 (give --out, or it replaces the Triton results file). Eager: per layer, N = torch.randn(d_out, r) for each direction and W.addmm_(N, V^T) (bf16). Roofline:
 one read and one write of the same bytes (a copy). CPU: OPT-tiny linears, wall clock, reference backend.
 Prints a table and writes JSON (default bench/results/lowrank_<device>.json).
@@ -37,12 +37,11 @@ def eager_lowrank(weights, bases, seed, coeffs):
             w.addmm_(n, v.T.to(w.dtype), alpha=c)
 
 
-TILE_CANDIDATES = {  # (BM, BN, warps, stages, walk_rows); the walk_rows shapes of the 2026-11-23 sweep that were
-    # slower everywhere (32 x 256, 16 x 256, 64 x 128) are left out
-    16: [(32, 128, 8, 3, False), (64, 64, 4, 1, False), (32, 128, 8, 3, True), (32, 128, 4, 3, True)],
-    32: [(32, 128, 8, 3, False), (64, 64, 4, 1, False), (64, 128, 8, 1, False), (32, 128, 8, 3, True)],
-    64: [(32, 128, 8, 3, False), (128, 128, 8, 1, False), (64, 64, 4, 1, False), (32, 128, 8, 3, True)],
-    128: [(16, 64, 8, 3, False), (32, 64, 8, 3, False), (16, 128, 8, 3, True)]}
+TILE_CANDIDATES = {  # (BM, BN, warps, stages)
+    16: [(32, 128, 8, 3), (64, 64, 4, 1), (64, 128, 8, 1)],
+    32: [(32, 128, 8, 3), (64, 64, 4, 1), (64, 128, 8, 1)],
+    64: [(32, 128, 8, 3), (128, 128, 8, 1), (64, 64, 4, 1)],
+    128: [(16, 64, 8, 3), (32, 64, 8, 3)]}
 SWEEP_CASES = {"nearest": [1e-4], "stochastic": [1e-4] * 4}  # K = 1 nearest; K = 4 stochastic (the heaviest)
 
 
@@ -75,7 +74,7 @@ def sweep_tiles(weights, bench, fused_call, ranks):
                     continue
                 timed.append((ms, tiles))
                 out.append(dict(r=r, r_pad=r_pad, rounding=rounding, K=len(coeffs), tiles=list(tiles), ms=ms))
-                print(f"  sweep r={r} {rounding} K={len(coeffs)} tiles (BM, BN, warps, stages, walk_rows)={tiles}: "
+                print(f"  sweep r={r} {rounding} K={len(coeffs)} tiles (BM, BN, warps, stages)={tiles}: "
                       f"{ms:.3f} ms", flush=True)
             triton_backend.LOWRANK_TILES[rounding][r_pad] = min(timed)[1]
     return out

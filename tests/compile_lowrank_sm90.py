@@ -16,12 +16,11 @@ SCALAR_TYPES = {"scale": "fp32", "stream0": "i32", "K": "i32", "k0": "i32", "k1"
 
 
 def compile_lowrank(r_pad, dtype, stochastic):
-    bm, bn, warps, stages, walk_rows = tb.LOWRANK_TILES["stochastic" if stochastic else "nearest"][r_pad]
+    bm, bn, warps, stages = tb.LOWRANK_TILES["stochastic" if stochastic else "nearest"][r_pad]
     kernel = tb._lowrank_kernel
     constants = dict(BM=bm, BN=bn, R_PAD=r_pad, REGEN=True, COEFF_PTR=False, STREAM_PTR=False, STOCHASTIC=stochastic,
                      QUAD_R=True, ALIGNED4=True, FAST=True, WIDE_MUL=tb.WIDE_MUL, A_W=8, A_DIN=8,
-                     DOT_PRECISION=tb.LOWRANK_DOT_PRECISION[dtype],
-                     ACC_IN_DOT=tb.LOWRANK_ACC_IN_DOT and dtype != torch.float32, WALK_ROWS=walk_rows)
+                     DOT_PRECISION=tb.LOWRANK_DOT_PRECISION[dtype])
     types = {"w_base": {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32"}[dtype],
              **POINTER_TYPES, **SCALAR_TYPES}
     signature = {name: types.get(name, "constexpr") for name in kernel.arg_names}

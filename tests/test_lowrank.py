@@ -16,18 +16,6 @@ LOWRANK_BACKENDS = [b for b in BACKENDS if b != "reference" and hasattr(backends
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
-@pytest.fixture(params=[False, True], ids=["walk-columns", "walk-rows"])
-def walk_rows(request, monkeypatch):
-    """The Triton kernel's two loop orders (WALK_ROWS): every entry of its tile tables set to one of them."""
-    from zokernels.backends import triton_backend as tb
-
-    monkeypatch.setattr(tb, "LOWRANK_INTERPRETER_TILES", tb.LOWRANK_INTERPRETER_TILES[:4] + (request.param,))
-    for tiles in tb.LOWRANK_TILES.values():
-        for r_pad, entry in list(tiles.items()):
-            monkeypatch.setitem(tiles, r_pad, entry[:4] + (request.param,))
-    return request.param
-
-
 def _weight_and_basis(d_out, d_in, r, dtype, seed=0, basis_dtype=torch.float32):
     gen = torch.Generator().manual_seed(seed)
     weight = (torch.randn(d_out, d_in, generator=gen) * 0.5).to(dtype).to(DEVICE)
@@ -74,7 +62,7 @@ def test_the_factor_is_the_contracts_stream_read_row_major():
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("r", [5, 8, 16])
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
-def test_lowrank_combine_parity(backend, dtype, r, rounding, walk_rows):
+def test_lowrank_combine_parity(backend, dtype, r, rounding):
     """Shapes with tails in both dimensions (d_in not a multiple of 4 for r=5: per-element rounding words)."""
     d_in = 50 if r == 5 else 52
     weight, basis = _weight_and_basis(37, d_in, r, dtype, seed=r)
@@ -91,7 +79,7 @@ def test_lowrank_combine_parity(backend, dtype, r, rounding, walk_rows):
 @pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")
 @pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_lowrank_add_parity(backend, dtype, walk_rows):
+def test_lowrank_add_parity(backend, dtype):
     """The explicit factor (ZO-Act's merge): W + F V^T; basis and factor in bf16 are widened to fp32."""
     weight, basis = _weight_and_basis(33, 44, 16, dtype, basis_dtype=torch.bfloat16)
     factor = torch.randn(33, 16, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16).to(DEVICE)
@@ -191,7 +179,7 @@ def _lowrank_list(seed):
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("split_columns", [True, False], ids=["column-split", "whole-rows"])
 def test_a_list_of_weights_in_one_call_matches_the_reference_and_single_calls(backend, rounding, split_columns,
-                                                                              walk_rows, monkeypatch):
+                                                                              monkeypatch):
     """Multi-tensor launch: every weight as the reference computes it (tolerance as the single parity test), and
     bit-identical to one call per weight. whole-rows: each program walks all column tiles of its row block."""
     if backend == "triton":
@@ -215,7 +203,7 @@ def test_a_list_of_weights_in_one_call_matches_the_reference_and_single_calls(ba
 
 @pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")
 @pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
-def test_new_bases_for_the_same_weights_are_read_where_they_are(backend, walk_rows):
+def test_new_bases_for_the_same_weights_are_read_where_they_are(backend):
     """AGZO passes new bases every step for the same weights: the cached launch table (keyed on the weights) must
     not carry the previous bases' addresses. Second call with bases at new addresses, against the reference."""
     weights, bases = _lowrank_list(seed=5)
@@ -257,9 +245,8 @@ def test_every_rank_has_a_tile_configuration():
 
     for rounding, tiles in triton_backend.LOWRANK_TILES.items():
         for r in range(1, zk.ops.MAX_RANK + 1):
-            bm, bn, warps, stages, walk_rows = tiles[max(triton.next_power_of_2(r), 16)]
+            bm, bn, warps, stages = tiles[max(triton.next_power_of_2(r), 16)]
             assert bm >= 16 and bn >= 16 and warps in (4, 8) and stages >= 1  # tl.dot needs tiles of at least 16
-            assert walk_rows in (True, False)
 
 
 @pytest.mark.parametrize("r_pad", [16, 32, 64, 128])

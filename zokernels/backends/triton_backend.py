@@ -349,7 +349,7 @@ def _v_tile(v_ptr, cols, d_in, r, R_PAD: tl.constexpr):
 @triton.jit
 def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, finite, tid, rk0, rk1, BM: tl.constexpr, BN: tl.constexpr,
                  STOCHASTIC: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
-                 DOT_PRECISION: tl.constexpr, ACC_IN_DOT: tl.constexpr):
+                 DOT_PRECISION: tl.constexpr):
     """W[row0:row0 + BM, cols0:cols0 + BN] += m v^T in place, rounded to W's dtype; nothing written unless
     `finite`."""
     rows = row0 + tl.arange(0, BM).to(tl.int64)
@@ -357,18 +357,11 @@ def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, finite, tid, rk0, rk1, B
     w_off = rows[:, None] * d_in + cols[None, :]
     w_mask = (rows < d_out)[:, None] & (cols < d_in)[None, :]
     interior = (row0 + BM <= d_out) & (cols0 + BN <= d_in)
-    if ACC_IN_DOT:  # the weights are the dot's accumulator: no separate product tile
-        if interior:
-            w = tl.load(w_ptr + w_off).to(tl.float32)
-        else:
-            w = tl.load(w_ptr + w_off, mask=w_mask, other=0.0).to(tl.float32)
-        acc = tl.dot(m, tl.trans(v), acc=w, input_precision=DOT_PRECISION)
+    delta = tl.dot(m, tl.trans(v), input_precision=DOT_PRECISION)
+    if interior:
+        acc = tl.load(w_ptr + w_off).to(tl.float32) + delta
     else:
-        delta = tl.dot(m, tl.trans(v), input_precision=DOT_PRECISION)
-        if interior:
-            acc = tl.load(w_ptr + w_off).to(tl.float32) + delta
-        else:
-            acc = tl.load(w_ptr + w_off, mask=w_mask, other=0.0).to(tl.float32) + delta
+        acc = tl.load(w_ptr + w_off, mask=w_mask, other=0.0).to(tl.float32) + delta
     if STOCHASTIC:
         words = _tile_rounding_words(rows, cols0, d_in, BM, BN, tid, rk0, rk1, ALIGNED4, WIDE_MUL)
     else:
@@ -385,15 +378,12 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, str
                     BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
                     COEFF_PTR: tl.constexpr, STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr,
                     QUAD_R: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
-                    A_W: tl.constexpr, A_DIN: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_IN_DOT: tl.constexpr,
-                    WALK_ROWS: tl.constexpr):
+                    A_W: tl.constexpr, A_DIN: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One table row (see _lowrank_table) of W_t += M V^T in place, M [d_out, r] regenerated as sum_k c_k N_k (the
     sum before the product) or loaded from the factor; inputs[t] holds the element offsets of its basis and
-    factor. WALK_ROWS False: rows [first, first + BM) of weight t, M's rows formed once, then each column tile
-    of BN in [begin, end) with its rows of V. WALK_ROWS True: columns [first, first + BN), V's rows loaded once,
-    then each row tile of BM in [begin, end) with M's rows formed for it (K r / BN normals per element instead
-    of re-reading r / BM basis entries per element). The rank is padded with zeros to R_PAD >= 16 so the
-    product is always a tensor-core dot (precision: LOWRANK_DOT_PRECISION)."""
+    factor. Rows [row0, row0 + BM) of weight t: M's rows formed once, then each column tile of BN in
+    [begin, end) with its rows of V. The rank is padded with zeros to R_PAD >= 16 so the product is always a
+    tensor-core dot (precision: LOWRANK_DOT_PRECISION)."""
     row = table + tl.program_id(0).to(tl.int64) * 9  # the 9 columns of _lowrank_table
     w_ptr = w_base + tl.load(row) * A_W
     t = tl.load(row + 1)
@@ -403,26 +393,17 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, str
     d_in = tl.load(row + 3) * A_DIN
     r = tl.load(row + 4)
     tid = tl.load(row + 5).to(tl.uint32)
-    first = tl.load(row + 6)
+    row0 = tl.load(row + 6)
     begin = tl.load(row + 7).to(tl.int32)
     end = tl.load(row + 8).to(tl.int32)
     k0, k1, rk0, rk1 = k0.to(tl.uint32), k1.to(tl.uint32), rk0.to(tl.uint32), rk1.to(tl.uint32)
-    if WALK_ROWS:
-        v = _v_tile(v_ptr, first + tl.arange(0, BN).to(tl.int64), d_in, r, R_PAD)
-        for rt in tl.range(begin, end):
-            row0 = rt * BM  # int32: d_out < 2**31
-            m, finite = _m_tile(row0 + tl.arange(0, BM).to(tl.int64), d_out, r, f_ptr, coeff_ptr, scale, stream_ptr, stream0, K, tid, k0, k1, BM,
-                                R_PAD, REGEN, COEFF_PTR, STREAM_PTR, QUAD_R, FAST, WIDE_MUL)
-            _update_tile(w_ptr, row0, first, d_out, d_in, m, v, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED4,
-                         FAST, WIDE_MUL, DOT_PRECISION, ACC_IN_DOT)
-    else:
-        m, finite = _m_tile(first + tl.arange(0, BM).to(tl.int64), d_out, r, f_ptr, coeff_ptr, scale, stream_ptr, stream0, K, tid, k0, k1, BM, R_PAD,
-                            REGEN, COEFF_PTR, STREAM_PTR, QUAD_R, FAST, WIDE_MUL)
-        for ct in tl.range(begin, end):
-            cols0 = ct * BN  # int32: d_in < 2**31 (ops checks it)
-            v = _v_tile(v_ptr, cols0 + tl.arange(0, BN).to(tl.int64), d_in, r, R_PAD)
-            _update_tile(w_ptr, first, cols0, d_out, d_in, m, v, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED4,
-                         FAST, WIDE_MUL, DOT_PRECISION, ACC_IN_DOT)
+    m, finite = _m_tile(row0 + tl.arange(0, BM).to(tl.int64), d_out, r, f_ptr, coeff_ptr, scale, stream_ptr, stream0,
+                        K, tid, k0, k1, BM, R_PAD, REGEN, COEFF_PTR, STREAM_PTR, QUAD_R, FAST, WIDE_MUL)
+    for ct in tl.range(begin, end):
+        cols0 = ct * BN  # int32: d_in < 2**31 (ops checks it)
+        v = _v_tile(v_ptr, cols0 + tl.arange(0, BN).to(tl.int64), d_in, r, R_PAD)
+        _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED4, FAST,
+                     WIDE_MUL, DOT_PRECISION)
 
 
 @triton.jit(do_not_specialize=["n", "k0", "k1"])
@@ -523,17 +504,15 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
     return tuple(out)
 
 
-# (BM, BN, warps, stages, walk_rows) of the low-rank kernel per rounding and padded rank: r 16-64 the fastest of
+# (BM, BN, warps, stages) of the low-rank kernel per rounding and padded rank: r 16-64 the fastest of
 # bench_lowrank.py --sweep on the H100 (bench/results/lowrank_*.json); r 128 the largest tile whose sm_90 compile
 # needs no local-memory stack. Triton 3.6's software pipeliner fails on a 1xTF32 dot of BM >= 64 (a wgmma);
 # such tiles take stages 1 (tests/compile_lowrank_sm90.py compiles every entry).
 LOWRANK_TILES = {
-    "nearest": {16: (32, 128, 8, 3, False), 32: (32, 128, 8, 3, False), 64: (128, 128, 8, 1, False),
-                128: (16, 64, 8, 3, False)},
-    "stochastic": {16: (64, 64, 4, 1, False), 32: (64, 64, 4, 1, False), 64: (128, 128, 8, 1, False),
-                   128: (16, 64, 8, 3, False)},
+    "nearest": {16: (32, 128, 8, 3), 32: (64, 128, 8, 1), 64: (128, 128, 8, 1), 128: (16, 64, 8, 3)},
+    "stochastic": {16: (64, 64, 4, 1), 32: (64, 64, 4, 1), 64: (128, 128, 8, 1), 128: (16, 64, 8, 3)},
 }
-LOWRANK_INTERPRETER_TILES = (16, 32, 4, 1, False)  # small tiles keep the interpreter's tests fast
+LOWRANK_INTERPRETER_TILES = (16, 32, 4, 1)  # small tiles keep the interpreter's tests fast
 # The product's tensor-core precision per weight dtype. 3xTF32 (split operands, three passes) gives fp32-level
 # products for fp32 weights. For 16-bit weights one TF32 pass: operands rounded to 10 mantissa bits, so an
 # element of M V^T is off by at most 2^-10 sum_j |M_ij| |V_cj| (LOWRANK_PRODUCT_ERROR), below half a bf16 ulp of
@@ -549,9 +528,6 @@ def lowrank_product_error(dtype) -> float:
     return LOWRANK_PRODUCT_ERROR[LOWRANK_DOT_PRECISION[dtype]]
 
 
-# 16-bit weights only: W as the dot's fp32 accumulator (W + M V^T summed in the dot; its fp32 partial sums are far
-# below a 16-bit ulp), instead of a product tile added after the dot.
-LOWRANK_ACC_IN_DOT = False
 LOWRANK_MIN_PROGRAMS = 1024  # below this many programs, each program's tile range is split over several
 _LOWRANK_TABLE_COLS = 9
 
@@ -564,18 +540,18 @@ def _lowrank_tiles(r_pad, rounding):
     return LOWRANK_INTERPRETER_TILES if interpreting() else LOWRANK_TILES[rounding][r_pad]
 
 
-def _lowrank_table(ws, ranks, tensor_ids, bm, bn, walk_rows):
+def _lowrank_table(ws, ranks, tensor_ids, bm, bn):
     """(device int64 table [programs, 9], A_W, A_DIN), cached on the weights (addresses, shapes), ranks, ids
     and tiles, not on the bases (AGZO's change every step). A row per program: the weight's element offset
-    from the list's first (/ A_W); its index t in the list; d_out; d_in (/ A_DIN); r; tensor id; first row
-    and column tiles [begin, end) (walk_rows: first column and row tiles). A_W and A_DIN are the largest powers
-    of two (up to 16 bytes) dividing every weight offset and every d_in, so the compiler can prove alignment."""
-    key = ("lowrank", ws[0].device, ws[0].dtype, bm, bn, walk_rows, LOWRANK_MIN_PROGRAMS,
+    from the list's first (/ A_W); its index t in the list; d_out; d_in (/ A_DIN); r; tensor id; first row;
+    column tiles [begin, end). A_W and A_DIN are the largest powers of two (up to 16 bytes) dividing every
+    weight offset and every d_in, so the compiler can prove vector alignment."""
+    key = ("lowrank", ws[0].device, ws[0].dtype, bm, bn, LOWRANK_MIN_PROGRAMS,
            tuple((w.data_ptr(), *w.shape, r, tid) for w, r, tid in zip(ws, ranks, tensor_ids)))
-    return _TABLES.get_or_build(key, lambda: _build_lowrank_table(ws, ranks, tensor_ids, bm, bn, walk_rows))
+    return _TABLES.get_or_build(key, lambda: _build_lowrank_table(ws, ranks, tensor_ids, bm, bn))
 
 
-def _build_lowrank_table(ws, ranks, tensor_ids, bm, bn, walk_rows):
+def _build_lowrank_table(ws, ranks, tensor_ids, bm, bn):
     aligned = all(w.data_ptr() % 16 == 0 for w in ws)
     w_off = _element_offsets(ws)
     d_in = [w.shape[1] for w in ws]
@@ -583,10 +559,7 @@ def _build_lowrank_table(ws, ranks, tensor_ids, bm, bn, walk_rows):
     a_din = _pow2_divisor(d_in, 16 // ws[0].element_size() if aligned else 1)
     meta = torch.tensor([[wo // a_w, t, w.shape[0], w.shape[1] // a_din, r, tid]
                          for t, (wo, w, r, tid) in enumerate(zip(w_off, ws, ranks, tensor_ids))], dtype=torch.int64)
-    if walk_rows:  # the same blocks of the transposed weights: (t, first column, row tiles [begin, end))
-        blocks = lowrank_blocks([(w.shape[1], w.shape[0]) for w in ws], bn, bm, LOWRANK_MIN_PROGRAMS)
-    else:
-        blocks = lowrank_blocks([w.shape for w in ws], bm, bn, LOWRANK_MIN_PROGRAMS)
+    blocks = lowrank_blocks([w.shape for w in ws], bm, bn, LOWRANK_MIN_PROGRAMS)
     table = torch.cat([meta[blocks[:, 0]], blocks[:, 1:]], dim=1)
     assert table.shape[1] == _LOWRANK_TABLE_COLS
     return to_device(table, ws[0].device), a_w, a_din
@@ -619,9 +592,8 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
     for (*_, r_pad), idx in groups.items():
         ws, vs = [weights[t] for t in idx], [bases[t] for t in idx]
         fs = None if regen else [factors[t] for t in idx]
-        bm, bn, warps, stages, walk_rows = _lowrank_tiles(r_pad, rounding)
-        table, a_w, a_din = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in idx], bm, bn,
-                                           walk_rows)
+        bm, bn, warps, stages = _lowrank_tiles(r_pad, rounding)
+        table, a_w, a_din = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in idx], bm, bn)
         inputs = _lowrank_inputs(vs, fs, ws[0].device)
         _lowrank_kernel[(table.shape[0],)](
             ws[0], vs[0], vs[0] if regen else fs[0], table, inputs, coeff_arg, scale, stream_arg, stream0, k,
@@ -629,5 +601,5 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             STOCHASTIC=rounding == "stochastic", QUAD_R=all(v.shape[1] % 4 == 0 for v in vs),
             ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
             WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, DOT_PRECISION=LOWRANK_DOT_PRECISION[ws[0].dtype],
-            ACC_IN_DOT=LOWRANK_ACC_IN_DOT and ws[0].dtype != torch.float32, WALK_ROWS=walk_rows,
+
             num_warps=warps, num_stages=stages)
