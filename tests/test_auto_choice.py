@@ -37,6 +37,13 @@ def test_auto_uses_the_measured_choice(fake_gpu):
     assert backends.resolve("auto", cuda, "gaussian/nearest/K=1") == "triton"  # measured one unavailable
 
 
+def test_without_triton_the_order_takes_cuda_before_the_reference(fake_gpu):
+    fake_gpu.discard("triton")
+    assert backends.resolve("auto", torch.device("cuda"), "lowrank/nearest/K=1") == "cuda"
+    fake_gpu.discard("cuda")
+    assert backends.resolve("auto", torch.device("cuda"), "lowrank/nearest/K=1") == "reference"
+
+
 def test_env_and_cpu_override_measurements(fake_gpu, monkeypatch):
     assert backends.resolve("auto", torch.device("cpu"), "gaussian/nearest/K=1") == "reference"
     monkeypatch.setenv(backends.BACKEND_ENV, "reference")

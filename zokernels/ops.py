@@ -277,8 +277,6 @@ def _lowrank_run(weights, bases, factors, *, seed, coeffs, streams, tensor_ids, 
     else:
         name = backends.resolve(backend, device)
     module = backends.load(name)
-    if not hasattr(module, "lowrank_combine"):
-        raise ValueError(f"backend {name!r} has no low-rank kernel yet; use 'triton' or 'reference' (or 'auto')")
     log.debug("zokernels: low-rank op on %d weights (ranks %s) on %s -> backend %s", n, sorted(set(ranks)), device, name)
     with torch.no_grad():
         module.lowrank_combine(weights, bases, factors=factors, seed=seed, coeffs=coeffs, streams=streams,
