@@ -8,7 +8,8 @@ import torch
 import zokernels as zk
 from zokernels.quant import Int8WeightOnlyLinear, quantize_linears
 from zokernels.zo.subspace import target_linears
-from zokernels.zo.zoact import ZOActLinear
+from zokernels.zo import PerturbedEvaluator
+from zokernels.zo.zoact import CoefficientPerturbation, SharedProjection, ZOActLinear
 
 from .zo_problems import tiny_opt
 
@@ -31,6 +32,69 @@ def test_attaching_leaves_the_model_unchanged_and_bases_are_the_calibration_svd(
     top = torch.linalg.svd(x, full_matrices=False).Vh[:6].T
     torch.testing.assert_close(layer.basis.double() @ layer.basis.double().T, top @ top.T, atol=1e-5, rtol=0)
     assert len(opt.layers) == 12 and all(p.dtype == torch.float32 for p in opt.param_groups[0]["params"])
+
+
+def test_layers_fed_one_input_share_one_basis_and_one_projection():
+    """q/k/v read the same hidden states: one basis tensor, one SharedProjection (x V once per input); out_proj,
+    fc1 and fc2 read other tensors: their own. The loss equals that of unshared layers with copied bases."""
+    model, closure = tiny_opt(torch.float32)
+    opt = zk.optim.ZOAct(model, lr=1e-2, rank=4, calibration=closure)
+    layers = dict(opt.layers)
+    for block in range(2):
+        attn = f"model.decoder.layers.{block}.self_attn."
+        q, k, v, out = (layers[attn + n] for n in ("q_proj", "k_proj", "v_proj", "out_proj"))
+        assert q.basis is k.basis is v.basis and q.projection is k.projection is v.projection
+        fc1, fc2 = layers[f"model.decoder.layers.{block}.fc1"], layers[f"model.decoder.layers.{block}.fc2"]
+        assert len({id(m.projection) for m in (q, out, fc1, fc2)}) == 4
+    for _, layer in opt.layers:  # nonzero coefficients, so the low-rank term matters
+        layer.coeff.data.normal_(generator=torch.Generator().manual_seed(3))
+    shared = closure().item()
+    calls = []
+    for _, layer in opt.layers:
+        layer.basis = layer.basis.clone()
+        layer.projection = SharedProjection()
+        real = layer.projection.__call__
+        layer.projection = lambda x, basis, real=real: calls.append(1) or real(x, basis)
+    assert closure().item() == shared
+    assert len(calls) == len(opt.layers)
+
+
+def test_a_shared_projection_recomputes_for_a_new_or_modified_input_or_basis():
+    projection, basis = SharedProjection(), torch.randn(6, 2)
+    x = torch.randn(5, 6)
+    first = projection(x, basis)
+    assert projection(x, basis) is first
+    x.add_(1.0)
+    torch.testing.assert_close(projection(x, basis), x @ basis)
+    other = torch.randn(6, 2)
+    torch.testing.assert_close(projection(x, other), x @ other)
+    y = x.clone()
+    assert projection(y, other) is not projection(x, other)
+
+
+def test_coefficient_perturbation_evaluates_as_the_exact_evaluator_and_never_writes_c():
+    """Bit-identical losses to PerturbedEvaluator's exact evaluation of the same C's (same z, same tensor ids),
+    C unchanged, and the layers read C again afterwards, also after a closure that raised."""
+    model, closure = tiny_opt(torch.bfloat16)
+    opt = zk.optim.ZOAct(model, lr=1e-2, rank=4, calibration=closure)
+    coeffs = [layer.coeff for _, layer in opt.layers]
+    for c in coeffs:
+        c.data.normal_(generator=torch.Generator().manual_seed(5)).mul_(0.1)
+    before = [c.detach().clone() for c in coeffs]
+    perturbation = CoefficientPerturbation([layer for _, layer in opt.layers])
+    evaluator = PerturbedEvaluator([coeffs])
+    for seed, scale in [(1, 1e-2), (2, -3e-2)]:
+        got = perturbation.loss(closure, seed=seed, stream=0, scale=scale)
+        assert got == evaluator.loss(closure, seed=seed, stream=0, scale=scale)
+        assert got != closure().item()
+    assert all(torch.equal(a, c) for a, c in zip(before, coeffs))
+
+    def failing():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        perturbation.loss(failing, seed=1, scale=1e-2)
+    assert all(layer.perturbed_coeff is None for _, layer in opt.layers)
 
 
 @pytest.mark.parametrize("inner", ["adam", "sgd"])

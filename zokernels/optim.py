@@ -17,8 +17,8 @@ import torch
 
 from . import contract as C
 from .ops import _check_tensors
-from .zo import (MODES, LowRankPerturbation, PerturbedEvaluator, agzo_step, attach, bszo_step, check_count,
-                 mezo_step, step_seed, target_linears, zoact_step)
+from .zo import (MODES, CoefficientPerturbation, LowRankPerturbation, PerturbedEvaluator, agzo_step, attach, bszo_step,
+                 check_count, mezo_step, step_seed, target_linears, zoact_step)
 
 ROUNDINGS = ("stochastic", "nearest")
 
@@ -309,12 +309,12 @@ class ZOAct(_ZOOptimizer):
         make = torch.optim.Adam if inner == "adam" else torch.optim.SGD
         kwargs = dict(lr=lr, weight_decay=weight_decay, **({"betas": betas} if inner == "adam" else {}))
         self.inner = make(coeffs, **kwargs)
-        self._evaluator = PerturbedEvaluator([coeffs], backend=backend)
+        self._perturbation = CoefficientPerturbation([layer for _, layer in self.layers], backend=backend)
 
     def _method_step(self, closure, seed):
         for group in self.inner.param_groups:  # lr schedulers act on this optimizer's group
             group["lr"] = self.param_groups[0]["lr"]
-        return zoact_step(self._evaluator, closure, seed=seed, eps=self.eps, inner=self.inner, backend=self.backend)
+        return zoact_step(self._perturbation, closure, seed=seed, eps=self.eps, inner=self.inner, backend=self.backend)
 
     def _extra_state(self):
         return {"inner": self.inner.state_dict()}

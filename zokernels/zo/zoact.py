@@ -8,26 +8,51 @@ estimate is MeZO's two-point estimate on the C's; the optimizer that consumes it
 gradient. merge() writes W0 + C V^T into a plain weight with one lowrank_add_ pass.
 docs/algorithms.md (ZO-Act) has the equations and the choices.
 """
-from typing import List, Tuple
+import weakref
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import ops
-from .perturbation import PerturbedEvaluator, StepResult, finite
+from .perturbation import StepResult, evaluate_closure, finite
 from .subspace import check_rank, gram_basis, target_linears
+
+
+class SharedProjection:
+    """x.float() @ V for the layers fed one tensor through one basis (q/k/v projections): computed once per input
+    and basis. Keeps weak references only, so it holds no activation alive; a new input, a modified one (its
+    version counter) or another basis recomputes."""
+
+    def __init__(self):
+        self._last = None  # (weakref to x, x._version, weakref to V, V._version, x V)
+
+    def __call__(self, x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        last = self._last
+        if last is not None and last[0]() is x and last[1] == x._version and last[2]() is basis and \
+                last[3] == basis._version:
+            return last[4]
+        xv = x.float() @ basis
+        self._last = (weakref.ref(x), x._version, weakref.ref(basis), basis._version, xv)
+        return xv
 
 
 class ZOActLinear(torch.nn.Module):
     """base(x) + (x V) C^T. base: a frozen module with in_features/out_features (torch.nn.Linear or a quantized
-    linear); basis V: [d_in, r] float32 buffer; coeff C: [d_out, r] float32 Parameter, zero-initialized."""
+    linear); basis V: [d_in, r] float32 buffer; coeff C: [d_out, r] float32 Parameter, zero-initialized.
+    projection: a SharedProjection shared with the layers that read the same input (default: its own).
+    While `perturbed_coeff` is set (CoefficientPerturbation), the forward reads it in place of C."""
 
-    def __init__(self, base: torch.nn.Module, basis: torch.Tensor):
+    def __init__(self, base: torch.nn.Module, basis: torch.Tensor, projection: Optional[SharedProjection] = None):
         super().__init__()
         self.base = base
         for p in base.parameters():
             p.requires_grad_(False)
-        self.register_buffer("basis", basis.detach().float().contiguous())
+        if basis.dtype != torch.float32 or not basis.is_contiguous() or basis.requires_grad:
+            basis = basis.detach().float().contiguous()
+        self.register_buffer("basis", basis)  # the caller's tensor itself where it can be: layers may share it
         self.coeff = torch.nn.Parameter(torch.zeros(base.out_features, basis.shape[1], device=basis.device))
+        self.projection = SharedProjection() if projection is None else projection
+        self.perturbed_coeff: Optional[torch.Tensor] = None
 
     @property
     def in_features(self):
@@ -39,7 +64,8 @@ class ZOActLinear(torch.nn.Module):
 
     def forward(self, x):
         y = self.base(x)
-        return y + ((x.float() @ self.basis) @ self.coeff.T).to(y.dtype)
+        coeff = self.coeff if self.perturbed_coeff is None else self.perturbed_coeff
+        return y + (self.projection(x, self.basis) @ coeff.T).to(y.dtype)
 
     def merge(self, *, rounding: str = "stochastic", rounding_seed: int = 0, backend: str = "auto") -> torch.nn.Module:
         """Write W0 + C V^T into the base weight (one lowrank_add_ pass), zero C, and return the base module."""
@@ -56,18 +82,25 @@ class ZOActLinear(torch.nn.Module):
 
 def attach(model: torch.nn.Module, calibration, *, rank: int, targets="all") -> List[Tuple[str, ZOActLinear]]:
     """Replace the targeted linear layers of `model` by ZOActLinear, with bases from one calibration pass:
-    calibration() runs the model's forward on calibration data (under no_grad). Returns (name, layer) pairs.
-    Raises ValueError if rank exceeds a layer's d_in or its calibration token count."""
+    calibration() runs the model's forward on calibration data (under no_grad). Layers that read the very same
+    input tensor in every calibration call (q/k/v) get one basis tensor and one SharedProjection. Returns (name,
+    layer) pairs. Raises ValueError if rank exceeds a layer's d_in or its calibration token count."""
     layers = target_linears(model, targets)
     rank = check_rank(layers, rank)
     grams = [None] * len(layers)
     tokens = [0] * len(layers)
+    leader = [None] * len(layers)  # the first layer (in execution order) that read this layer's input, every call
+    last = {"x": lambda: None, "leader": None}
 
     def hook_for(i):
         def hook(module, args):
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
-            grams[i] = x.T @ x if grams[i] is None else grams[i] + x.T @ x
-            tokens[i] += x.shape[0]
+            x = args[0]
+            first = last["leader"] if last["x"]() is x else i
+            leader[i] = first if leader[i] in (None, first) else i  # a layer that ever reads another input: its own
+            last.update(x=weakref.ref(x), leader=first)
+            flat = x.detach().reshape(-1, x.shape[-1]).double()
+            grams[i] = flat.T @ flat if grams[i] is None else grams[i] + flat.T @ flat
+            tokens[i] += flat.shape[0]
         return hook
 
     handles = [m.register_forward_pre_hook(hook_for(i)) for i, (_, m) in enumerate(layers)]
@@ -77,29 +110,60 @@ def attach(model: torch.nn.Module, calibration, *, rank: int, targets="all") -> 
     finally:
         for h in handles:
             h.remove()
-    wrapped = []
     for i, (name, m) in enumerate(layers):
         if tokens[i] < rank:
             raise ValueError(f"rank {rank} is larger than the {tokens[i]} calibration tokens layer {name!r} saw")
+    shared = {}  # group leader -> (basis, projection)
+    wrapped = []
     for i, (name, m) in enumerate(layers):
-        device = next(iter(list(m.parameters()) + list(m.buffers()))).device
-        layer = ZOActLinear(m, gram_basis(grams[i], rank).to(device))
+        key = leader[i] if leader[i] is not None and leader[leader[i]] == leader[i] else i
+        if key not in shared:
+            device = next(iter(list(m.parameters()) + list(m.buffers()))).device
+            shared[key] = (gram_basis(grams[key], rank).to(device), SharedProjection())
+        layer = ZOActLinear(m, *shared[key])
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
         wrapped.append((name, layer))
     return wrapped
 
 
-def zoact_step(evaluator: PerturbedEvaluator, closure, *, seed: int, eps: float, inner: torch.optim.Optimizer,
-               backend: str = "auto") -> StepResult:
+class CoefficientPerturbation:
+    """Evaluates closures with every layer's coefficients at C + scale z(seed, stream, tensor id = position):
+    one multi-tensor perturbed_copy_ into scratch copies of the C's (d_out x r floats per layer), which the
+    layers read in place of C while the closure runs. C itself is never written, and no module hooks run.
+    `params`: the C's, in tensor-id order."""
+
+    def __init__(self, layers: Sequence[ZOActLinear], *, backend: str = "auto"):
+        self.layers = list(layers)
+        self.params = [layer.coeff for layer in self.layers]
+        self.backend = backend
+        self._scratch: List[torch.Tensor] = []
+
+    def loss(self, closure, *, seed: int, stream: int = 0, scale: float) -> float:
+        coeffs = [p.data for p in self.params]
+        if [(s.shape, s.device) for s in self._scratch] != [(c.shape, c.device) for c in coeffs]:
+            self._scratch = [torch.empty_like(c) for c in coeffs]
+        ops.perturbed_copy_(self._scratch, coeffs, seed=seed, scale=scale, stream=stream,
+                            tensor_ids=list(range(len(coeffs))), backend=self.backend)
+        for layer, scratch in zip(self.layers, self._scratch):
+            layer.perturbed_coeff = scratch
+        try:
+            return evaluate_closure(closure)
+        finally:
+            for layer in self.layers:
+                layer.perturbed_coeff = None
+
+
+def zoact_step(perturbation: CoefficientPerturbation, closure, *, seed: int, eps: float,
+               inner: torch.optim.Optimizer, backend: str = "auto") -> StepResult:
     """MeZO's estimate on the coefficients: l+- = L(C +- eps z), g = (l+ - l-) / (2 eps); each C gets
     grad = g z (z regenerated, tensor id = its position) and `inner` (Adam, SGD, ...) takes one step."""
-    loss_plus = evaluator.loss(closure, seed=seed, stream=0, scale=eps)
-    loss_minus = evaluator.loss(closure, seed=seed, stream=0, scale=-eps)
+    loss_plus = perturbation.loss(closure, seed=seed, stream=0, scale=eps)
+    loss_minus = perturbation.loss(closure, seed=seed, stream=0, scale=-eps)
     if not finite(loss_plus, loss_minus):
         return StepResult(loss=float("nan"), projected_grad=[float("nan")], forward_passes=2, skipped=True, seed=seed)
     g = (loss_plus - loss_minus) / (2.0 * eps)
-    params = evaluator.params
+    params = perturbation.params
     grads = [torch.zeros_like(p) for p in params]
     ops.combine_(grads, seed=seed, coeffs=[g], streams=[0], tensor_ids=list(range(len(params))), backend=backend)
     for p, grad in zip(params, grads):  # grad = g z for every C: one multi-tensor launch, not a normal() per layer
