@@ -19,7 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_perturb import eager_mezo, timer, write_result  # noqa: E402
 
 import zokernels as zk  # noqa: E402
+from zokernels.zo import PerturbedEvaluator  # noqa: E402
 
+ROWS = ("eager", "mezo", "bszo", "agzo", "zoact")
 OPT_1_3B = dict(hidden_size=2048, ffn_dim=8192, num_hidden_layers=24, num_attention_heads=32, vocab_size=50272,
                 max_position_embeddings=2048, word_embed_proj_dim=2048)
 OPT_TINY = dict(hidden_size=64, ffn_dim=256, num_hidden_layers=2, num_attention_heads=4, vocab_size=512,
@@ -67,8 +69,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny model (a smoke test)")
     ap.add_argument("--ks", default="2,4,8")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}, or "
+                    "zoact-hooks: ZO-Act's coefficients evaluated through PerturbedEvaluator's module hooks (the "
+                    "evaluation before CoefficientPerturbation), for comparison in one run")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    wanted = set(args.rows.split(","))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, ids, dtype = build(device, args.quick)
     params = list(model.parameters())
@@ -89,21 +95,28 @@ def main(argv=None):
 
     print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}: OPT {n / 1e9:.3f}e9 "
           f"{dtype} parameters, batch {tuple(ids.shape)}, backend {zk.backend_for(device)}", flush=True)
-    add("forward (inference)", closure, 1)
-    add("eager MeZO step (inplace, RNE)", lambda: eager_mezo_step(params, closure, next(counter)), 2)
-    for mode in ("inplace", "exact"):
+    add("forward (inference)", closure, 1)  # always: the other rows are read against it
+    if "eager" in wanted:
+        add("eager MeZO step (inplace, RNE)", lambda: eager_mezo_step(params, closure, next(counter)), 2)
+    for mode in ("inplace", "exact") if "mezo" in wanted else ():
         opt = zk.optim.MeZO(params, lr=1e-6, mode=mode)
         add(f"zokernels MeZO ({mode})", lambda opt=opt: opt.step(closure), 2)
-    for k in [int(v) for v in args.ks.split(",")]:
+    for k in [int(v) for v in args.ks.split(",")] if "bszo" in wanted else ():
         opt = zk.optim.BSZO(params, lr=1e-6, k=k)
         add(f"zokernels BSZO k={k} (exact)", lambda opt=opt: opt.step(closure), k + 1)
     rank = 16 if device.type == "cuda" and not args.quick else 4
-    opt = zk.optim.AGZO(model, lr=1e-6)
-    add("zokernels AGZO r=1 (paper default, full parameter)", lambda: opt.step(closure), 2)
-    opt = zk.optim.ZOAct(model, lr=1e-6, rank=rank, calibration=closure)  # wraps the linears: the last row
-    add(f"zokernels ZO-Act r={rank} (linears, Adam)", lambda: opt.step(closure), 2)
+    if "agzo" in wanted:
+        opt = zk.optim.AGZO(model, lr=1e-6)
+        add("zokernels AGZO r=1 (paper default, full parameter)", lambda: opt.step(closure), 2)
+    if wanted & {"zoact", "zoact-hooks"}:
+        opt = zk.optim.ZOAct(model, lr=1e-6, rank=rank, calibration=closure)  # wraps the linears: the last rows
+        if "zoact" in wanted:
+            add(f"zokernels ZO-Act r={rank} (linears, Adam)", lambda: opt.step(closure), 2)
+        if "zoact-hooks" in wanted:
+            opt._perturbation = PerturbedEvaluator([layer.coeff for _, layer in opt.layers])
+            add(f"ZO-Act r={rank}, C's evaluated by module hooks", lambda: opt.step(closure), 2)
     forward_ms, forward_peak = rows[0]["ms"], rows[0]["peak_mb"]
-    mezo_ms = rows[1]["ms"]
+    mezo_ms = rows[1]["ms"] if "eager" in wanted else float("nan")
     for r in rows:
         r["ms_per_forward"] = r["ms"] / r["forwards"]
         r["x_eager_mezo_step"] = r["ms"] / mezo_ms
