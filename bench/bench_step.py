@@ -113,7 +113,7 @@ def main(argv=None):
         if "zoact" in wanted:
             add(f"zokernels ZO-Act r={rank} (linears, Adam)", lambda: opt.step(closure), 2)
         if "zoact-hooks" in wanted:
-            opt._perturbation = PerturbedEvaluator([layer.coeff for _, layer in opt.layers])
+            opt._perturbation = PerturbedEvaluator([[layer.coeff for _, layer in opt.layers]])  # one group
             add(f"ZO-Act r={rank}, C's evaluated by module hooks", lambda: opt.step(closure), 2)
     forward_ms, forward_peak = rows[0]["ms"], rows[0]["peak_mb"]
     mezo_ms = rows[1]["ms"] if "eager" in wanted else float("nan")
