@@ -119,8 +119,11 @@ def main(argv=None):
     ap.add_argument("--sweep", action="store_true", help="time tile shapes per rank bucket and use the fastest")
     ap.add_argument("--backend", default="auto", help="auto, triton or cuda (the fused rows)")
     ap.add_argument("--precision", action="store_true", help="diagnostic: time the dot at 3xTF32 against 1xTF32")
+    ap.add_argument("--basis-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                    help="dtype of the bases of the timed rows (the kernels widen them to fp32 as they load them)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    basis_dtype = getattr(torch, args.basis_dtype)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dims = OPT_1_3B if device.type == "cuda" else OPT_TINY
     dtype = torch.bfloat16
@@ -147,7 +150,8 @@ def main(argv=None):
     if args.precision and backend == "triton":
         precision = sweep_precision(weights, bench, fused_call, [int(v) for v in args.ranks.split(",")])
     for r in [int(v) for v in args.ranks.split(",")]:
-        bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device=device))[0].contiguous() for w in weights]
+        bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device=device))[0].to(basis_dtype).contiguous()
+                 for w in weights]
         for k in [int(v) for v in args.ks.split(",")]:
             coeffs = [1e-3 / k] * k
             eager_ms = bench(lambda: eager_lowrank(weights, bases, next(seeds), coeffs))
@@ -167,7 +171,7 @@ def main(argv=None):
                       f"eager {eager_ms:8.3f} ms ({eager_ms / ms:4.1f}x)  host {host:6.3f} ms", flush=True)
     result = dict(device=name, torch=torch.__version__, date=datetime.date.today().isoformat(), backend=backend,
                   shapes="OPT-1.3B linears" if dims is OPT_1_3B else "OPT-tiny linears", tensors=len(weights),
-                  elements=numel, dtype=str(dtype), roofline_ms=roofline, tiles=tiles_in_use(), sweep=sweep, precision=precision,
+                  elements=numel, dtype=str(dtype), basis_dtype=str(basis_dtype), roofline_ms=roofline, tiles=tiles_in_use(), sweep=sweep, precision=precision,
                   rows=rows)
     print("\n| r | K | rounding | calls | ms | x roofline | host ms | eager ms | speedup vs eager |\n"
           "|---|---|---|---|---|---|---|---|---|")
