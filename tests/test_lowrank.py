@@ -283,6 +283,18 @@ def test_the_perturbed_linear_equals_a_linear_on_the_perturbed_weight(dtype):
         zk.lowrank_perturbation(x, basis[:39], 24, seed=0, scale=1.0)
 
 
+def test_lowrank_delta_with_a_given_projection_equals_its_own_and_a_wrong_one_is_refused():
+    gen = torch.Generator().manual_seed(4)
+    x, basis, factor = torch.randn(3, 5, 10, generator=gen), torch.randn(10, 4, generator=gen), torch.randn(7, 4, generator=gen)
+    xv = zk.lowrank_project(x, basis)
+    torch.testing.assert_close(xv.double(), x.double() @ basis.double(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(zk.lowrank_delta(x, basis, factor, scale=0.3, xv=xv), zk.lowrank_delta(x, basis, factor, scale=0.3))
+    with pytest.raises(ValueError, match=r"xv has shape \(3, 5, 3\) and dtype torch.float32: it must be lowrank_project"):
+        zk.lowrank_delta(x, basis, factor, scale=0.3, xv=xv[..., :3])
+    with pytest.raises(ValueError, match="xv has shape .* and dtype torch.float64"):
+        zk.lowrank_delta(x, basis, factor, scale=0.3, xv=xv.double())
+
+
 def test_lowrank_delta_applies_a_given_factor_as_lowrank_perturbation_applies_n():
     """lowrank_delta(x, V, F) = scale (x V) F^T (float64 check on fresh random inputs); with F = N (the stream
     lowrank_perturbation draws) the two agree exactly; mismatched shapes are refused naming all three."""

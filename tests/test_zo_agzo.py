@@ -200,3 +200,20 @@ def test_layers_fed_the_same_input_share_one_basis():
     assert by_name[attn + "q_proj"] is by_name[attn + "k_proj"] is by_name[attn + "v_proj"]
     assert by_name[attn + "out_proj"] is not by_name[attn + "q_proj"]
     assert len({id(v) for v in perturbation.bases}) == 4 * 2  # qkv, out_proj, fc1, fc2 per decoder layer
+
+
+def test_layers_fed_the_same_input_compute_x_v_once_per_perturbed_pass(monkeypatch):
+    """q/k/v share x V as they share V: 8 projections per perturbed pass of the 2-layer OPT (not 12), and the
+    same loss as when every layer computes its own."""
+    from zokernels import ops
+
+    model, closure = tiny_opt(torch.float32)
+    perturbation = LowRankPerturbation(target_linears(model), 4)
+    perturbation.loss(closure, seed=3, scale=0.0, refresh=True, evaluate=evaluate_closure)
+    calls = []
+    real = ops.lowrank_project
+    monkeypatch.setattr(ops, "lowrank_project", lambda x, basis: calls.append(1) or real(x, basis))
+    shared = perturbation.loss(closure, seed=3, scale=0.05, refresh=False, evaluate=evaluate_closure)
+    assert len(calls) == 4 * 2
+    monkeypatch.setattr("zokernels.zo.subspace.SharedProjection.__call__", lambda self, x, basis: real(x, basis))
+    assert perturbation.loss(closure, seed=3, scale=0.05, refresh=False, evaluate=evaluate_closure) == shared

@@ -9,7 +9,8 @@ import zokernels as zk
 from zokernels.quant import Int8WeightOnlyLinear, quantize_linears
 from zokernels.zo.subspace import target_linears
 from zokernels.zo import PerturbedEvaluator
-from zokernels.zo.zoact import CoefficientPerturbation, SharedProjection, ZOActLinear
+from zokernels.zo.subspace import SharedProjection
+from zokernels.zo.zoact import CoefficientPerturbation, ZOActLinear
 
 from .zo_problems import tiny_opt
 

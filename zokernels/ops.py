@@ -327,15 +327,28 @@ def lowrank_perturbation(x: torch.Tensor, basis: torch.Tensor, out_features: int
     return lowrank_delta(x, basis, n.view(out_features, basis.shape[1]), scale=scale)
 
 
-def lowrank_delta(x: torch.Tensor, basis: torch.Tensor, factor: torch.Tensor, *, scale: float) -> torch.Tensor:
+def lowrank_project(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """float32 [..., r]: x V for x [..., d_in], V = basis [d_in, r] (the first factor of every low-rank output
+    change; layers that read one input through one basis can compute it once)."""
+    return x.float() @ basis.float()
+
+
+def lowrank_delta(x: torch.Tensor, basis: torch.Tensor, factor: torch.Tensor, *, scale: float,
+                  xv: Optional[torch.Tensor] = None) -> torch.Tensor:
     """float32 [..., d_out]: scale * (x V) F^T for x [..., d_in], V = basis [d_in, r], F = factor [d_out, r] (one
     device; shapes as lowrank_perturbation, which calls this with F = N). For callers that draw every layer's N
-    in one launch (AGZO) and hand each layer its own."""
+    in one launch (AGZO) and hand each layer its own. xv: lowrank_project(x, basis) where the caller already
+    has it (layers fed one input share it)."""
     scale = _check_real("scale", scale)
     if basis.dim() != 2 or factor.dim() != 2 or x.shape[-1] != basis.shape[0] or factor.shape[1] != basis.shape[1]:
         raise ValueError(f"x {tuple(x.shape)}, basis {tuple(basis.shape)}, factor {tuple(factor.shape)}: need "
                          "x [..., d_in], basis [d_in, r], factor [d_out, r]")
-    return scale * ((x.float() @ basis.float()) @ factor.float().T)
+    if xv is None:
+        xv = lowrank_project(x, basis)
+    elif tuple(xv.shape) != (*x.shape[:-1], basis.shape[1]) or xv.dtype != torch.float32:
+        raise ValueError(f"xv has shape {tuple(xv.shape)} and dtype {xv.dtype}: it must be lowrank_project(x, basis), "
+                         f"float32 {(*x.shape[:-1], basis.shape[1])}")
+    return scale * (xv @ factor.float().T)
 
 
 def lowrank_perturbed_linear(x: torch.Tensor, weight: torch.Tensor, basis: torch.Tensor, bias=None, *, seed: int,

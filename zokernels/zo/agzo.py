@@ -16,7 +16,7 @@ import torch
 
 from .. import ops
 from .perturbation import PerturbedEvaluator, StepResult, evaluate_closure, finite
-from .subspace import activation_basis, check_rank
+from .subspace import SharedProjection, activation_basis, check_rank
 
 DENSE_STREAM = 1  # the Gaussian stream of the parameters outside the targeted linears (N uses stream 0)
 
@@ -39,6 +39,7 @@ class LowRankPerturbation:
         refreshed = set()
         last = {}  # consecutive layers fed the same tensor (q/k/v projections) share its basis; x is kept alive here
         factors = self._factors(seed) if scale != 0.0 else None
+        projection = SharedProjection()  # ... and its x V
 
         def hook_for(i):
             def hook(module, args, output):
@@ -55,7 +56,8 @@ class LowRankPerturbation:
                 basis = self.bases[i]
                 if basis is None:
                     raise RuntimeError(f"AGZO: layer {self.layers[i][0]!r} has no basis yet (refresh it first)")
-                return output + ops.lowrank_delta(x, basis, factors[i], scale=scale).to(output.dtype)
+                delta = ops.lowrank_delta(x, basis, factors[i], scale=scale, xv=projection(x, basis))
+                return output + delta.to(output.dtype)
             return hook
 
         handles = [m.register_forward_hook(hook_for(i)) for i, (_, m) in enumerate(self.layers)]

@@ -1,6 +1,7 @@
 """What AGZO and ZO-Act share: choosing the linear layers, and orthonormal bases of their input activations."""
 import functools
 import re
+import weakref
 from typing import List, Tuple, Union
 
 import torch
@@ -43,6 +44,24 @@ def check_rank(layers: List[Tuple[str, torch.nn.Module]], rank) -> int:
         if rank > m.in_features:
             raise ValueError(f"rank {rank} is larger than d_in = {m.in_features} of layer {name!r}")
     return rank
+
+
+class SharedProjection:
+    """ops.lowrank_project(x, V) for the layers fed one tensor through one basis (q/k/v projections): computed
+    once per input and basis. Keeps weak references only, so it holds no activation alive; a new input, a modified one (its
+    version counter) or another basis recomputes."""
+
+    def __init__(self):
+        self._last = None  # (weakref to x, x._version, weakref to V, V._version, x V)
+
+    def __call__(self, x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        last = self._last
+        if last is not None and last[0]() is x and last[1] == x._version and last[2]() is basis and \
+                last[3] == basis._version:
+            return last[4]
+        xv = ops.lowrank_project(x, basis)
+        self._last = (weakref.ref(x), x._version, weakref.ref(basis), basis._version, xv)
+        return xv
 
 
 def _is_linear_like(module):

@@ -15,25 +15,7 @@ import torch
 
 from .. import ops
 from .perturbation import StepResult, evaluate_closure, finite
-from .subspace import check_rank, gram_basis, target_linears
-
-
-class SharedProjection:
-    """x.float() @ V for the layers fed one tensor through one basis (q/k/v projections): computed once per input
-    and basis. Keeps weak references only, so it holds no activation alive; a new input, a modified one (its
-    version counter) or another basis recomputes."""
-
-    def __init__(self):
-        self._last = None  # (weakref to x, x._version, weakref to V, V._version, x V)
-
-    def __call__(self, x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-        last = self._last
-        if last is not None and last[0]() is x and last[1] == x._version and last[2]() is basis and \
-                last[3] == basis._version:
-            return last[4]
-        xv = x.float() @ basis
-        self._last = (weakref.ref(x), x._version, weakref.ref(basis), basis._version, xv)
-        return xv
+from .subspace import SharedProjection, check_rank, gram_basis, target_linears
 
 
 class ZOActLinear(torch.nn.Module):
