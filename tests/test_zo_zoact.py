@@ -71,6 +71,10 @@ def test_a_shared_projection_recomputes_for_a_new_or_modified_input_or_basis():
     torch.testing.assert_close(projection(x, other), x @ other)
     y = x.clone()
     assert projection(y, other) is not projection(x, other)
+    z = torch.randn(5, 6, requires_grad=True)  # under autograd: never cached (no graph kept past its forward)
+    assert projection(z, other) is not projection(z, other)
+    with torch.no_grad():
+        assert projection(z, other) is projection(z, other)
 
 
 def test_coefficient_perturbation_evaluates_as_the_exact_evaluator_and_never_writes_c():

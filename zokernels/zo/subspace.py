@@ -49,7 +49,8 @@ def check_rank(layers: List[Tuple[str, torch.nn.Module]], rank) -> int:
 class SharedProjection:
     """ops.lowrank_project(x, V) for the layers fed one tensor through one basis (q/k/v projections): computed
     once per input and basis. Keeps weak references only, so it holds no activation alive; a new input, a modified one (its
-    version counter) or another basis recomputes."""
+    version counter) or another basis recomputes. Under autograd (an input that requires grad) nothing is cached,
+    so no graph outlives its forward."""
 
     def __init__(self):
         self._last = None  # (weakref to x, x._version, weakref to V, V._version, x V)
@@ -60,6 +61,9 @@ class SharedProjection:
                 last[3] == basis._version:
             return last[4]
         xv = ops.lowrank_project(x, basis)
+        if torch.is_grad_enabled() and (x.requires_grad or basis.requires_grad):
+            self._last = None
+            return xv
         self._last = (weakref.ref(x), x._version, weakref.ref(basis), basis._version, xv)
         return xv
 
