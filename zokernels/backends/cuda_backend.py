@@ -11,7 +11,8 @@ import warnings
 import torch
 
 from .. import _cuda_build
-from .launch import TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, lowrank_blocks, to_device
+from .launch import (TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, lowrank_blocks,
+                     lowrank_direction_args, to_device)
 
 NAME = "cuda"
 CHUNK = 64 * 1024  # elements per block (a multiple of every GROUP)
@@ -129,11 +130,7 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
     Bases and explicit factors go to the kernel as float32 (a copy where they are not); the product is an fp32
     FMA sum over the rank (csrc/zo_lowrank.cu)."""
     regen = factors is None
-    if regen:
-        coeff_arg, scale, stream_arg = direction_args(coeffs, streams, weights[0].device)
-        k, stream0 = len(streams), streams[0]
-    else:
-        coeff_arg, scale, stream_arg, k, stream0 = None, 0.0, None, 0, 0
+    coeff_arg, scale, stream_arg, k, stream0 = lowrank_direction_args(factors, coeffs, streams, weights[0].device)
     by_dtype = {}
     for t, w in enumerate(weights):
         if w.numel():

@@ -43,6 +43,14 @@ def direction_args(coeffs, streams, device):
     return coeff_arg, scale, stream_arg
 
 
+def lowrank_direction_args(factors, coeffs, streams, device):
+    """(coeff tensor or None, scale, stream tensor or None, K, stream0) of a low-rank launch: direction_args and
+    the streams for a regenerated factor (factors None); no directions (K = 0) for explicit factors."""
+    if factors is not None:
+        return None, 0.0, None, 0, 0
+    return (*direction_args(coeffs, streams, device), len(streams), streams[0])
+
+
 def to_device(table: torch.Tensor, device) -> torch.Tensor:
     """A host table on `device` without waiting for the GPU: a CUDA copy goes through pinned memory, so it is
     queued behind earlier work instead of synchronizing with it (pageable copies wait)."""

@@ -18,7 +18,7 @@ import triton.language as tl
 
 from .. import contract as C
 from .launch import (TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, lowrank_blocks,
-                     tensor_list_key, to_device)
+                     lowrank_direction_args, tensor_list_key, to_device)
 
 NAME = "triton"
 # Launch settings (measured on an H100: bench/results/); the environment may override them for other GPUs.
@@ -582,11 +582,7 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
     if not groups:
         return
     regen = factors is None
-    if regen:
-        coeff_arg, scale, stream_arg = direction_args(coeffs, streams, weights[0].device)
-        k, stream0 = len(streams), streams[0]
-    else:
-        coeff_arg, scale, stream_arg, k, stream0 = None, 0.0, None, 0, 0
+    coeff_arg, scale, stream_arg, k, stream0 = lowrank_direction_args(factors, coeffs, streams, weights[0].device)
     k0, k1 = key_words(seed)
     rk0, rk1 = key_words(rounding_seed)
     for (*_, r_pad), idx in groups.items():
