@@ -36,44 +36,64 @@ template <int BYTES> struct VecOf;
 template <> struct VecOf<16> { using type = uint4; };
 template <> struct VecOf<8> { using type = uint2; };
 template <> struct VecOf<4> { using type = uint32_t; };
+template <typename T, int G> constexpr int kVecBytes = G * sizeof(T) < 16 ? G * sizeof(T) : 16;
 
-// G elements from local index `local`, as stored: 16-byte (or narrower) vector accesses when the group is inside
-// the tensor and aligned, element by element otherwise (zero outside [0, numel)).
-template <typename T, int G>
-__device__ __forceinline__ void load_raw(const T* p, int64_t local, int64_t numel, T (&raw)[G]) {
-  constexpr int kBytes = G * sizeof(T), kVec = kBytes < 16 ? kBytes : 16;
-  using V = typename VecOf<kVec>::type;
-  if (local >= 0 && local + G <= numel && reinterpret_cast<uintptr_t>(p + local) % kVec == 0) {
-#pragma unroll
-    for (int i = 0; i < kBytes / kVec; ++i) reinterpret_cast<V*>(raw)[i] = reinterpret_cast<const V*>(p + local)[i];
-  } else {
-#pragma unroll
-    for (int j = 0; j < G; ++j) raw[j] = (local + j >= 0 && local + j < numel) ? p[local + j] : T{};
-  }
+template <typename T, int G> __device__ __forceinline__ bool vec_aligned(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % kVecBytes<T, G> == 0;
 }
 
-template <typename T, int G>
-__device__ __forceinline__ void to_f32(const T (&raw)[G], float (&v)[G]) {
+// G elements at p, as stored, by 16-byte (or narrower) vectors; p aligned to kVecBytes<T, G>.
+template <typename T, int G> __device__ __forceinline__ void load_vec(const T* p, T (&raw)[G]) {
+  using V = typename VecOf<kVecBytes<T, G>>::type;
+#pragma unroll
+  for (int i = 0; i < G * sizeof(T) / sizeof(V); ++i) reinterpret_cast<V*>(raw)[i] = reinterpret_cast<const V*>(p)[i];
+}
+template <typename T, int G> __device__ __forceinline__ void store_vec(T* p, const T (&v)[G]) {
+  using V = typename VecOf<kVecBytes<T, G>>::type;
+#pragma unroll
+  for (int i = 0; i < G * sizeof(T) / sizeof(V); ++i) reinterpret_cast<V*>(p)[i] = reinterpret_cast<const V*>(v)[i];
+}
+
+// Element by element where element j of p exists only for lo <= j < hi (zero / not written otherwise).
+template <typename T, int G, typename I>
+__device__ __forceinline__ void load_elems(const T* p, I lo, I hi, T (&raw)[G]) {
+#pragma unroll
+  for (int j = 0; j < G; ++j) raw[j] = (j >= lo && j < hi) ? p[j] : T{};
+}
+template <typename T, int G, typename I>
+__device__ __forceinline__ void store_elems(T* p, I lo, I hi, const T (&v)[G]) {
+#pragma unroll
+  for (int j = 0; j < G; ++j)
+    if (j >= lo && j < hi) p[j] = v[j];
+}
+
+template <typename ST, int G>
+__device__ __forceinline__ void to_f32(const ST (&raw)[G], float (&v)[G]) {
 #pragma unroll
   for (int j = 0; j < G; ++j) v[j] = to_f32(raw[j]);
 }
 
 template <typename T, int G>
+__device__ __forceinline__ void round_group(const float (&v)[G], const uint32_t (&r)[G], bool stochastic, T (&out)[G]) {
+#pragma unroll
+  for (int j = 0; j < G; ++j) out[j] = round_to<T>(v[j], r[j], stochastic);
+}
+
+// G elements from local index `local` of a tensor of numel elements: vectors when the group is inside the tensor
+// and aligned, element by element otherwise (zero outside [0, numel)).
+template <typename T, int G>
+__device__ __forceinline__ void load_raw(const T* p, int64_t local, int64_t numel, T (&raw)[G]) {
+  if (local >= 0 && local + G <= numel && vec_aligned<T, G>(p + local)) load_vec<T, G>(p + local, raw);
+  else load_elems<T, G>(p + local, -local, numel - local, raw);
+}
+
+template <typename T, int G>
 __device__ __forceinline__ void store_group(T* p, int64_t local, int64_t numel, const float (&v)[G],
                                             const uint32_t (&r)[G], bool stochastic) {
-  constexpr int kBytes = G * sizeof(T), kVec = kBytes < 16 ? kBytes : 16;
-  using V = typename VecOf<kVec>::type;
-  T tmp[G];
-#pragma unroll
-  for (int j = 0; j < G; ++j) tmp[j] = round_to<T>(v[j], r[j], stochastic);
-  if (local >= 0 && local + G <= numel && reinterpret_cast<uintptr_t>(p + local) % kVec == 0) {
-#pragma unroll
-    for (int i = 0; i < kBytes / kVec; ++i) reinterpret_cast<V*>(p + local)[i] = reinterpret_cast<const V*>(tmp)[i];
-  } else {
-#pragma unroll
-    for (int j = 0; j < G; ++j)
-      if (local + j >= 0 && local + j < numel) p[local + j] = tmp[j];
-  }
+  T out[G];
+  round_group<T, G>(v, r, stochastic, out);
+  if (local >= 0 && local + G <= numel && vec_aligned<T, G>(p + local)) store_vec<T, G>(p + local, out);
+  else store_elems<T, G>(p + local, -local, numel - local, out);
 }
 
 }  // namespace zk

@@ -21,52 +21,88 @@ struct ChunkRow {  // one table row, 6 x int64 (cuda_backend.py builds it)
 };
 static_assert(sizeof(ChunkRow) == 6 * sizeof(int64_t), "table layout");
 
-// Stochastic-rounding words of the G elements from global index `global` (a multiple of 4), or zeros.
-template <bool kRound, int G>
-__device__ __forceinline__ void rounding_words(int64_t global, uint32_t tensor_id, uint2 rounding_key, uint32_t (&r)[G]) {
-#pragma unroll
-  for (int q = 0; q < G / 4; ++q) {
-    uint4 x = make_uint4(0, 0, 0, 0);
-    if constexpr (kRound) x = unit_words((global >> 2) + q, kRoundingStream, tensor_id, rounding_key);
-    r[4 * q] = x.x; r[4 * q + 1] = x.y; r[4 * q + 2] = x.z; r[4 * q + 3] = x.w;
+// The table row's elements as seen by one block, row-relative: element e of the row is local index local0 + e of
+// its tensor and exists for lo <= e < hi. Indices inside a row are 32-bit (a row is at most CHUNK elements); the
+// vector alignment of the row's start is tested once (G elements from a multiple of G keep it).
+template <typename DT, typename ST, int G>
+struct RowAccess {
+  DT* dst;
+  const ST* src;
+  int lo, hi;
+  bool aligned;
+  __device__ __forceinline__ RowAccess(const TensorPtrs& ptrs, const ChunkRow& row)
+      : dst(reinterpret_cast<DT*>(ptrs.dst[row.tensor]) + row.local0),
+        src(reinterpret_cast<const ST*>(ptrs.src[row.tensor]) + row.local0),
+        lo(row.local0 < 0 ? static_cast<int>(-row.local0) : 0),
+        hi(static_cast<int>(row.numel - row.local0 < row.length ? row.numel - row.local0 : row.length)),
+        aligned(vec_aligned<DT, G>(dst) && vec_aligned<ST, G>(src)) {}
+  __device__ __forceinline__ bool interior(int e) const { return aligned && e >= lo && e + G <= hi; }
+  __device__ __forceinline__ void load(int e, ST (&raw)[G]) const {
+    if (interior(e)) load_vec<ST, G>(src + e, raw);
+    else load_elems<ST, G>(src + e, lo - e, hi - e, raw);
   }
+  // v rounded to DT (stochastic: with the rounding words of global index 4 quad on, 4 at a time) into row element e.
+  template <bool kRound>
+  __device__ __forceinline__ void store(int e, const float (&v)[G], uint64_t quad, uint32_t tensor_id,
+                                        uint2 rounding_key) const {
+    DT out[G];
+#pragma unroll
+    for (int q = 0; q < G / 4; ++q) {
+      uint4 x = make_uint4(0, 0, 0, 0);
+      if constexpr (kRound) x = unit_words(static_cast<int64_t>(quad + q), kRoundingStream, tensor_id, rounding_key);
+      const uint32_t r[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) out[4 * q + i] = round_to<DT>(v[4 * q + i], r[i], kRound);
+    }
+    if (interior(e)) store_vec<DT, G>(dst + e, out);
+    else store_elems<DT, G>(dst + e, lo - e, hi - e, out);
+  }
+};
+
+// The row's first element's global index / 4 (spans start on multiples of the group, >= 8 elements).
+__device__ __forceinline__ uint64_t first_quad(const ChunkRow& row) {
+  return static_cast<uint64_t>(row.offset + row.local0) >> 2;
 }
 
-// Each thread owns groups of G consecutive elements, a blockDim apart. With kLoadAhead the next group's bytes are
+// Each thread owns groups of G consecutive elements, a block apart. With kLoadAhead the next group's bytes are
 // loaded (raw, G * sizeof(ST) bytes of registers) before this group's math, so each thread keeps a load in flight
-// while it computes (H100: bench/NOTES.md). add_direction(k, global, acc) adds direction k to the group that starts
-// at global index `global`.
+// while it computes (H100: bench/NOTES.md). add_direction(c, stream, quad, acc) adds one direction with
+// coefficient c to the group whose first element has global index 4 quad.
 template <int G, bool kLoadAhead, typename DT, typename ST, bool kRound, typename AddDirection>
-__device__ __forceinline__ void thread_groups(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
-                                              uint32_t tensor_id, uint2 rounding_key, AddDirection add_direction) {
-  const int64_t groups = (row.length + G - 1) / G, stride = blockDim.x;
+__device__ __forceinline__ void thread_groups(const TensorPtrs& ptrs, const ChunkRow& row, const Directions& d,
+                                              uint2 rounding_key, AddDirection add_direction) {
+  const RowAccess<DT, ST, G> io(ptrs, row);
+  const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
+  const uint64_t quad0 = first_quad(row);
+  const int groups = (static_cast<int>(row.length) + G - 1) / G;
+  const float c0 = d.coeff(0);
+  const uint32_t s0 = d.stream(0);
   ST next[G];
-  if (kLoadAhead && threadIdx.x < groups) load_raw<ST, G>(src, row.local0 + threadIdx.x * G, row.numel, next);
-  for (int64_t g = threadIdx.x; g < groups; g += stride) {
-    const int64_t local = row.local0 + g * G;
-    const int64_t global = row.offset + local;  // a multiple of G
-    if (!kLoadAhead) load_raw<ST, G>(src, local, row.numel, next);
+  if (kLoadAhead && static_cast<int>(threadIdx.x) < groups) io.load(G * threadIdx.x, next);
+  for (int g = threadIdx.x; g < groups; g += kThreads) {
+    const int e = G * g;
+    const uint64_t quad = quad0 + static_cast<uint32_t>(G / 4 * g);
+    if (!kLoadAhead) io.load(e, next);
     float acc[G];
     to_f32<ST, G>(next, acc);
-    if (kLoadAhead && g + stride < groups) load_raw<ST, G>(src, local + stride * G, row.numel, next);
-    for (int k = 0; k < d.K; ++k) add_direction(k, global, acc);
-    uint32_t r[G];
-    rounding_words<kRound>(global, tensor_id, rounding_key, r);
-    store_group<DT, G>(dst, local, row.numel, acc, r, kRound);
+    if (kLoadAhead && g + kThreads < groups) io.load(e + G * kThreads, next);
+    d.for_each(c0, s0, [&](float c, uint32_t stream) { add_direction(c, stream, quad, acc); });
+    io.template store<kRound>(e, acc, quad, tensor_id, rounding_key);
   }
 }
 
-// Gaussian: groups of 8 elements (two Philox calls; 16-byte bf16/fp16 vectors).
+// Gaussian: groups of 8 elements (two Philox units; 16-byte bf16/fp16 vectors). quad is even, so the second unit's
+// low word is quad | 1 with the same high word.
 template <typename DT, typename ST, bool kRound>
-__device__ __forceinline__ void gaussian_groups(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
-                                                uint32_t tensor_id, uint2 key, uint2 rounding_key) {
-  thread_groups<8, true, DT, ST, kRound>(dst, src, row, d, tensor_id, rounding_key,
-                                         [&](int k, int64_t global, float (&acc)[8]) {
-    const float c = d.coeff(k);
-    const uint32_t stream = d.stream(k);
+__device__ __forceinline__ void gaussian_groups(const TensorPtrs& ptrs, const ChunkRow& row, const Directions& d,
+                                                uint2 key, uint2 rounding_key) {
+  const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
+  thread_groups<8, true, DT, ST, kRound>(ptrs, row, d, rounding_key,
+                                         [&](float c, uint32_t stream, uint64_t quad, float (&acc)[8]) {
 #pragma unroll
     for (int q = 0; q < 2; ++q) {
-      const uint4 x = unit_words((global >> 2) + q, stream, tensor_id, key);
+      const uint4 x = philox4x32_10(make_uint4(static_cast<uint32_t>(quad) | q, static_cast<uint32_t>(quad >> 32),
+                                               stream, tensor_id), key);
       const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
       acc[4 * q] += a.x; acc[4 * q + 1] += a.y; acc[4 * q + 2] += b.x; acc[4 * q + 3] += b.y;
     }
@@ -76,13 +112,13 @@ __device__ __forceinline__ void gaussian_groups(DT* dst, const ST* src, const Ch
 // Rademacher with stochastic rounding: groups of a word's 32 consecutive elements (one Philox call per direction),
 // loaded when used: 64 bytes ahead do not fit the 64-register cap of kMinBlocksPerSM (they spill).
 template <typename DT, typename ST, bool kRound>
-__device__ __forceinline__ void rademacher_thread_words(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
-                                                        uint32_t tensor_id, uint2 key, uint2 rounding_key) {
-  thread_groups<32, false, DT, ST, kRound>(dst, src, row, d, tensor_id, rounding_key,
-                                           [&](int k, int64_t global, float (&acc)[32]) {
-    const float c = d.coeff(k);
-    const uint4 x = unit_words(global >> 7, d.stream(k), tensor_id, key);
-    const int which = static_cast<int>((global >> 5) & 3);
+__device__ __forceinline__ void rademacher_thread_words(const TensorPtrs& ptrs, const ChunkRow& row, const Directions& d,
+                                                        uint2 key, uint2 rounding_key) {
+  const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
+  thread_groups<32, false, DT, ST, kRound>(ptrs, row, d, rounding_key,
+                                           [&](float c, uint32_t stream, uint64_t quad, float (&acc)[32]) {
+    const uint4 x = unit_words(static_cast<int64_t>(quad >> 5), stream, tensor_id, key);  // unit = global / 128
+    const int which = static_cast<int>((quad >> 3) & 3);
     const uint32_t word = which == 0 ? x.x : which == 1 ? x.y : which == 2 ? x.z : x.w;
 #pragma unroll
     for (int j = 0; j < 32; ++j) acc[j] += ((word >> j) & 1u) ? c : -c;
@@ -97,33 +133,35 @@ __device__ __forceinline__ void rademacher_thread_words(DT* dst, const ST* src, 
 // 1.035x once the next tile is loaded ahead), with stochastic rounding it lost (1.27x against 1.07x), hence one
 // layout per rounding.
 template <typename DT, typename ST, bool kRound>
-__device__ __forceinline__ void rademacher_warp_tiles(DT* dst, const ST* src, const ChunkRow& row, const Directions& d,
-                                                      uint32_t tensor_id, uint2 key, uint2 rounding_key) {
+__device__ __forceinline__ void rademacher_warp_tiles(const TensorPtrs& ptrs, const ChunkRow& row, const Directions& d,
+                                                      uint2 key, uint2 rounding_key) {
   constexpr int kTile = 1024, kPiece = 8, kPieces = 4;
-  const int lane = threadIdx.x & 31;
-  const int64_t tiles = (row.length + kTile - 1) / kTile, end = row.local0 + row.length;
-  const int64_t stride = blockDim.x >> 5;
+  const RowAccess<DT, ST, kPiece> io(ptrs, row);
+  const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
+  const uint64_t quad0 = first_quad(row);  // a multiple of 32: spans start on multiples of 128 elements
+  const int lane = threadIdx.x & 31, length = static_cast<int>(row.length);
+  const int tiles = (length + kTile - 1) / kTile, stride = kThreads >> 5;
+  const float c0 = d.coeff(0);
+  const uint32_t s0 = d.stream(0);
   ST next[kPieces][kPiece];  // the next tile's pieces, loaded before this tile's math (as in thread_groups)
-  auto load_tile = [&](int64_t t) {
+  auto load_tile = [&](int t) {
 #pragma unroll
     for (int j = 0; j < kPieces; ++j) {
-      const int64_t local = row.local0 + t * kTile + 256 * j + kPiece * lane;
-      if (local < end) load_raw<ST, kPiece>(src, local, row.numel, next[j]);
+      const int e = t * kTile + 256 * j + kPiece * lane;
+      if (e < length) io.load(e, next[j]);
     }
   };
-  if ((threadIdx.x >> 5) < tiles) load_tile(threadIdx.x >> 5);
-  for (int64_t t = threadIdx.x >> 5; t < tiles; t += stride) {  // warp-uniform: shuffles need the warp
-    const int64_t base = row.local0 + t * kTile;
-    const int64_t gbase = row.offset + base;  // a multiple of 128
+  if (static_cast<int>(threadIdx.x >> 5) < tiles) load_tile(threadIdx.x >> 5);
+  for (int t = threadIdx.x >> 5; t < tiles; t += stride) {  // warp-uniform: shuffles need the warp
     float acc[kPieces][kPiece];
 #pragma unroll
     for (int j = 0; j < kPieces; ++j) to_f32<ST, kPiece>(next[j], acc[j]);
     if (t + stride < tiles) load_tile(t + stride);
-    for (int k = 0; k < d.K; ++k) {
-      const float c = d.coeff(k);
-      const uint4 x = unit_words((gbase >> 7) + (lane >> 2), d.stream(k), tensor_id, key);
+    const uint64_t unit = (quad0 >> 5) + static_cast<uint32_t>(8 * t + (lane >> 2));  // word `lane` of the tile
+    d.for_each(c0, s0, [&](float c, uint32_t stream) {
+      const uint4 x = unit_words(static_cast<int64_t>(unit), stream, tensor_id, key);
       const int which = lane & 3;
-      const uint32_t mine = which == 0 ? x.x : which == 1 ? x.y : which == 2 ? x.z : x.w;  // word `lane` of the tile
+      const uint32_t mine = which == 0 ? x.x : which == 1 ? x.y : which == 2 ? x.z : x.w;
 #pragma unroll
       for (int j = 0; j < kPieces; ++j) {
         // piece j of this lane: elements 256 j + 8 lane + b, bits 8 (lane & 3) + b of word 8 j + lane / 4
@@ -131,22 +169,22 @@ __device__ __forceinline__ void rademacher_warp_tiles(DT* dst, const ST* src, co
 #pragma unroll
         for (int b = 0; b < kPiece; ++b) acc[j][b] += ((byte >> b) & 1u) ? c : -c;
       }
-    }
+    });
 #pragma unroll
     for (int j = 0; j < kPieces; ++j) {
-      const int64_t local = base + 256 * j + kPiece * lane;
-      if (local >= end) continue;
-      uint32_t r[kPiece];
-      rounding_words<kRound>(row.offset + local, tensor_id, rounding_key, r);
-      store_group<DT, kPiece>(dst, local, row.numel, acc[j], r, kRound);
+      const int e = t * kTile + 256 * j + kPiece * lane;
+      if (e >= length) continue;
+      io.template store<kRound>(e, acc[j], quad0 + static_cast<uint32_t>(e / 4), tensor_id, rounding_key);
     }
   }
 }
 
-// Rademacher thread words (stochastic rounding) capped at 64 registers, 4 blocks per SM: 1.08x the copy roofline
-// against 1.20x uncapped on the H100 (bench/NOTES.md). The other layouts measured best uncapped.
+// Blocks per SM the compiler must fit (a register cap), per layout, from H100 measurements (bench/NOTES.md):
+// Gaussian with nearest rounding at 5 blocks (48 registers, no spill): 1.05-1.06x the copy roofline against 1.15x
+// for the same code at 3 blocks; Rademacher thread words (stochastic rounding) at 4 blocks (64 registers): 1.08x
+// against 1.20x uncapped. The other layouts measured best uncapped.
 template <typename DT, bool GAUSSIAN, bool STOCHASTIC>
-constexpr int kMinBlocksPerSM = !GAUSSIAN && STOCHASTIC && !std::is_same<DT, float>::value ? 4 : 1;
+constexpr int kMinBlocksPerSM = std::is_same<DT, float>::value ? 1 : GAUSSIAN ? (STOCHASTIC ? 1 : 5) : STOCHASTIC ? 4 : 1;
 
 // One block per table row.
 template <typename DT, typename ST, bool GAUSSIAN, bool STOCHASTIC>
@@ -156,15 +194,12 @@ __global__ void __launch_bounds__(kThreads, (kMinBlocksPerSM<DT, GAUSSIAN, STOCH
   constexpr bool kRound = STOCHASTIC && !std::is_same<DT, float>::value;
   const ChunkRow row = table[blockIdx.x];
   if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
-  DT* dst = reinterpret_cast<DT*>(ptrs.dst[row.tensor]);
-  const ST* src = reinterpret_cast<const ST*>(ptrs.src[row.tensor]);
-  const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
   if constexpr (GAUSSIAN) {
-    gaussian_groups<DT, ST, kRound>(dst, src, row, d, tensor_id, key, rounding_key);
+    gaussian_groups<DT, ST, kRound>(ptrs, row, d, key, rounding_key);
   } else if constexpr (kRound) {
-    rademacher_thread_words<DT, ST, kRound>(dst, src, row, d, tensor_id, key, rounding_key);
+    rademacher_thread_words<DT, ST, kRound>(ptrs, row, d, key, rounding_key);
   } else {
-    rademacher_warp_tiles<DT, ST, kRound>(dst, src, row, d, tensor_id, key, rounding_key);
+    rademacher_warp_tiles<DT, ST, kRound>(ptrs, row, d, key, rounding_key);
   }
 }
 
