@@ -15,7 +15,7 @@ from .launch import (TableCache, chunk_spans, combine_by_dtype, direction_args, 
                      lowrank_direction_args, to_device)
 
 NAME = "cuda"
-CHUNK = 64 * 1024  # elements per block (a multiple of every GROUP)
+CHUNK = 32 * 1024  # elements per block (a multiple of every GROUP); H100: 32K against 64K, bench/NOTES.md
 GROUP = {"gaussian": 8, "rademacher": 128}  # spans start on these multiples of the global index (kernel groups)
 MAX_TENSORS_PER_LAUNCH = 128  # csrc/zo_kernels.h kMaxTensorsPerLaunch: addresses travel as kernel parameters
 _TABLES = TableCache()
