@@ -1,5 +1,6 @@
 """Compile the Triton low-rank kernel for sm_90 with a rank bucket's LOWRANK_TILES, for a bf16 weight (its 1xTF32
-product; stochastic and nearest rounding) and an fp32 weight (3xTF32, nearest); prints each cubin's size. No GPU needed.
+product; stochastic and nearest rounding; the rank a constant) and an fp32 weight (3xTF32, nearest; the rank read
+from the table); prints each cubin's size. No GPU needed.
 Run without TRITON_INTERPRET: python -m tests.compile_lowrank_sm90 R_PAD (test_lowrank.py calls it)."""
 import sys
 
@@ -15,22 +16,27 @@ POINTER_TYPES = {"v_base": "*fp32", "f_base": "*fp32", "table": "*i64", "inputs"
 SCALAR_TYPES = {"scale": "fp32", "stream0": "i32", "K": "i32", "k0": "i32", "k1": "i32", "rk0": "i32", "rk1": "i32"}
 
 
-def compile_lowrank(r_pad, dtype, stochastic):
+def compile_lowrank(r_pad, dtype, stochastic, exact_rank):
     bm, bn, warps, stages = tb.LOWRANK_TILES["stochastic" if stochastic else "nearest"][r_pad]
     kernel = tb._lowrank_kernel
     constants = dict(BM=bm, BN=bn, R_PAD=r_pad, REGEN=True, COEFF_PTR=False, STREAM_PTR=False, STOCHASTIC=stochastic,
-                     QUAD_R=True, ALIGNED4=True, FAST=True, WIDE_MUL=tb.WIDE_MUL, A_W=8, A_DIN=8,
+                     QUAD_R=True, ALIGNED4=True, FAST=True, WIDE_MUL=tb.WIDE_MUL, A_W=8, A_DIN=8, A_V=4,
+                     R_EXACT=exact_rank,
                      DOT_PRECISION=tb.LOWRANK_DOT_PRECISION[dtype])
     types = {"w_base": {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32"}[dtype],
              **POINTER_TYPES, **SCALAR_TYPES}
     signature = {name: types.get(name, "constexpr") for name in kernel.arg_names}
+    # pointers 16-byte aligned, as the launches specialize them
+    attrs = {(kernel.arg_names.index(n),): [["tt.divisibility", 16]] for n in ("w_base", "v_base", "f_base", "table", "inputs")}
     src = ASTSource(fn=kernel, signature=signature,
-                    constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()})
+                    constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()}, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
 
 
 if __name__ == "__main__":
     r_pad = int(sys.argv[1])
-    for dtype, stochastic in [(torch.bfloat16, True), (torch.bfloat16, False), (torch.float32, False)]:
-        compiled = compile_lowrank(r_pad, dtype, stochastic)
-        print(f"r_pad {r_pad} {dtype} stochastic={stochastic}: {len(compiled.asm['cubin'])} cubin bytes")
+    for dtype, stochastic, exact_rank in [(torch.bfloat16, True, True), (torch.bfloat16, False, True),
+                                          (torch.float32, False, False)]:
+        compiled = compile_lowrank(r_pad, dtype, stochastic, exact_rank)
+        print(f"r_pad {r_pad} {dtype} stochastic={stochastic} exact rank={exact_rank}: "
+              f"{len(compiled.asm['cubin'])} cubin bytes")

@@ -378,20 +378,25 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, str
                     BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
                     COEFF_PTR: tl.constexpr, STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr,
                     QUAD_R: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
-                    A_W: tl.constexpr, A_DIN: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                    A_W: tl.constexpr, A_DIN: tl.constexpr, A_V: tl.constexpr, R_EXACT: tl.constexpr,
+                    DOT_PRECISION: tl.constexpr):
     """One table row (see _lowrank_table) of W_t += M V^T in place, M [d_out, r] regenerated as sum_k c_k N_k (the
     sum before the product) or loaded from the factor; inputs[t] holds the element offsets of its basis and
-    factor. Rows [row0, row0 + BM) of weight t: M's rows formed once, then each column tile of BN in
+    factor (the basis's / A_V). R_EXACT: every rank of the launch is R_PAD, a constant stride for the compiler
+    (vector loads of V, no rank masks). Rows [row0, row0 + BM) of weight t: M's rows formed once, then each column tile of BN in
     [begin, end) with its rows of V. The rank is padded with zeros to R_PAD >= 16 so the product is always a
     tensor-core dot (precision: LOWRANK_DOT_PRECISION)."""
     row = table + tl.program_id(0).to(tl.int64) * 9  # the 9 columns of _lowrank_table
     w_ptr = w_base + tl.load(row) * A_W
     t = tl.load(row + 1)
-    v_ptr = v_base + tl.load(inputs + 2 * t)
+    v_ptr = v_base + tl.load(inputs + 2 * t) * A_V
     f_ptr = f_base + tl.load(inputs + 2 * t + 1)
     d_out = tl.load(row + 2)
     d_in = tl.load(row + 3) * A_DIN
-    r = tl.load(row + 4)
+    if R_EXACT:
+        r = R_PAD
+    else:
+        r = tl.load(row + 4)
     tid = tl.load(row + 5).to(tl.uint32)
     row0 = tl.load(row + 6)
     begin = tl.load(row + 7).to(tl.int32)
@@ -512,7 +517,8 @@ LOWRANK_TILES = {
     "nearest": {16: (32, 128, 8, 3), 32: (64, 128, 8, 1), 64: (128, 128, 8, 1), 128: (16, 64, 8, 3)},
     "stochastic": {16: (64, 64, 4, 1), 32: (64, 64, 4, 1), 64: (128, 128, 8, 1), 128: (16, 64, 8, 3)},
 }
-LOWRANK_INTERPRETER_TILES = (16, 32, 4, 1)  # small tiles keep the interpreter's tests fast
+LOWRANK_INTERPRETER_TILES = (16, 32, 4, 1)
+LOWRANK_EXACT_RANK = True  # compile a launch whose ranks all equal R_PAD with the rank as a constant  # small tiles keep the interpreter's tests fast
 # The product's tensor-core precision per weight dtype. 3xTF32 (split operands, three passes) gives fp32-level
 # products for fp32 weights. For 16-bit weights one TF32 pass: operands rounded to 10 mantissa bits, so an
 # element of M V^T is off by at most 2^-10 sum_j |M_ij| |V_cj| (LOWRANK_PRODUCT_ERROR), below half a bf16 ulp of
@@ -566,11 +572,19 @@ def _build_lowrank_table(ws, ranks, tensor_ids, bm, bn):
 
 
 def _lowrank_inputs(vs, fs, device):
-    """Device int64 [n, 2]: each basis's and factor's element offset from the first one's; cached on their
-    addresses and dtypes (the calls of one step reuse the same bases: no pinned copy per call)."""
+    """(device int64 [n, 2], A_V): each basis's element offset from the first one's / A_V (the largest power of
+    two up to 16 bytes dividing them all, so the kernel can prove vector alignment) and each factor's element
+    offset; cached on their addresses and dtypes (the calls of one step reuse the same bases: no pinned copy per
+    call)."""
     key = ("lowrank-inputs", device, tuple((t.data_ptr(), t.dtype) for t in vs + (fs or [])))
-    return _TABLES.get_or_build(key, lambda: to_device(torch.tensor(
-        list(zip(_element_offsets(vs), _element_offsets(fs) if fs else [0] * len(vs))), dtype=torch.int64), device))
+
+    def build():
+        v_off = _element_offsets(vs)
+        a_v = _pow2_divisor(v_off, 16 // vs[0].element_size() if all(v.data_ptr() % 16 == 0 for v in vs) else 1)
+        rows = list(zip([o // a_v for o in v_off], _element_offsets(fs) if fs else [0] * len(vs)))
+        return to_device(torch.tensor(rows, dtype=torch.int64), device), a_v
+
+    return _TABLES.get_or_build(key, build)
 
 
 def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_ids, rounding, rounding_seed):
@@ -590,12 +604,14 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
         fs = None if regen else [factors[t] for t in idx]
         bm, bn, warps, stages = _lowrank_tiles(r_pad, rounding)
         table, a_w, a_din = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in idx], bm, bn)
-        inputs = _lowrank_inputs(vs, fs, ws[0].device)
+        inputs, a_v = _lowrank_inputs(vs, fs, ws[0].device)
         _lowrank_kernel[(table.shape[0],)](
             ws[0], vs[0], vs[0] if regen else fs[0], table, inputs, coeff_arg, scale, stream_arg, stream0, k,
             k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None, STREAM_PTR=stream_arg is not None,
             STOCHASTIC=rounding == "stochastic", QUAD_R=all(v.shape[1] % 4 == 0 for v in vs),
             ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
-            WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, DOT_PRECISION=LOWRANK_DOT_PRECISION[ws[0].dtype],
+            WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, A_V=a_v,
+            R_EXACT=LOWRANK_EXACT_RANK and all(v.shape[1] == r_pad for v in vs),
+            DOT_PRECISION=LOWRANK_DOT_PRECISION[ws[0].dtype],
 
             num_warps=warps, num_stages=stages)
