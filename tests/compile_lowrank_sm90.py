@@ -27,7 +27,8 @@ def compile_lowrank(r_pad, dtype, stochastic, exact_rank):
              **POINTER_TYPES, **SCALAR_TYPES}
     signature = {name: types.get(name, "constexpr") for name in kernel.arg_names}
     # pointers 16-byte aligned, as the launches specialize them
-    attrs = {(kernel.arg_names.index(n),): [["tt.divisibility", 16]] for n in ("w_base", "v_base", "f_base", "table", "inputs")}
+    attrs = {(kernel.arg_names.index(n),): [["tt.divisibility", 16]]
+             for n in ("w_base", "v_base", "f_base", "table", "inputs")}
     src = ASTSource(fn=kernel, signature=signature,
                     constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()}, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))

@@ -381,11 +381,11 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, str
                     A_W: tl.constexpr, A_DIN: tl.constexpr, A_V: tl.constexpr, R_EXACT: tl.constexpr,
                     DOT_PRECISION: tl.constexpr):
     """One table row (see _lowrank_table) of W_t += M V^T in place, M [d_out, r] regenerated as sum_k c_k N_k (the
-    sum before the product) or loaded from the factor; inputs[t] holds the element offsets of its basis and
-    factor (the basis's / A_V). R_EXACT: every rank of the launch is R_PAD, a constant stride for the compiler
-    (vector loads of V, no rank masks). Rows [row0, row0 + BM) of weight t: M's rows formed once, then each column tile of BN in
+    sum before the product) or loaded from the factor; inputs[t] holds the element offsets of its basis (/ A_V)
+    and factor. Rows [row0, row0 + BM) of weight t: M's rows formed once, then each column tile of BN in
     [begin, end) with its rows of V. The rank is padded with zeros to R_PAD >= 16 so the product is always a
-    tensor-core dot (precision: LOWRANK_DOT_PRECISION)."""
+    tensor-core dot (precision: LOWRANK_DOT_PRECISION). R_EXACT: every rank of the launch is R_PAD, compiled
+    as a constant (vector loads of V, no rank masks)."""
     row = table + tl.program_id(0).to(tl.int64) * 9  # the 9 columns of _lowrank_table
     w_ptr = w_base + tl.load(row) * A_W
     t = tl.load(row + 1)
@@ -517,8 +517,7 @@ LOWRANK_TILES = {
     "nearest": {16: (32, 128, 8, 3), 32: (64, 128, 8, 1), 64: (128, 128, 8, 1), 128: (16, 64, 8, 3)},
     "stochastic": {16: (64, 64, 4, 1), 32: (64, 64, 4, 1), 64: (128, 128, 8, 1), 128: (16, 64, 8, 3)},
 }
-LOWRANK_INTERPRETER_TILES = (16, 32, 4, 1)
-LOWRANK_EXACT_RANK = True  # compile a launch whose ranks all equal R_PAD with the rank as a constant  # small tiles keep the interpreter's tests fast
+LOWRANK_INTERPRETER_TILES = (16, 32, 4, 1)  # small tiles keep the interpreter's tests fast
 # The product's tensor-core precision per weight dtype. 3xTF32 (split operands, three passes) gives fp32-level
 # products for fp32 weights. For 16-bit weights one TF32 pass: operands rounded to 10 mantissa bits, so an
 # element of M V^T is off by at most 2^-10 sum_j |M_ij| |V_cj| (LOWRANK_PRODUCT_ERROR), below half a bf16 ulp of
@@ -611,7 +610,7 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             STOCHASTIC=rounding == "stochastic", QUAD_R=all(v.shape[1] % 4 == 0 for v in vs),
             ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
             WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, A_V=a_v,
-            R_EXACT=LOWRANK_EXACT_RANK and all(v.shape[1] == r_pad for v in vs),
+            R_EXACT=all(v.shape[1] == r_pad for v in vs),
             DOT_PRECISION=LOWRANK_DOT_PRECISION[ws[0].dtype],
 
             num_warps=warps, num_stages=stages)
