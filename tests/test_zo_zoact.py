@@ -225,3 +225,31 @@ def test_an_sgd_step_moves_each_coefficient_by_minus_lr_g_z():
         z = zk.normal(c.numel(), seed=result.seed, stream=0, tensor_id=i, device=c.device).view_as(c)
         torch.testing.assert_close(c.detach(), c0 - 0.3 * g * z, rtol=1e-6, atol=1e-7)
         assert c.grad is None
+
+
+def test_a_small_gram_budget_takes_more_calibration_passes_and_gives_the_same_bases():
+    """gram_bytes bounds the float64 Gram matrices held at once: a first pass finds the layers that share an input,
+    then one pass per budget's worth of distinct inputs. A budget below every matrix gives each distinct input a
+    pass of its own (2 blocks x (q/k/v, out_proj, fc1, fc2) = 8, plus the first); the bases are the same bits as
+    with the default budget (one Gram pass), and q/k/v still share one."""
+    results = {}
+    for budget in (zk.zo.GRAM_BYTES, 1):
+        model, closure = tiny_opt(torch.float32)
+        calls = []
+        opt = zk.optim.ZOAct(model, lr=1e-2, rank=4, calibration=lambda: calls.append(1) or closure(),
+                             gram_bytes=budget)
+        results[budget] = (len(calls), {name: layer.basis for name, layer in opt.layers})
+        layers = dict(opt.layers)
+        attn = "model.decoder.layers.0.self_attn."
+        assert layers[attn + "q_proj"].basis is layers[attn + "k_proj"].basis is layers[attn + "v_proj"].basis
+    (calls_default, default), (calls_small, small) = results[zk.zo.GRAM_BYTES], results[1]
+    assert (calls_default, calls_small) == (2, 9)
+    assert default.keys() == small.keys() and all(torch.equal(default[n], small[n]) for n in default)
+
+
+@pytest.mark.parametrize("budget", [0, -5, 2.5, True, "1GB"])
+def test_a_bad_gram_budget_is_refused_and_the_model_is_left_alone(budget):
+    model, closure = tiny_opt(torch.float32)
+    with pytest.raises(ValueError, match="gram_bytes must be a positive int"):
+        zk.optim.ZOAct(model, lr=0.1, rank=4, calibration=closure, gram_bytes=budget)
+    assert not any(isinstance(m, ZOActLinear) for m in model.modules())

@@ -17,8 +17,8 @@ import torch
 
 from . import contract as C
 from .ops import _check_tensors
-from .zo import (MODES, CoefficientPerturbation, LowRankPerturbation, PerturbedEvaluator, agzo_step, attach, bszo_step,
-                 check_count, mezo_step, step_seed, target_linears, zoact_step)
+from .zo import (GRAM_BYTES, MODES, CoefficientPerturbation, LowRankPerturbation, PerturbedEvaluator, agzo_step,
+                 attach, bszo_step, check_count, mezo_step, step_seed, target_linears, zoact_step)
 
 ROUNDINGS = ("stochastic", "nearest")
 
@@ -284,16 +284,18 @@ class AGZO(_ZOOptimizer):
 
 
 class ZOAct(_ZOOptimizer):
-    """ZO-Act on `model`: replaces the targeted linear layers by ZOActLinear (bases from one calibration pass,
-    calibration() runs the model on calibration data), then trains only their coefficient matrices with MeZO's
-    estimate fed to an inner optimizer ("adam" or "sgd"). The base layers (possibly quantized) are never written.
+    """ZO-Act on `model`: replaces the targeted linear layers by ZOActLinear (bases from calibration passes:
+    calibration() runs the model on calibration data, the same data every call), then trains only their
+    coefficient matrices with MeZO's estimate fed to an inner optimizer ("adam" or "sgd"). The base layers
+    (possibly quantized) are never written.
 
-    rank, targets: as AGZO. lr, betas, weight_decay: of the inner optimizer. `layers`: the (name, ZOActLinear)
+    rank, targets: as AGZO. gram_bytes: the float64 Gram matrices held at once while calibrating (zoact.attach;
+    a smaller budget costs more calibration passes). lr, betas, weight_decay: of the inner optimizer. `layers`: the (name, ZOActLinear)
     pairs; `merge()` folds W0 + C V^T into plain torch.nn.Linear bases and returns the model's layers to them.
     """
 
     def __init__(self, model, lr, eps=1e-3, rank=16, *, calibration, targets="all", inner="adam",
-                 betas=(0.9, 0.999), weight_decay=0.0, seed=0, backend="auto"):
+                 betas=(0.9, 0.999), weight_decay=0.0, seed=0, backend="auto", gram_bytes=GRAM_BYTES):
         # everything is checked before attach() changes the model (attach checks rank and targets itself)
         _check_settings(lr=lr, eps=eps, weight_decay=weight_decay, seed=seed, rounding="nearest")
         if inner not in ("adam", "sgd"):
@@ -301,7 +303,7 @@ class ZOAct(_ZOOptimizer):
         if not callable(calibration):
             raise ValueError("calibration must be a callable that runs the model's forward on calibration data")
         self.model = model
-        self.layers = attach(model, calibration, rank=rank, targets=targets)
+        self.layers = attach(model, calibration, rank=rank, targets=targets, gram_bytes=gram_bytes)
         coeffs = [layer.coeff for _, layer in self.layers]
         super().__init__(coeffs, lr=lr, eps=eps, weight_decay=weight_decay, seed=seed, rounding="nearest",
                          backend=backend)

@@ -62,47 +62,88 @@ class ZOActLinear(torch.nn.Module):
         return self.base
 
 
-def attach(model: torch.nn.Module, calibration, *, rank: int, targets="all") -> List[Tuple[str, ZOActLinear]]:
-    """Replace the targeted linear layers of `model` by ZOActLinear, with bases from one calibration pass:
-    calibration() runs the model's forward on calibration data (under no_grad). Layers that read the very same
-    input tensor in every calibration call (q/k/v) get one basis tensor and one SharedProjection. Returns (name,
-    layer) pairs. Raises ValueError if rank exceeds a layer's d_in or its calibration token count."""
-    layers = target_linears(model, targets)
-    rank = check_rank(layers, rank)
-    grams = [None] * len(layers)
-    tokens = [0] * len(layers)
-    leader = [None] * len(layers)  # the first layer (in execution order) that read this layer's input, every call
-    last = {"x": lambda: None, "leader": None}
+GRAM_BYTES = 2 * 2**30  # float64 Gram matrices held at once during calibration (attach's default)
 
-    def hook_for(i):
-        def hook(module, args):
-            x = args[0]
-            first = last["leader"] if last["x"]() is x else i
-            leader[i] = first if leader[i] in (None, first) else i  # a layer that ever reads another input: its own
-            last.update(x=weakref.ref(x), leader=first)
-            flat = x.detach().reshape(-1, x.shape[-1]).double()
-            grams[i] = flat.T @ flat if grams[i] is None else grams[i] + flat.T @ flat
-            tokens[i] += flat.shape[0]
-        return hook
 
-    handles = [m.register_forward_pre_hook(hook_for(i)) for i, (_, m) in enumerate(layers)]
+def _check_gram_bytes(gram_bytes):
+    if isinstance(gram_bytes, bool) or not isinstance(gram_bytes, int) or gram_bytes < 1:
+        raise ValueError(f"gram_bytes must be a positive int (bytes of Gram matrices held at once), got {gram_bytes!r}")
+
+
+def _calibrate(layers, calibration, hook_for):
+    """Run calibration() under no_grad with hook_for(i) as the forward pre-hook of layers[i] (where not None)."""
+    handles = []
+    for i, (_, m) in enumerate(layers):
+        hook = hook_for(i)
+        if hook is not None:
+            handles.append(m.register_forward_pre_hook(hook))
     try:
         with torch.no_grad():
             calibration()
     finally:
         for h in handles:
             h.remove()
+
+
+def attach(model: torch.nn.Module, calibration, *, rank: int, targets="all",
+           gram_bytes: int = GRAM_BYTES) -> List[Tuple[str, ZOActLinear]]:
+    """Replace the targeted linear layers of `model` by ZOActLinear, with bases from calibration passes:
+    calibration() runs the model's forward on calibration data (under no_grad), the same data every call. Layers
+    that read the very same input tensor in every calibration call (q/k/v) get one basis tensor and one
+    SharedProjection. A first pass finds those groups and counts tokens; then each distinct input's float64 Gram
+    matrix (d_in^2 x 8 bytes) is accumulated in as many passes as it takes to hold at most `gram_bytes` of them at
+    once (a larger single matrix gets a pass of its own), each basis formed as soon as its pass ends. Returns
+    (name, layer) pairs. Raises ValueError, before the model changes, if rank exceeds a layer's d_in or its
+    calibration token count, or gram_bytes is not a positive int."""
+    _check_gram_bytes(gram_bytes)
+    layers = target_linears(model, targets)
+    rank = check_rank(layers, rank)
+    tokens = [0] * len(layers)
+    leader = [None] * len(layers)  # the first layer (in execution order) that read this layer's input, every call
+    last = {"x": lambda: None, "leader": None}
+
+    def find_groups(i):
+        def hook(module, args):
+            x = args[0]
+            first = last["leader"] if last["x"]() is x else i
+            leader[i] = first if leader[i] in (None, first) else i  # a layer that ever reads another input: its own
+            last.update(x=weakref.ref(x), leader=first)
+            tokens[i] += x.numel() // x.shape[-1]
+        return hook
+
+    _calibrate(layers, calibration, find_groups)
     for i, (name, m) in enumerate(layers):
         if tokens[i] < rank:
             raise ValueError(f"rank {rank} is larger than the {tokens[i]} calibration tokens layer {name!r} saw")
-    shared = {}  # group leader -> (basis, projection)
+    owner = [leader[i] if leader[i] is not None and leader[leader[i]] == leader[i] else i for i in range(len(layers))]
+    passes, held = [[]], 0  # the distinct inputs (their owners) whose Gram matrices one pass accumulates
+    for i in sorted(set(owner)):
+        size = layers[i][1].in_features ** 2 * 8
+        if passes[-1] and held + size > gram_bytes:
+            passes.append([])
+            held = 0
+        passes[-1].append(i)
+        held += size
+    bases = {}
+    for group in passes:
+        grams = dict.fromkeys(group)
+
+        def accumulate(i):
+            if i not in grams:
+                return None
+
+            def hook(module, args):
+                flat = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+                grams[i] = flat.T @ flat if grams[i] is None else grams[i] + flat.T @ flat
+            return hook
+
+        _calibrate(layers, calibration, accumulate)
+        for i in group:
+            device = next(iter(list(layers[i][1].parameters()) + list(layers[i][1].buffers()))).device
+            bases[i] = (gram_basis(grams.pop(i), rank).to(device), SharedProjection())
     wrapped = []
     for i, (name, m) in enumerate(layers):
-        key = leader[i] if leader[i] is not None and leader[leader[i]] == leader[i] else i
-        if key not in shared:
-            device = next(iter(list(m.parameters()) + list(m.buffers()))).device
-            shared[key] = (gram_basis(grams[key], rank).to(device), SharedProjection())
-        layer = ZOActLinear(m, *shared[key])
+        layer = ZOActLinear(m, *bases[owner[i]])
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
         wrapped.append((name, layer))
