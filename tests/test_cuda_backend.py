@@ -16,8 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc on this machine")
-@pytest.mark.parametrize("source", sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cu"))), ids=os.path.basename)
+@pytest.mark.parametrize("source", sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cu"))) +
+                         sorted(glob.glob(os.path.join(ROOT, "bench", "exp", "*.cu"))), ids=os.path.basename)
 def test_every_kernel_compiles_for_sm90(source, tmp_path):
+    """csrc/ and the benchmark harness built on it (bench/exp/), so a change of csrc/ cannot break the harness."""
     cmd = ["nvcc", "-c", source, "-o", str(tmp_path / "k.o"), "-std=c++17", "-O3", f"-I{os.path.join(ROOT, 'csrc')}",
            "-gencode=arch=compute_90,code=sm_90", "-Werror=all-warnings"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
