@@ -7,7 +7,19 @@
 
 #include <cstdint>
 
+#include "zo_kernels.h"
+
 namespace zk {
+
+// f(T{}) with T the element type of `dtype`: the host-side dispatch of a launch over the element types.
+template <typename F> cudaError_t with_element_type(DType dtype, F f) {
+  switch (dtype) {
+    case DType::kFloat32: return f(float{});
+    case DType::kBFloat16: return f(__nv_bfloat16{});
+    case DType::kFloat16: return f(__half{});
+  }
+  return cudaErrorInvalidValue;
+}
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }

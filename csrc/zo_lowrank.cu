@@ -171,12 +171,7 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
 
 cudaError_t launch_lowrank(const LowrankArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;
-  switch (a.w_dtype) {
-    case DType::kFloat32: return launch_lowrank_typed<float>(a, stream);
-    case DType::kBFloat16: return launch_lowrank_typed<__nv_bfloat16>(a, stream);
-    case DType::kFloat16: return launch_lowrank_typed<__half>(a, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_element_type(a.w_dtype, [&](auto w) { return launch_lowrank_typed<decltype(w)>(a, stream); });
 }
 
 }  // namespace zk

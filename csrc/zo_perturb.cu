@@ -219,24 +219,12 @@ static cudaError_t launch_typed(const CombineArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <typename DT>
-static cudaError_t launch_dst(const CombineArgs& a, cudaStream_t stream) {
-  switch (a.src_dtype) {
-    case DType::kFloat32: return launch_typed<DT, float>(a, stream);
-    case DType::kBFloat16: return launch_typed<DT, __nv_bfloat16>(a, stream);
-    case DType::kFloat16: return launch_typed<DT, __half>(a, stream);
-  }
-  return cudaErrorInvalidValue;
-}
-
 cudaError_t launch_combine(const CombineArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;
-  switch (a.dst_dtype) {
-    case DType::kFloat32: return launch_dst<float>(a, stream);
-    case DType::kBFloat16: return launch_dst<__nv_bfloat16>(a, stream);
-    case DType::kFloat16: return launch_dst<__half>(a, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_element_type(a.dst_dtype, [&](auto dst) {
+    return with_element_type(a.src_dtype,
+                             [&](auto src) { return launch_typed<decltype(dst), decltype(src)>(a, stream); });
+  });
 }
 
 __global__ void philox_kernel(const int64_t* __restrict__ counters, int64_t* __restrict__ out, int64_t n, uint2 key) {
