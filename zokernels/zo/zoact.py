@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .. import ops
-from .perturbation import StepResult, evaluate_closure, finite
+from .perturbation import StepResult, check_count, evaluate_closure, finite
 from .subspace import SharedProjection, check_rank, gram_basis, target_linears
 
 
@@ -65,11 +65,6 @@ class ZOActLinear(torch.nn.Module):
 GRAM_BYTES = 2 * 2**30  # float64 Gram matrices held at once during calibration (attach's default)
 
 
-def _check_gram_bytes(gram_bytes):
-    if isinstance(gram_bytes, bool) or not isinstance(gram_bytes, int) or gram_bytes < 1:
-        raise ValueError(f"gram_bytes must be a positive int (bytes of Gram matrices held at once), got {gram_bytes!r}")
-
-
 def _calibrate(layers, calibration, hook_for):
     """Run calibration() under no_grad with hook_for(i) as the forward pre-hook of layers[i] (where not None)."""
     handles = []
@@ -94,8 +89,8 @@ def attach(model: torch.nn.Module, calibration, *, rank: int, targets="all",
     matrix (d_in^2 x 8 bytes) is accumulated in as many passes as it takes to hold at most `gram_bytes` of them at
     once (a larger single matrix gets a pass of its own), each basis formed as soon as its pass ends. Returns
     (name, layer) pairs. Raises ValueError, before the model changes, if rank exceeds a layer's d_in or its
-    calibration token count, or gram_bytes is not a positive int."""
-    _check_gram_bytes(gram_bytes)
+    calibration token count, or gram_bytes is not an int >= 1."""
+    gram_bytes = check_count("gram_bytes", gram_bytes, 1, hint=" (bytes of Gram matrices held at once)")
     layers = target_linears(model, targets)
     rank = check_rank(layers, rank)
     tokens = [0] * len(layers)
