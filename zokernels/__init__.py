@@ -9,7 +9,6 @@ from .ops import (backend_for, combine_, lowrank_add_, lowrank_combine_, lowrank
 from . import optim, zo  # noqa: E402  (step functions and optimizers, built on the ops)
 
 __version__ = "0.1.0"
-__all__ = ["normal", "rademacher", "perturb_", "combine_", "perturbed_copy_", "lowrank_combine_", "lowrank_add_", "lowrank_delta", "lowrank_project",
-           "lowrank_perturbation",
-           "lowrank_perturbed_linear", "backend_for", "contract", "zo",
-           "optim"]
+__all__ = ["normal", "rademacher", "perturb_", "combine_", "perturbed_copy_", "lowrank_combine_", "lowrank_add_",
+           "lowrank_delta", "lowrank_project", "lowrank_perturbation", "lowrank_perturbed_linear", "backend_for",
+           "contract", "zo", "optim"]

@@ -290,8 +290,9 @@ class ZOAct(_ZOOptimizer):
     (possibly quantized) are never written.
 
     rank, targets: as AGZO. gram_bytes: the float64 Gram matrices held at once while calibrating (zoact.attach;
-    a smaller budget costs more calibration passes). lr, betas, weight_decay: of the inner optimizer. `layers`: the (name, ZOActLinear)
-    pairs; `merge()` folds W0 + C V^T into plain torch.nn.Linear bases and returns the model's layers to them.
+    a smaller budget costs more calibration passes). lr, betas, weight_decay: of the inner optimizer. `layers`:
+    the (name, ZOActLinear) pairs; `merge()` folds W0 + C V^T into plain torch.nn.Linear bases and returns the
+    model's layers to them.
     """
 
     def __init__(self, model, lr, eps=1e-3, rank=16, *, calibration, targets="all", inner="adam",

@@ -611,6 +611,4 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
             WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, A_V=a_v,
             R_EXACT=all(v.shape[1] == r_pad for v in vs),
-            DOT_PRECISION=LOWRANK_DOT_PRECISION[ws[0].dtype],
-
-            num_warps=warps, num_stages=stages)
+            DOT_PRECISION=LOWRANK_DOT_PRECISION[ws[0].dtype], num_warps=warps, num_stages=stages)

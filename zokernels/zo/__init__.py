@@ -11,5 +11,6 @@ from .subspace import SharedProjection, activation_basis, gram_basis, target_lin
 from .zoact import GRAM_BYTES, CoefficientPerturbation, ZOActLinear, attach, zoact_step
 
 __all__ = ["mezo_step", "bszo_step", "bszo_posterior", "kalman_update", "agzo_step", "zoact_step",
-           "PerturbedEvaluator", "LowRankPerturbation", "CoefficientPerturbation", "SharedProjection", "ZOActLinear", "attach", "target_linears",
-           "GRAM_BYTES", "activation_basis", "gram_basis", "StepResult", "check_count", "check_loss", "evaluate_closure", "step_seed", "MODES"]
+           "PerturbedEvaluator", "LowRankPerturbation", "CoefficientPerturbation", "SharedProjection", "ZOActLinear",
+           "attach", "target_linears", "GRAM_BYTES", "activation_basis", "gram_basis", "StepResult", "check_count",
+           "check_loss", "evaluate_closure", "step_seed", "MODES"]
