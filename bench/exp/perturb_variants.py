@@ -14,7 +14,8 @@ import triton.testing
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bench_perturb import OPT_1_3B, opt_shapes  # noqa: E402
-from zokernels.backends.launch import chunk_spans, key_words  # noqa: E402
+from zokernels.backends import cuda_backend  # noqa: E402
+from zokernels.backends.launch import key_words  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # name: (code in zkx_launch, gaussian, stochastic)
@@ -22,7 +23,7 @@ VARIANTS = {
     "gaussian": (0, True, False), "gaussian-sr": (0, True, True), "rademacher": (0, False, False),
     "rademacher-sr": (0, False, True), "memory-only": (1, True, False),
 }
-UNIT = {True: 8, False: 128}  # cuda_backend.GROUP: spans start on these multiples
+UNIT = {True: cuda_backend.GROUP["gaussian"], False: cuda_backend.GROUP["rademacher"]}
 
 
 def build():
@@ -59,11 +60,10 @@ def main():
     tables = {}
     for unit, chunk in [(u, c) for u in UNIT.values() for c in chunks]:
         parts = []
-        for lo in range(0, len(params), 128):
-            idx = list(range(lo, min(lo + 128, len(params))))
-            rows = [[t, local0, numels[lo + t], offsets[lo + t], lo + t, length] for t, local0, length in
-                    chunk_spans([numels[i] for i in idx], [offsets[i] for i in idx], unit, chunk)]
-            parts.append((idx, torch.tensor(rows, dtype=torch.int64, device=dev)))
+        for lo in range(0, len(params), cuda_backend.MAX_TENSORS_PER_LAUNCH):
+            idx = list(range(lo, min(lo + cuda_backend.MAX_TENSORS_PER_LAUNCH, len(params))))
+            rows = cuda_backend.chunk_rows([numels[i] for i in idx], idx, [offsets[i] for i in idx], unit, chunk)
+            parts.append((idx, rows.to(dev)))
         tables[unit, chunk] = parts
 
     def launch(name, dsts, srcs, chunk):

@@ -68,18 +68,21 @@ def unavailable_reason(device: torch.device):
     return None
 
 
+def chunk_rows(numels, tensor_ids, offsets, unit: int, chunk: int) -> torch.Tensor:
+    """Host int64 [rows, 6] (tensor index, local0, numel, offset, tensor id, length): csrc/zo_perturb.cu's ChunkRow
+    per span of <= chunk elements starting on multiples of `unit` of the global index (launch.chunk_spans)."""
+    rows = [[t, local0, numels[t], offsets[t], tensor_ids[t], length]
+            for t, local0, length in chunk_spans(numels, offsets, unit, chunk)]
+    return torch.tensor(rows, dtype=torch.int64).reshape(-1, 6)
+
+
 def _chunk_table(dsts, tensor_ids, offsets, dist):
-    """int64 [rows, 6] rows (tensor index, local0, numel, offset, tensor id, length) on the tensors' device. It holds
-    no addresses: it depends on sizes, ids and offsets only, and the op writes the tensors it is given."""
+    """chunk_rows of the launch on the tensors' device. It holds no addresses: it depends on sizes, ids and
+    offsets only, and the op writes the tensors it is given."""
     numels = [d.numel() for d in dsts]
     key = (dsts[0].device, dist, CHUNK, tuple(zip(numels, tensor_ids, offsets)))
-
-    def build():
-        rows = [[t, local0, numels[t], offsets[t], tensor_ids[t], length]
-                for t, local0, length in chunk_spans(numels, offsets, GROUP[dist], CHUNK)]
-        return to_device(torch.tensor(rows, dtype=torch.int64).reshape(-1, 6), dsts[0].device)
-
-    return _TABLES.get_or_build(key, build)
+    return _TABLES.get_or_build(
+        key, lambda: to_device(chunk_rows(numels, tensor_ids, offsets, GROUP[dist], CHUNK), dsts[0].device))
 
 
 def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
