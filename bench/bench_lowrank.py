@@ -45,6 +45,11 @@ TILE_CANDIDATES = {  # (BM, BN, warps, stages)
 SWEEP_CASES = {"nearest": [1e-4], "stochastic": [1e-4] * 4}  # K = 1 nearest; K = 4 stochastic (the heaviest)
 
 
+def random_bases(weights, r, dtype=torch.float32):
+    """An orthonormal [d_in, r] basis per weight (QR of a Gaussian matrix), contiguous, in `dtype`."""
+    return [torch.linalg.qr(torch.randn(w.shape[1], r, device=w.device))[0].to(dtype).contiguous() for w in weights]
+
+
 def tiles_in_use():
     from zokernels.backends import triton_backend
 
@@ -60,7 +65,7 @@ def sweep_tiles(weights, bench, fused_call, ranks):
     for r in ranks:
         buckets.setdefault(triton_backend._rank_pad(r), r)  # one rank per bucket
     for r_pad, r in buckets.items():
-        bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device=w.device))[0].contiguous() for w in weights]
+        bases = random_bases(weights, r)
         for rounding, coeffs in SWEEP_CASES.items():
             timed = []
             for tiles in TILE_CANDIDATES[r_pad]:
@@ -102,7 +107,7 @@ def sweep_precision(weights, bench, fused_call, ranks):
     dtype = weights[0].dtype
     default, out = triton_backend.LOWRANK_DOT_PRECISION[dtype], []
     for r in ranks:
-        bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device=w.device))[0].contiguous() for w in weights]
+        bases = random_bases(weights, r)
         for precision in ("tf32x3", "tf32"):
             triton_backend.LOWRANK_DOT_PRECISION[dtype] = precision
             ms = bench(lambda: fused_call(weights, bases, [1e-3], "nearest"))
@@ -124,6 +129,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     basis_dtype = getattr(torch, args.basis_dtype)
+    ranks = [int(v) for v in args.ranks.split(",")]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dims = OPT_1_3B if device.type == "cuda" else OPT_TINY
     dtype = torch.bfloat16
@@ -146,12 +152,11 @@ def main(argv=None):
         zk.lowrank_combine_(weights, bases, seed=next(seeds), coeffs=coeffs, rounding=rounding, backend=backend)
 
     if args.sweep and backend == "triton":
-        sweep = sweep_tiles(weights, bench, fused_call, [int(v) for v in args.ranks.split(",")])
+        sweep = sweep_tiles(weights, bench, fused_call, ranks)
     if args.precision and backend == "triton":
-        precision = sweep_precision(weights, bench, fused_call, [int(v) for v in args.ranks.split(",")])
-    for r in [int(v) for v in args.ranks.split(",")]:
-        bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device=device))[0].to(basis_dtype).contiguous()
-                 for w in weights]
+        precision = sweep_precision(weights, bench, fused_call, ranks)
+    for r in ranks:
+        bases = random_bases(weights, r, basis_dtype)
         for k in [int(v) for v in args.ks.split(",")]:
             coeffs = [1e-3 / k] * k
             eager_ms = bench(lambda: eager_lowrank(weights, bases, next(seeds), coeffs))
