@@ -99,20 +99,22 @@ def host_ms(call, device, n=20):
     return elapsed / n * 1e3
 
 
-def sweep_precision(weights, bench, fused_call, ranks):
-    """Diagnostic: the one-call K = 1 nearest time per rank with the kernel's dot at 3xTF32 and at 1xTF32 (the
-    16-bit default), to tell how much of the time the tensor-core product takes (the default stays)."""
+def sweep_precision(weights, bench, fused_call, ranks, precisions):
+    """Diagnostic: the one-call K = 1 time per rank and rounding with the kernel's product at each of
+    `precisions` (LOWRANK_DOT_PRECISION values), to tell how much of the time the tensor-core product takes (the
+    default stays)."""
     from zokernels.backends import triton_backend
 
     dtype = weights[0].dtype
     default, out = triton_backend.LOWRANK_DOT_PRECISION[dtype], []
     for r in ranks:
         bases = random_bases(weights, r)
-        for precision in ("tf32x3", "tf32"):
-            triton_backend.LOWRANK_DOT_PRECISION[dtype] = precision
-            ms = bench(lambda: fused_call(weights, bases, [1e-3], "nearest"))
-            out.append(dict(r=r, precision=precision, ms=ms))
-            print(f"  precision r={r} {precision}: {ms:.3f} ms", flush=True)
+        for rounding in ("nearest", "stochastic"):
+            for precision in precisions:
+                triton_backend.LOWRANK_DOT_PRECISION[dtype] = precision
+                ms = bench(lambda: fused_call(weights, bases, [1e-3], rounding))
+                out.append(dict(r=r, rounding=rounding, precision=precision, ms=ms))
+                print(f"  precision r={r} {rounding} {precision}: {ms:.3f} ms", flush=True)
     triton_backend.LOWRANK_DOT_PRECISION[dtype] = default
     return out
 
@@ -123,7 +125,8 @@ def main(argv=None):
     ap.add_argument("--ks", default="1,4")
     ap.add_argument("--sweep", action="store_true", help="time tile shapes per rank bucket and use the fastest")
     ap.add_argument("--backend", default="auto", help="auto, triton or cuda (the fused rows)")
-    ap.add_argument("--precision", action="store_true", help="diagnostic: time the dot at 3xTF32 against 1xTF32")
+    ap.add_argument("--precision", default=None,
+                    help="diagnostic: comma-separated product precisions to time (e.g. tf32,fp16,bf16)")
     ap.add_argument("--basis-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                     help="dtype of the bases of the timed rows (the kernels widen them to fp32 as they load them)")
     ap.add_argument("--out", default=None)
@@ -154,7 +157,7 @@ def main(argv=None):
     if args.sweep and backend == "triton":
         sweep = sweep_tiles(weights, bench, fused_call, ranks)
     if args.precision and backend == "triton":
-        precision = sweep_precision(weights, bench, fused_call, ranks)
+        precision = sweep_precision(weights, bench, fused_call, ranks, args.precision.split(","))
     for r in ranks:
         bases = random_bases(weights, r, basis_dtype)
         for k in [int(v) for v in args.ks.split(",")]:

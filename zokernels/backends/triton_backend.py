@@ -347,17 +347,45 @@ def _v_tile(v_ptr, cols, d_in, r, R_PAD: tl.constexpr):
 
 
 @triton.jit
-def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, finite, tid, rk0, rk1, BM: tl.constexpr, BN: tl.constexpr,
+def _pow2_scaled_f16(x):
+    """(x / s as float16, s) for a float32 tile: s = the power of two with max|x| < s <= 2 max|x| (at most 2**127),
+    so the division is exact and |x / s| < 1 cannot overflow; elements of magnitude >= 2**-14 s keep fp16's 11
+    significant bits, smaller ones an absolute error of at most 2**-25 s. Non-finite x gives garbage (callers
+    write nothing then)."""
+    amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+    e = tl.minimum((amax.to(tl.uint32, bitcast=True) >> 23) & 0xFF, 253)
+    scale = ((e + 1) << 23).to(tl.float32, bitcast=True)
+    inverse = ((253 - e) << 23).to(tl.float32, bitcast=True)
+    return (x * inverse).to(tl.float16), scale
+
+
+@triton.jit
+def _dot_operand(x, DOT_PRECISION: tl.constexpr):
+    """(operand, scale) of a float32 tile for the product: "fp16" gives _pow2_scaled_f16(x), a float32
+    precision (x, 1)."""
+    if DOT_PRECISION == "fp16":
+        op, scale = _pow2_scaled_f16(x)
+    else:
+        op, scale = x, 1.0
+    return op, scale
+
+
+@triton.jit
+def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, m_scale, v, finite, tid, rk0, rk1, BM: tl.constexpr, BN: tl.constexpr,
                  STOCHASTIC: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
                  DOT_PRECISION: tl.constexpr):
-    """W[row0:row0 + BM, cols0:cols0 + BN] += m v^T in place, rounded to W's dtype; nothing written unless
-    `finite`."""
+    """W[row0:row0 + BM, cols0:cols0 + BN] += m_scale m v^T in place (m from _dot_operand), rounded to W's dtype;
+    nothing written unless `finite`."""
     rows = row0 + tl.arange(0, BM).to(tl.int64)
     cols = cols0 + tl.arange(0, BN).to(tl.int64)
     w_off = rows[:, None] * d_in + cols[None, :]
     w_mask = (rows < d_out)[:, None] & (cols < d_in)[None, :]
     interior = (row0 + BM <= d_out) & (cols0 + BN <= d_in)
-    delta = tl.dot(m, tl.trans(v), input_precision=DOT_PRECISION)
+    v, v_scale = _dot_operand(v, DOT_PRECISION)
+    if DOT_PRECISION == "fp16":
+        delta = tl.dot(m, tl.trans(v)) * (m_scale * v_scale)
+    else:
+        delta = tl.dot(m, tl.trans(v), input_precision=DOT_PRECISION)
     if interior:
         acc = tl.load(w_ptr + w_off).to(tl.float32) + delta
     else:
@@ -404,10 +432,11 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, str
     k0, k1, rk0, rk1 = k0.to(tl.uint32), k1.to(tl.uint32), rk0.to(tl.uint32), rk1.to(tl.uint32)
     m, finite = _m_tile(row0 + tl.arange(0, BM).to(tl.int64), d_out, r, f_ptr, coeff_ptr, scale, stream_ptr, stream0,
                         K, tid, k0, k1, BM, R_PAD, REGEN, COEFF_PTR, STREAM_PTR, QUAD_R, FAST, WIDE_MUL)
+    m, m_scale = _dot_operand(m, DOT_PRECISION)
     for ct in tl.range(begin, end):
         cols0 = ct * BN  # int32: d_in < 2**31 (ops checks it)
         v = _v_tile(v_ptr, cols0 + tl.arange(0, BN).to(tl.int64), d_in, r, R_PAD)
-        _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED4, FAST,
+        _update_tile(w_ptr, row0, cols0, d_out, d_in, m, m_scale, v, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED4, FAST,
                      WIDE_MUL, DOT_PRECISION)
 
 
@@ -524,7 +553,10 @@ LOWRANK_INTERPRETER_TILES = (16, 32, 4, 1)  # small tiles keep the interpreter's
 # the update (2^-9) and about one fp16 rounding of it; +c and -c still give exactly opposite updates (the
 # rounding is sign-symmetric), so perturb / restore cancel as before.
 LOWRANK_DOT_PRECISION = {torch.float32: "tf32x3", torch.bfloat16: "tf32", torch.float16: "tf32"}
-LOWRANK_PRODUCT_ERROR = {"tf32x3": 2.0**-20, "tf32": 2.0**-10, "ieee": 0.0}
+# "fp16": both tiles scaled by an exact power of two (_pow2_scaled_f16) and rounded to fp16 (11 significant
+# bits), the same 2^-10 bound, plus an absolute term of at most 2^-24 (max|V| sum_j |M_ij| + max|M| sum_j |V_cj|)
+# from elements below fp16's normal range after scaling.
+LOWRANK_PRODUCT_ERROR = {"tf32x3": 2.0**-20, "tf32": 2.0**-10, "fp16": 2.0**-10, "ieee": 0.0}
 
 
 def lowrank_product_error(dtype) -> float:
