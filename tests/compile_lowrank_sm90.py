@@ -11,7 +11,7 @@ from triton.compiler import ASTSource
 
 from zokernels.backends import triton_backend as tb
 
-POINTER_TYPES = {"v_base": "*fp32", "f_base": "*fp32", "table": "*i64", "inputs": "*i64", "coeff_ptr": "*fp32",
+POINTER_TYPES = {"v_base": "*fp32", "f_base": "*fp32", "table": "*i64", "inputs": "*i64", "v_amax": "*fp32", "coeff_ptr": "*fp32",
                  "stream_ptr": "*i64"}
 SCALAR_TYPES = {"scale": "fp32", "stream0": "i32", "K": "i32", "k0": "i32", "k1": "i32", "rk0": "i32", "rk1": "i32"}
 

@@ -33,13 +33,17 @@ def _abs_factor(shape, *, seed, coeffs, streams, tensor_id):
 def _assert_close(got, ref, dtype, coeff_abs_sum, basis, *, backend, abs_factor, bases_applied=None):
     """Gaussian values may differ by Z_ATOL per unit coefficient (fast-math special functions), summed over the
     r basis entries of a row; the fp32 product adds a few fp32 ulps, and a backend's reduced-precision product
-    (lowrank_product_error: TF32 for 16-bit weights in Triton) its stated bound times |M| |V|^T; a rounded
+    (lowrank_product_error: scaled fp16 for 16-bit weights in Triton) its stated relative bound times |M| |V|^T
+    plus its underflow term; a rounded
     result may move one ulp. bases_applied: the bases of every update the weight got with this factor (default
     `basis` once)."""
     g, r = got.float(), ref.float()
     row_l1 = basis.float().abs().sum(1).max().item()
     abs_product = sum(abs_factor @ v.float().abs().T for v in bases_applied or [basis])
-    product = backends.load(backend).lowrank_product_error(dtype) * abs_product
+    relative, underflow = backends.load(backend).lowrank_product_error(dtype)
+    product = relative * abs_product + underflow * sum(
+        abs_factor.sum(1, keepdim=True) * v.float().abs().max() + abs_factor.max() * v.float().abs().sum(1)[None, :]
+        for v in bases_applied or [basis])
     roundings = len(bases_applied or [basis])  # each rounded update may move the result one more ulp, at the
     magnitude = r.abs() if roundings == 1 else r.abs() + abs_product  # ulp of an intermediate result at most
     tol = (coeff_abs_sum * Z_ATOL * row_l1 + 4e-7 * (1 + r.abs()) + product
@@ -74,6 +78,23 @@ def test_lowrank_combine_parity(backend, dtype, r, rounding):
                         rounding_seed=11, backend="reference")
     _assert_close(weight, ref, dtype, sum(map(abs, coeffs)), basis, backend=backend,
                   abs_factor=_abs_factor((37, r), seed=3, coeffs=coeffs, streams=streams, tensor_id=2))
+
+
+@pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")
+@pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
+@pytest.mark.parametrize("basis_scale", [2.0**20, 2.0**-30], ids=["basis-above-fp16", "basis-below-fp16"])
+def test_a_product_beyond_fp16s_range_matches_the_reference(backend, basis_scale):
+    """bf16 weights whose bases and coefficients lie far outside fp16's range (a reduced-precision product must
+    scale them, not overflow or flush them), their product of ordinary size."""
+    weight, basis = _weight_and_basis(37, 52, 16, torch.bfloat16, seed=5)
+    basis = basis * basis_scale
+    ref = weight.clone()
+    coeffs, streams = [0.5 / basis_scale, -0.25 / basis_scale], [1, 7]
+    for w, b in [(weight, backend), (ref, "reference")]:
+        zk.lowrank_combine_(w, basis, seed=3, coeffs=coeffs, streams=streams, tensor_ids=[2], backend=b)
+    assert not torch.equal(ref, _weight_and_basis(37, 52, 16, torch.bfloat16, seed=5)[0])
+    _assert_close(weight, ref, torch.bfloat16, sum(map(abs, coeffs)), basis, backend=backend,
+                  abs_factor=_abs_factor((37, 16), seed=3, coeffs=coeffs, streams=streams, tensor_id=2))
 
 
 @pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")

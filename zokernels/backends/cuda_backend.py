@@ -119,9 +119,10 @@ def _lowrank_table(ws, ranks, tensor_ids):
     return _TABLES.get_or_build(key, build)
 
 
-def lowrank_product_error(dtype) -> float:
-    """The product is an fp32 FMA sum: no error beyond fp32 accumulation, for every weight dtype."""
-    return 0.0
+def lowrank_product_error(dtype) -> tuple:
+    """(relative, underflow) as triton_backend's: the product is an fp32 FMA sum, no error beyond fp32
+    accumulation, for every weight dtype."""
+    return 0.0, 0.0
 
 
 def _float32(tensors):

@@ -347,43 +347,28 @@ def _v_tile(v_ptr, cols, d_in, r, R_PAD: tl.constexpr):
 
 
 @triton.jit
-def _pow2_scaled_f16(x):
-    """(x / s as float16, s) for a float32 tile: s = the power of two with max|x| < s <= 2 max|x| (at most 2**127),
-    so the division is exact and |x / s| < 1 cannot overflow; elements of magnitude >= 2**-14 s keep fp16's 11
-    significant bits, smaller ones an absolute error of at most 2**-25 s. Non-finite x gives garbage (callers
-    write nothing then)."""
-    amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+def _pow2_scale(amax):
+    """(s, 1 / s) for amax = max|x| of a float32 tile: s the power of two with amax < s <= 2 amax (at most 2**127),
+    so x / s is exact and |x / s| < 1 cannot overflow fp16; elements of magnitude >= 2**-14 s keep fp16's 11
+    significant bits, smaller ones an absolute error of at most 2**-25 s. A non-finite amax gives garbage
+    (the product is non-finite then anyway)."""
     e = tl.minimum((amax.to(tl.uint32, bitcast=True) >> 23) & 0xFF, 253)
-    scale = ((e + 1) << 23).to(tl.float32, bitcast=True)
-    inverse = ((253 - e) << 23).to(tl.float32, bitcast=True)
-    return (x * inverse).to(tl.float16), scale
+    return ((e + 1) << 23).to(tl.float32, bitcast=True), ((253 - e) << 23).to(tl.float32, bitcast=True)
 
 
 @triton.jit
-def _dot_operand(x, DOT_PRECISION: tl.constexpr):
-    """(operand, scale) of a float32 tile for the product: "fp16" gives _pow2_scaled_f16(x), a float32
-    precision (x, 1)."""
-    if DOT_PRECISION == "fp16":
-        op, scale = _pow2_scaled_f16(x)
-    else:
-        op, scale = x, 1.0
-    return op, scale
-
-
-@triton.jit
-def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, m_scale, v, finite, tid, rk0, rk1, BM: tl.constexpr, BN: tl.constexpr,
+def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0, rk1, BM: tl.constexpr, BN: tl.constexpr,
                  STOCHASTIC: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
                  DOT_PRECISION: tl.constexpr):
-    """W[row0:row0 + BM, cols0:cols0 + BN] += m_scale m v^T in place (m from _dot_operand), rounded to W's dtype;
-    nothing written unless `finite`."""
+    """W[row0:row0 + BM, cols0:cols0 + BN] += scale m v^T in place, rounded to W's dtype; nothing written unless
+    `finite`. m and v are fp16 (scaled) for DOT_PRECISION "fp16", else float32 and scale is 1."""
     rows = row0 + tl.arange(0, BM).to(tl.int64)
     cols = cols0 + tl.arange(0, BN).to(tl.int64)
     w_off = rows[:, None] * d_in + cols[None, :]
     w_mask = (rows < d_out)[:, None] & (cols < d_in)[None, :]
     interior = (row0 + BM <= d_out) & (cols0 + BN <= d_in)
-    v, v_scale = _dot_operand(v, DOT_PRECISION)
     if DOT_PRECISION == "fp16":
-        delta = tl.dot(m, tl.trans(v)) * (m_scale * v_scale)
+        delta = tl.dot(m, tl.trans(v)) * scale
     else:
         delta = tl.dot(m, tl.trans(v), input_precision=DOT_PRECISION)
     if interior:
@@ -402,7 +387,7 @@ def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, m_scale, v, finite, tid, rk
 
 
 @triton.jit(do_not_specialize=["scale", "stream0", "K", "k0", "k1", "rk0", "rk1"])
-def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1, rk0, rk1,
+def _lowrank_kernel(w_base, v_base, f_base, table, inputs, v_amax, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1, rk0, rk1,
                     BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
                     COEFF_PTR: tl.constexpr, STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr,
                     QUAD_R: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
@@ -412,7 +397,8 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, str
     sum before the product) or loaded from the factor; inputs[t] holds the element offsets of its basis (/ A_V)
     and factor. Rows [row0, row0 + BM) of weight t: M's rows formed once, then each column tile of BN in
     [begin, end) with its rows of V. The rank is padded with zeros to R_PAD >= 16 so the product is always a
-    tensor-core dot (precision: LOWRANK_DOT_PRECISION). R_EXACT: every rank of the launch is R_PAD, compiled
+    tensor-core dot (precision: LOWRANK_DOT_PRECISION; for "fp16", M's tile and V scaled by powers of two, V's
+    from v_amax[t] = max|V_t|, and rounded to fp16). R_EXACT: every rank of the launch is R_PAD, compiled
     as a constant (vector loads of V, no rank masks)."""
     row = table + tl.program_id(0).to(tl.int64) * 9  # the 9 columns of _lowrank_table
     w_ptr = w_base + tl.load(row) * A_W
@@ -432,11 +418,18 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, coeff_ptr, scale, str
     k0, k1, rk0, rk1 = k0.to(tl.uint32), k1.to(tl.uint32), rk0.to(tl.uint32), rk1.to(tl.uint32)
     m, finite = _m_tile(row0 + tl.arange(0, BM).to(tl.int64), d_out, r, f_ptr, coeff_ptr, scale, stream_ptr, stream0,
                         K, tid, k0, k1, BM, R_PAD, REGEN, COEFF_PTR, STREAM_PTR, QUAD_R, FAST, WIDE_MUL)
-    m, m_scale = _dot_operand(m, DOT_PRECISION)
+    if DOT_PRECISION == "fp16":
+        m_scale, m_inverse = _pow2_scale(tl.max(tl.max(tl.abs(m), axis=1), axis=0))
+        v_scale, v_inverse = _pow2_scale(tl.load(v_amax + t))
+        m, scale = (m * m_inverse).to(tl.float16), m_scale * v_scale
+    else:
+        scale = 1.0
     for ct in tl.range(begin, end):
         cols0 = ct * BN  # int32: d_in < 2**31 (ops checks it)
         v = _v_tile(v_ptr, cols0 + tl.arange(0, BN).to(tl.int64), d_in, r, R_PAD)
-        _update_tile(w_ptr, row0, cols0, d_out, d_in, m, m_scale, v, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED4, FAST,
+        if DOT_PRECISION == "fp16":
+            v = (v * v_inverse).to(tl.float16)
+        _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED4, FAST,
                      WIDE_MUL, DOT_PRECISION)
 
 
@@ -548,20 +541,23 @@ LOWRANK_TILES = {
 }
 LOWRANK_INTERPRETER_TILES = (16, 32, 4, 1)  # small tiles keep the interpreter's tests fast
 # The product's tensor-core precision per weight dtype. 3xTF32 (split operands, three passes) gives fp32-level
-# products for fp32 weights. For 16-bit weights one TF32 pass: operands rounded to 10 mantissa bits, so an
-# element of M V^T is off by at most 2^-10 sum_j |M_ij| |V_cj| (LOWRANK_PRODUCT_ERROR), below half a bf16 ulp of
-# the update (2^-9) and about one fp16 rounding of it; +c and -c still give exactly opposite updates (the
-# rounding is sign-symmetric), so perturb / restore cancel as before.
-LOWRANK_DOT_PRECISION = {torch.float32: "tf32x3", torch.bfloat16: "tf32", torch.float16: "tf32"}
-# "fp16": both tiles scaled by an exact power of two (_pow2_scaled_f16) and rounded to fp16 (11 significant
-# bits), the same 2^-10 bound, plus an absolute term of at most 2^-24 (max|V| sum_j |M_ij| + max|M| sum_j |V_cj|)
-# from elements below fp16's normal range after scaling.
-LOWRANK_PRODUCT_ERROR = {"tf32x3": 2.0**-20, "tf32": 2.0**-10, "fp16": 2.0**-10, "ieee": 0.0}
+# products for fp32 weights. For 16-bit weights "fp16": M's tile and the basis are scaled by exact powers of two
+# (_pow2_scale: M's from its tile, V's from max|V| per basis) and rounded to fp16, whose dot runs at twice the
+# TF32 rate with half the shared memory and pipelines where Triton 3.6 refuses a 1xTF32 wgmma. Rounding both
+# operands to 11 significant bits puts an element of M V^T off by at most 2^-10 sum_j |M_ij| |V_cj| (as one TF32
+# pass: below half a bf16 ulp of the update (2^-9), about one fp16 rounding of it), plus at most
+# 2^-24 (max|V| sum_j |M_ij| + max|M| sum_j |V_cj|) from elements that fall below fp16's normal range after
+# scaling (LOWRANK_PRODUCT_ERROR: relative, underflow). +c and -c still give exactly opposite updates (scales
+# and roundings are sign-symmetric), so perturb / restore cancel as before.
+LOWRANK_DOT_PRECISION = {torch.float32: "tf32x3", torch.bfloat16: "fp16", torch.float16: "fp16"}
+LOWRANK_PRODUCT_ERROR = {"tf32x3": (2.0**-20, 0.0), "tf32": (2.0**-10, 0.0), "fp16": (2.0**-10, 2.0**-24),
+                         "ieee": (0.0, 0.0)}
 
 
-def lowrank_product_error(dtype) -> float:
-    """Bound on |product - exact| / sum_j |M_ij| |V_cj| of the low-rank kernel for weights of `dtype` (beyond
-    fp32 accumulation); the interpreter computes the dot in fp32, so it meets any bound."""
+def lowrank_product_error(dtype) -> tuple:
+    """(relative, underflow): |product - exact| of the low-rank kernel for weights of `dtype` is at most
+    relative sum_j |M_ij| |V_cj| + underflow (max|V| sum_j |M_ij| + max|M| sum_j |V_cj|), beyond fp32
+    accumulation."""
     return LOWRANK_PRODUCT_ERROR[LOWRANK_DOT_PRECISION[dtype]]
 
 
@@ -636,11 +632,13 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
         bm, bn, warps, stages = _lowrank_tiles(r_pad, rounding)
         table, a_w, a_din = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in idx], bm, bn)
         inputs, a_v = _lowrank_inputs(vs, fs, ws[0].device)
+        precision = LOWRANK_DOT_PRECISION[ws[0].dtype]
+        v_amax = torch.stack(torch._foreach_norm(vs, float("inf"))).float() if precision == "fp16" else inputs
         _lowrank_kernel[(table.shape[0],)](
-            ws[0], vs[0], vs[0] if regen else fs[0], table, inputs, coeff_arg, scale, stream_arg, stream0, k,
+            ws[0], vs[0], vs[0] if regen else fs[0], table, inputs, v_amax, coeff_arg, scale, stream_arg, stream0, k,
             k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None, STREAM_PTR=stream_arg is not None,
             STOCHASTIC=rounding == "stochastic", QUAD_R=all(v.shape[1] % 4 == 0 for v in vs),
             ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
             WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, A_V=a_v,
             R_EXACT=all(v.shape[1] == r_pad for v in vs),
-            DOT_PRECISION=LOWRANK_DOT_PRECISION[ws[0].dtype], num_warps=warps, num_stages=stages)
+            DOT_PRECISION=precision, num_warps=warps, num_stages=stages)
