@@ -60,7 +60,8 @@ def _check_tensors(name, tensors, device=None, *, label=None, kind="tensors"):
 
 
 def _span(t):
-    return t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+    start = t.data_ptr()
+    return start, start + t.nbytes
 
 
 def _check_no_overlap(name, tensors, allowed=None):
@@ -290,8 +291,9 @@ def lowrank_combine_(weights: TensorList, bases: TensorList, *, seed: int, coeff
     """In place, one pass over each weight: W_t += (sum_k coeffs[k] N_{t,k}) V_t^T for every W_t = weights[t].
 
     weights: contiguous [d_out, d_in] tensors of one device (a tensor or a list; one launch per dtype and rank
-    bucket on a GPU); bases V_t: contiguous [d_in, r_t], 1 <= r_t <= 128 (any float dtype; the product is
-    taken in fp32), and may share memory with each other. N_{t,k}: the [d_out, r_t] Gaussian matrix whose
+    bucket on a GPU); bases V_t: contiguous [d_in, r_t], 1 <= r_t <= 128 (any float dtype, read as fp32;
+    the product's precision per backend and weight dtype is backends.load(name).lowrank_product_error), and
+    may share memory with each other. N_{t,k}: the [d_out, r_t] Gaussian matrix whose
     element (i, j) is index i * r_t + j of stream streams[k] (default 0..K-1) under (seed, tensor_ids[t]),
     regenerated in the kernel, never stored; the sum over k is taken before the rank-r product. tensor_ids
     default to list positions; coeffs as in combine_. Stochastic rounding draws the words of each weight's

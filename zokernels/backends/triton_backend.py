@@ -403,8 +403,8 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, v_amax, coeff_ptr, sc
     row = table + tl.program_id(0).to(tl.int64) * 9  # the 9 columns of _lowrank_table
     w_ptr = w_base + tl.load(row) * A_W
     t = tl.load(row + 1)
-    v_ptr = v_base + tl.load(inputs + 2 * t) * A_V
-    f_ptr = f_base + tl.load(inputs + 2 * t + 1)
+    v_ptr = v_base + tl.load(inputs + 3 * t) * A_V
+    f_ptr = f_base + tl.load(inputs + 3 * t + 1)
     d_out = tl.load(row + 2)
     d_in = tl.load(row + 3) * A_DIN
     if R_EXACT:
@@ -431,6 +431,21 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, v_amax, coeff_ptr, sc
             v = (v * v_inverse).to(tl.float16)
         _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED4, FAST,
                      WIDE_MUL, DOT_PRECISION)
+
+
+@triton.jit
+def _basis_amax_kernel(v_base, inputs, out, A_V: tl.constexpr, BLOCK: tl.constexpr):
+    """out[t] = max|V_t| over basis t of the inputs table (columns: offset / A_V, factor offset, numel), one
+    program per (basis, split): atomic max of non-negative floats on a zeroed out. A basis holding NaN gets an
+    unspecified value (its product is NaN anyway)."""
+    t = tl.program_id(0)
+    v_ptr = v_base + tl.load(inputs + 3 * t) * A_V
+    numel = tl.load(inputs + 3 * t + 2)
+    amax = tl.zeros([BLOCK], tl.float32)
+    for start in tl.range(tl.program_id(1).to(tl.int64) * BLOCK, numel, tl.num_programs(1).to(tl.int64) * BLOCK):
+        i = start + tl.arange(0, BLOCK)
+        amax = tl.maximum(amax, tl.abs(tl.load(v_ptr + i, mask=i < numel, other=0.0).to(tl.float32)))
+    tl.atomic_max(out + t, tl.max(amax, axis=0))
 
 
 @triton.jit(do_not_specialize=["n", "k0", "k1"])
@@ -566,7 +581,7 @@ _LOWRANK_TABLE_COLS = 9
 
 
 def _rank_pad(r: int) -> int:
-    return max(triton.next_power_of_2(r), 16)
+    return max(1 << (r - 1).bit_length(), 16)  # plain Python: called per weight on the host path
 
 
 def _lowrank_tiles(r_pad, rounding):
@@ -599,19 +614,30 @@ def _build_lowrank_table(ws, ranks, tensor_ids, bm, bn):
 
 
 def _lowrank_inputs(vs, fs, device):
-    """(device int64 [n, 2], A_V): each basis's element offset from the first one's / A_V (the largest power of
-    two up to 16 bytes dividing them all, so the kernel can prove vector alignment) and each factor's element
-    offset; cached on their addresses and dtypes (the calls of one step reuse the same bases: no pinned copy per
+    """(device int64 [n, 3], A_V): each basis's element offset from the first one's / A_V (the largest power of
+    two up to 16 bytes dividing them all, so the kernel can prove vector alignment), each factor's element
+    offset and each basis's numel; cached on their addresses, dtypes and sizes (the calls of one step reuse the same bases: no pinned copy per
     call)."""
-    key = ("lowrank-inputs", device, tuple((t.data_ptr(), t.dtype) for t in vs + (fs or [])))
+    key = ("lowrank-inputs", device, tuple((t.data_ptr(), t.dtype, t.numel()) for t in vs + (fs or [])))
 
     def build():
         v_off = _element_offsets(vs)
         a_v = _pow2_divisor(v_off, 16 // vs[0].element_size() if all(v.data_ptr() % 16 == 0 for v in vs) else 1)
-        rows = list(zip([o // a_v for o in v_off], _element_offsets(fs) if fs else [0] * len(vs)))
+        rows = list(zip([o // a_v for o in v_off], _element_offsets(fs) if fs else [0] * len(vs),
+                        [v.numel() for v in vs]))
         return to_device(torch.tensor(rows, dtype=torch.int64), device), a_v
 
     return _TABLES.get_or_build(key, build)
+
+
+AMAX_SPLITS, AMAX_BLOCK = 8, 1024
+
+
+def _basis_amax(vs, inputs, a_v):
+    """Device float32 [len(vs)]: max|V_t| of each basis, in one launch."""
+    out = torch.zeros(len(vs), device=vs[0].device, dtype=torch.float32)
+    _basis_amax_kernel[(len(vs), AMAX_SPLITS)](vs[0], inputs, out, A_V=a_v, BLOCK=AMAX_BLOCK)
+    return out
 
 
 def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_ids, rounding, rounding_seed):
@@ -633,7 +659,7 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
         table, a_w, a_din = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in idx], bm, bn)
         inputs, a_v = _lowrank_inputs(vs, fs, ws[0].device)
         precision = LOWRANK_DOT_PRECISION[ws[0].dtype]
-        v_amax = torch.stack(torch._foreach_norm(vs, float("inf"))).float() if precision == "fp16" else inputs
+        v_amax = _basis_amax(vs, inputs, a_v) if precision == "fp16" else inputs
         _lowrank_kernel[(table.shape[0],)](
             ws[0], vs[0], vs[0] if regen else fs[0], table, inputs, v_amax, coeff_arg, scale, stream_arg, stream0, k,
             k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None, STREAM_PTR=stream_arg is not None,
