@@ -51,9 +51,13 @@ def random_bases(weights, r, dtype=torch.float32):
 
 
 def tiles_in_use():
+    """The Triton kernel's tiles per rounding and padded rank, and its 16-bit product precision per padded rank."""
     from zokernels.backends import triton_backend
 
-    return {rounding: {str(k): list(v) for k, v in tiles.items()} for rounding, tiles in triton_backend.LOWRANK_TILES.items()}
+    out = {rounding: {str(k): list(v) for k, v in tiles.items()}
+           for rounding, tiles in triton_backend.LOWRANK_TILES.items()}
+    out["half_precision"] = {str(k): v for k, v in triton_backend.LOWRANK_HALF_PRECISION.items()}
+    return out
 
 
 def sweep_tiles(weights, bench, fused_call, ranks):
@@ -100,22 +104,26 @@ def host_ms(call, device, n=20):
 
 
 def sweep_precision(weights, bench, fused_call, ranks, precisions):
-    """Diagnostic: the one-call K = 1 time per rank and rounding with the kernel's product at each of
-    `precisions` (LOWRANK_DOT_PRECISION values), to tell how much of the time the tensor-core product takes (the
-    default stays)."""
+    """Diagnostic: the one-call K = 1 time per rank and rounding with the 16-bit weights' product at each of
+    `precisions` (LOWRANK_HALF_PRECISION values), to tell how much of the time the tensor-core product takes
+    (the defaults stay)."""
     from zokernels.backends import triton_backend
 
-    dtype = weights[0].dtype
-    default, out = triton_backend.LOWRANK_DOT_PRECISION[dtype], []
+    defaults, out = dict(triton_backend.LOWRANK_HALF_PRECISION), []
     for r in ranks:
         bases = random_bases(weights, r)
         for rounding in ("nearest", "stochastic"):
             for precision in precisions:
-                triton_backend.LOWRANK_DOT_PRECISION[dtype] = precision
-                ms = bench(lambda: fused_call(weights, bases, [1e-3], rounding))
+                triton_backend.LOWRANK_HALF_PRECISION[triton_backend._rank_pad(r)] = precision
+                try:
+                    ms = bench(lambda: fused_call(weights, bases, [1e-3], rounding))
+                except Exception as exc:  # a tile the compiler refuses at this precision: recorded, skipped
+                    out.append(dict(r=r, rounding=rounding, precision=precision, error=f"{type(exc).__name__}"))
+                    print(f"  precision r={r} {rounding} {precision}: failed ({type(exc).__name__})", flush=True)
+                    continue
                 out.append(dict(r=r, rounding=rounding, precision=precision, ms=ms))
                 print(f"  precision r={r} {rounding} {precision}: {ms:.3f} ms", flush=True)
-    triton_backend.LOWRANK_DOT_PRECISION[dtype] = default
+    triton_backend.LOWRANK_HALF_PRECISION.update(defaults)
     return out
 
 
@@ -126,7 +134,7 @@ def main(argv=None):
     ap.add_argument("--sweep", action="store_true", help="time tile shapes per rank bucket and use the fastest")
     ap.add_argument("--backend", default="auto", help="auto, triton or cuda (the fused rows)")
     ap.add_argument("--precision", default=None,
-                    help="diagnostic: comma-separated product precisions to time (e.g. tf32,fp16,bf16)")
+                    help="diagnostic: comma-separated 16-bit product precisions to time (e.g. tf32,fp16)")
     ap.add_argument("--basis-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                     help="dtype of the bases of the timed rows (the kernels widen them to fp32 as they load them)")
     ap.add_argument("--out", default=None)
@@ -179,8 +187,8 @@ def main(argv=None):
                       f"eager {eager_ms:8.3f} ms ({eager_ms / ms:4.1f}x)  host {host:6.3f} ms", flush=True)
     result = dict(device=name, torch=torch.__version__, date=datetime.date.today().isoformat(), backend=backend,
                   shapes="OPT-1.3B linears" if dims is OPT_1_3B else "OPT-tiny linears", tensors=len(weights),
-                  elements=numel, dtype=str(dtype), basis_dtype=str(basis_dtype), roofline_ms=roofline, tiles=tiles_in_use(), sweep=sweep, precision=precision,
-                  rows=rows)
+                  elements=numel, dtype=str(dtype), basis_dtype=str(basis_dtype), roofline_ms=roofline,
+                  tiles=tiles_in_use(), sweep=sweep, precision=precision, rows=rows)
     print("\n| r | K | rounding | calls | ms | x roofline | host ms | eager ms | speedup vs eager |\n"
           "|---|---|---|---|---|---|---|---|---|")
     for x in rows:

@@ -1,5 +1,5 @@
-"""Compile the Triton low-rank kernel for sm_90 with a rank bucket's LOWRANK_TILES, for a bf16 weight (its 1xTF32
-product; stochastic and nearest rounding; the rank a constant) and an fp32 weight (3xTF32, nearest; the rank read
+"""Compile the Triton low-rank kernel for sm_90 with a rank bucket's LOWRANK_TILES, for a bf16 weight (its bucket's
+16-bit product, LOWRANK_HALF_PRECISION; stochastic and nearest rounding; the rank a constant) and an fp32 weight (3xTF32, nearest; the rank read
 from the table); prints each cubin's size. No GPU needed.
 Run without TRITON_INTERPRET: python -m tests.compile_lowrank_sm90 R_PAD (test_lowrank.py calls it)."""
 import sys
@@ -22,7 +22,7 @@ def compile_lowrank(r_pad, dtype, stochastic, exact_rank):
     constants = dict(BM=bm, BN=bn, R_PAD=r_pad, REGEN=True, COEFF_PTR=False, STREAM_PTR=False, STOCHASTIC=stochastic,
                      QUAD_R=True, ALIGNED4=True, FAST=True, WIDE_MUL=tb.WIDE_MUL, A_W=8, A_DIN=8, A_V=4,
                      R_EXACT=exact_rank,
-                     DOT_PRECISION=tb.LOWRANK_DOT_PRECISION[dtype])
+                     DOT_PRECISION=tb._dot_precision(dtype, r_pad))
     types = {"w_base": {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32"}[dtype],
              **POINTER_TYPES, **SCALAR_TYPES}
     signature = {name: types.get(name, "constexpr") for name in kernel.arg_names}

@@ -397,7 +397,7 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, v_amax, coeff_ptr, sc
     sum before the product) or loaded from the factor; inputs[t] holds the element offsets of its basis (/ A_V)
     and factor. Rows [row0, row0 + BM) of weight t: M's rows formed once, then each column tile of BN in
     [begin, end) with its rows of V. The rank is padded with zeros to R_PAD >= 16 so the product is always a
-    tensor-core dot (precision: LOWRANK_DOT_PRECISION; for "fp16", M's tile and V scaled by powers of two, V's
+    tensor-core dot (precision: _dot_precision; for "fp16", M's tile and V scaled by powers of two, V's
     from v_amax[t] = max|V_t|, and rounded to fp16). R_EXACT: every rank of the launch is R_PAD, compiled
     as a constant (vector loads of V, no rank masks)."""
     row = table + tl.program_id(0).to(tl.int64) * 9  # the 9 columns of _lowrank_table
@@ -549,31 +549,38 @@ def philox4x32_10(c0, c1, c2, c3, seed: int):
 # (BM, BN, warps, stages) of the low-rank kernel per rounding and padded rank: r 16-64 the fastest of
 # bench_lowrank.py --sweep on the H100 (bench/results/lowrank_*.json); r 128 the largest tile whose sm_90 compile
 # needs no local-memory stack. Triton 3.6's software pipeliner fails on a 1xTF32 dot of BM >= 64 (a wgmma);
-# such tiles take stages 1 (tests/compile_lowrank_sm90.py compiles every entry).
+# such tiles take stages 1 where the product is "tf32" (tests/compile_lowrank_sm90.py compiles every entry).
 LOWRANK_TILES = {
-    "nearest": {16: (32, 128, 8, 3), 32: (64, 128, 8, 1), 64: (128, 128, 8, 1), 128: (16, 64, 8, 3)},
-    "stochastic": {16: (64, 64, 4, 1), 32: (64, 64, 4, 1), 64: (128, 128, 8, 1), 128: (16, 64, 8, 3)},
+    "nearest": {16: (32, 128, 8, 3), 32: (32, 128, 8, 3), 64: (64, 128, 8, 3), 128: (16, 64, 8, 3)},
+    "stochastic": {16: (64, 64, 4, 1), 32: (64, 64, 4, 1), 64: (64, 64, 4, 1), 128: (16, 64, 8, 3)},
 }
 LOWRANK_INTERPRETER_TILES = (16, 32, 4, 1)  # small tiles keep the interpreter's tests fast
-# The product's tensor-core precision per weight dtype. 3xTF32 (split operands, three passes) gives fp32-level
-# products for fp32 weights. For 16-bit weights "fp16": M's tile and the basis are scaled by exact powers of two
-# (_pow2_scale: M's from its tile, V's from max|V| per basis) and rounded to fp16, whose dot runs at twice the
-# TF32 rate with half the shared memory and pipelines where Triton 3.6 refuses a 1xTF32 wgmma. Rounding both
-# operands to 11 significant bits puts an element of M V^T off by at most 2^-10 sum_j |M_ij| |V_cj| (as one TF32
-# pass: below half a bf16 ulp of the update (2^-9), about one fp16 rounding of it), plus at most
+# The product's tensor-core precision. fp32 weights: 3xTF32 (split operands, three passes), fp32-level products.
+# 16-bit weights, per padded rank (LOWRANK_HALF_PRECISION): "tf32", one TF32 pass, operands rounded to 11
+# significant bits; or "fp16": M's tile and the basis scaled by exact powers of two (_pow2_scale: M's from its
+# tile, V's from max|V| per basis) and rounded to fp16, whose dot runs at twice the TF32 rate with half the
+# shared memory and pipelines where Triton 3.6 refuses a 1xTF32 wgmma (on the H100 r 32: 1.92 against 2.21 ms,
+# r 64: 2.14 against 2.87 ms, one nearest call over OPT-1.3B; r 16 no faster, r 8 slower:
+# bench/results/raw/2026-11-24_*). Either puts an element of M V^T off by at most 2^-10 sum_j |M_ij| |V_cj|
+# (below half a bf16 ulp of the update (2^-9), about one fp16 rounding of it); fp16 adds at most
 # 2^-24 (max|V| sum_j |M_ij| + max|M| sum_j |V_cj|) from elements that fall below fp16's normal range after
 # scaling (LOWRANK_PRODUCT_ERROR: relative, underflow). +c and -c still give exactly opposite updates (scales
 # and roundings are sign-symmetric), so perturb / restore cancel as before.
-LOWRANK_DOT_PRECISION = {torch.float32: "tf32x3", torch.bfloat16: "fp16", torch.float16: "fp16"}
+LOWRANK_HALF_PRECISION = {16: "tf32", 32: "fp16", 64: "fp16", 128: "tf32"}
 LOWRANK_PRODUCT_ERROR = {"tf32x3": (2.0**-20, 0.0), "tf32": (2.0**-10, 0.0), "fp16": (2.0**-10, 2.0**-24),
                          "ieee": (0.0, 0.0)}
 
 
+def _dot_precision(dtype, r_pad) -> str:
+    return "tf32x3" if dtype == torch.float32 else LOWRANK_HALF_PRECISION[r_pad]
+
+
 def lowrank_product_error(dtype) -> tuple:
-    """(relative, underflow): |product - exact| of the low-rank kernel for weights of `dtype` is at most
-    relative sum_j |M_ij| |V_cj| + underflow (max|V| sum_j |M_ij| + max|M| sum_j |V_cj|), beyond fp32
+    """(relative, underflow): |product - exact| of the low-rank kernel for weights of `dtype` (any rank) is at
+    most relative sum_j |M_ij| |V_cj| + underflow (max|V| sum_j |M_ij| + max|M| sum_j |V_cj|), beyond fp32
     accumulation."""
-    return LOWRANK_PRODUCT_ERROR[LOWRANK_DOT_PRECISION[dtype]]
+    bounds = [LOWRANK_PRODUCT_ERROR[_dot_precision(dtype, r_pad)] for r_pad in LOWRANK_HALF_PRECISION]
+    return max(b[0] for b in bounds), max(b[1] for b in bounds)
 
 
 LOWRANK_MIN_PROGRAMS = 1024  # below this many programs, each program's tile range is split over several
@@ -658,7 +665,7 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
         bm, bn, warps, stages = _lowrank_tiles(r_pad, rounding)
         table, a_w, a_din = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in idx], bm, bn)
         inputs, a_v = _lowrank_inputs(vs, fs, ws[0].device)
-        precision = LOWRANK_DOT_PRECISION[ws[0].dtype]
+        precision = _dot_precision(ws[0].dtype, r_pad)
         v_amax = _basis_amax(vs, inputs, a_v) if precision == "fp16" else inputs
         _lowrank_kernel[(table.shape[0],)](
             ws[0], vs[0], vs[0] if regen else fs[0], table, inputs, v_amax, coeff_arg, scale, stream_arg, stream0, k,
