@@ -377,6 +377,10 @@ def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0,
         acc = tl.load(w_ptr + w_off, mask=w_mask, other=0.0).to(tl.float32) + delta
     if STOCHASTIC:
         words = _tile_rounding_words(rows, cols0, d_in, BM, BN, tid, rk0, rk1, ALIGNED4, WIDE_MUL)
+        if w_ptr.dtype.element_ty == tl.bfloat16:
+            # bf16 rounds with a word's top 16 bits: narrowed first, the words the compiler moves to the
+            # product's register layout are half the bytes (1-2% on the H100: raw/2026-11-24_*narrow_words*)
+            words = (words >> 16).to(tl.uint16).to(tl.uint32) << 16
     else:
         words = 0
     out = _round_to(acc, words, w_ptr.dtype.element_ty, STOCHASTIC, not FAST)
