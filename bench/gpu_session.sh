@@ -17,12 +17,12 @@ fi
 python3 -c "import torch; from zokernels.backends import cuda_backend as c; r = c.unavailable_reason(torch.device('cuda')); print('cuda backend:', r or 'ready', '|', c.extension_source())" 2>&1 | tail -30 | tee "$OUT/cuda_build.log"
 [[ "${TESTS:-1}" == 1 ]] && python3 -m pytest -q -x tests 2>&1 | tee "$OUT/pytest.log" | tail -15
 if [[ " $* " == *" --sanitize "* ]]; then
-  # memcheck: the CUDA parity tests (~80 s on the H100); racecheck (RACECHECK=1; the kernels use no shared
-  # memory) is far slower: one dtype of them
-  compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py \
-    -k "cuda and (combine_parity or perturb_parity or sharded or copy_parity)" 2>&1 | tail -4 | tee "$OUT/sanitizer_memcheck.log"
-  [[ "${RACECHECK:-0}" == 1 ]] && timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py \
-    -k "cuda and combine_parity and bfloat16 and gaussian" 2>&1 | tail -4 | tee "$OUT/sanitizer_racecheck.log"
+  # memcheck: the CUDA parity tests of the elementwise and low-rank ops; racecheck (RACECHECK=1; the low-rank
+  # kernel stages V in shared memory) is far slower: one dtype and rank of the low-rank parity tests
+  compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py tests/test_lowrank.py \
+    -k "cuda and (combine_parity or perturb_parity or sharded or copy_parity or add_parity or list_of_weights)" 2>&1 | tail -4 | tee "$OUT/sanitizer_memcheck.log"
+  [[ "${RACECHECK:-0}" == 1 ]] && timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x tests/test_lowrank.py \
+    -k "cuda and bfloat16 and combine_parity and 16" 2>&1 | tail -4 | tee "$OUT/sanitizer_racecheck.log"
   [[ "${RACECHECK:-0}" == 1 ]] && echo "racecheck exit: $?" | tee -a "$OUT/sanitizer_racecheck.log"
 fi
 [[ "${PERTURB:-1}" == 1 ]] && python3 bench/gpu_check.py ${SWEEP:+--sweep} --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
