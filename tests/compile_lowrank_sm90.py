@@ -1,6 +1,6 @@
-"""Compile the Triton low-rank kernel for sm_90 with a rank bucket's LOWRANK_TILES, for a bf16 weight (its bucket's
-16-bit product, LOWRANK_HALF_PRECISION; stochastic and nearest rounding; the rank a constant) and an fp32 weight (3xTF32, nearest; the rank read
-from the table); prints each cubin's size. No GPU needed.
+"""Compile the Triton low-rank kernel for sm_90 with a rank bucket's LOWRANK_TILES, for a bf16 weight (its
+bucket's 16-bit product, LOWRANK_HALF_PRECISION; stochastic and nearest rounding; the rank a constant) and an fp32
+weight (3xTF32, nearest; the rank read from the table); prints each cubin's size. No GPU needed.
 Run without TRITON_INTERPRET: python -m tests.compile_lowrank_sm90 R_PAD (test_lowrank.py calls it)."""
 import sys
 
@@ -11,8 +11,8 @@ from triton.compiler import ASTSource
 
 from zokernels.backends import triton_backend as tb
 
-POINTER_TYPES = {"v_base": "*fp32", "f_base": "*fp32", "table": "*i64", "inputs": "*i64", "v_amax": "*fp32", "coeff_ptr": "*fp32",
-                 "stream_ptr": "*i64"}
+POINTER_TYPES = {"v_base": "*fp32", "f_base": "*fp32", "table": "*i64", "inputs": "*i64", "v_amax": "*fp32",
+                 "coeff_ptr": "*fp32", "stream_ptr": "*i64"}
 SCALAR_TYPES = {"scale": "fp32", "stream0": "i32", "K": "i32", "k0": "i32", "k1": "i32", "rk0": "i32", "rk1": "i32"}
 
 

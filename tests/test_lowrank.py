@@ -33,10 +33,9 @@ def _abs_factor(shape, *, seed, coeffs, streams, tensor_id):
 def _assert_close(got, ref, dtype, coeff_abs_sum, basis, *, backend, abs_factor, bases_applied=None):
     """Gaussian values may differ by Z_ATOL per unit coefficient (fast-math special functions), summed over the
     r basis entries of a row; the fp32 product adds a few fp32 ulps, and a backend's reduced-precision product
-    (lowrank_product_error: scaled fp16 for 16-bit weights in Triton) its stated relative bound times |M| |V|^T
-    plus its underflow term; a rounded
-    result may move one ulp. bases_applied: the bases of every update the weight got with this factor (default
-    `basis` once)."""
+    (lowrank_product_error: TF32 or scaled fp16 for 16-bit weights in Triton) its stated relative bound times
+    |M| |V|^T plus its underflow term; a rounded result may move one ulp. bases_applied: the bases of every
+    update the weight got with this factor (default `basis` once)."""
     g, r = got.float(), ref.float()
     row_l1 = basis.float().abs().sum(1).max().item()
     abs_product = sum(abs_factor @ v.float().abs().T for v in bases_applied or [basis])

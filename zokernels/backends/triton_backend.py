@@ -357,8 +357,8 @@ def _pow2_scale(amax):
 
 
 @triton.jit
-def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0, rk1, BM: tl.constexpr, BN: tl.constexpr,
-                 STOCHASTIC: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
+def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0, rk1, BM: tl.constexpr,
+                 BN: tl.constexpr, STOCHASTIC: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
                  DOT_PRECISION: tl.constexpr):
     """W[row0:row0 + BM, cols0:cols0 + BN] += scale m v^T in place, rounded to W's dtype; nothing written unless
     `finite`. m and v are fp16 (scaled) for DOT_PRECISION "fp16", else float32 and scale is 1."""
@@ -391,8 +391,8 @@ def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0,
 
 
 @triton.jit(do_not_specialize=["scale", "stream0", "K", "k0", "k1", "rk0", "rk1"])
-def _lowrank_kernel(w_base, v_base, f_base, table, inputs, v_amax, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1, rk0, rk1,
-                    BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
+def _lowrank_kernel(w_base, v_base, f_base, table, inputs, v_amax, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1,
+                    rk0, rk1, BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
                     COEFF_PTR: tl.constexpr, STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr,
                     QUAD_R: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
                     A_W: tl.constexpr, A_DIN: tl.constexpr, A_V: tl.constexpr, R_EXACT: tl.constexpr,
@@ -433,8 +433,8 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, v_amax, coeff_ptr, sc
         v = _v_tile(v_ptr, cols0 + tl.arange(0, BN).to(tl.int64), d_in, r, R_PAD)
         if DOT_PRECISION == "fp16":
             v = (v * v_inverse).to(tl.float16)
-        _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED4, FAST,
-                     WIDE_MUL, DOT_PRECISION)
+        _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED4,
+                     FAST, WIDE_MUL, DOT_PRECISION)
 
 
 @triton.jit
@@ -627,8 +627,8 @@ def _build_lowrank_table(ws, ranks, tensor_ids, bm, bn):
 def _lowrank_inputs(vs, fs, device):
     """(device int64 [n, 3], A_V): each basis's element offset from the first one's / A_V (the largest power of
     two up to 16 bytes dividing them all, so the kernel can prove vector alignment), each factor's element
-    offset and each basis's numel; cached on their addresses, dtypes and sizes (the calls of one step reuse the same bases: no pinned copy per
-    call)."""
+    offset and each basis's numel; cached on their addresses, dtypes and sizes (the calls of one step reuse the
+    same bases: no pinned copy per call)."""
     key = ("lowrank-inputs", device, tuple((t.data_ptr(), t.dtype, t.numel()) for t in vs + (fs or [])))
 
     def build():
@@ -673,7 +673,8 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
         v_amax = _basis_amax(vs, inputs, a_v) if precision == "fp16" else inputs
         _lowrank_kernel[(table.shape[0],)](
             ws[0], vs[0], vs[0] if regen else fs[0], table, inputs, v_amax, coeff_arg, scale, stream_arg, stream0, k,
-            k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None, STREAM_PTR=stream_arg is not None,
+            k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None,
+            STREAM_PTR=stream_arg is not None,
             STOCHASTIC=rounding == "stochastic", QUAD_R=all(v.shape[1] % 4 == 0 for v in vs),
             ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
             WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, A_V=a_v,
