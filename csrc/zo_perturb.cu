@@ -68,7 +68,7 @@ __device__ __forceinline__ uint64_t first_quad(const ChunkRow& row) {
 // loaded (raw, G * sizeof(ST) bytes of registers) before this group's math, so each thread keeps a load in flight
 // while it computes (H100: bench/NOTES.md). add_direction(c, stream, quad, acc) adds one direction with
 // coefficient c to the group whose first element has global index 4 quad.
-template <int G, bool kLoadAhead, typename DT, typename ST, bool kRound, typename AddDirection>
+template <int G, bool kLoadAhead, typename DT, typename ST, bool kRound, bool kUnroll2, typename AddDirection>
 __device__ __forceinline__ void thread_groups(const TensorPtrs& ptrs, const ChunkRow& row, const Directions& d,
                                               uint2 rounding_key, AddDirection add_direction) {
   const RowAccess<DT, ST, G> io(ptrs, row);
@@ -86,18 +86,18 @@ __device__ __forceinline__ void thread_groups(const TensorPtrs& ptrs, const Chun
     float acc[G];
     to_f32<ST, G>(next, acc);
     if (kLoadAhead && g + kThreads < groups) io.load(e + G * kThreads, next);
-    d.for_each(c0, s0, [&](float c, uint32_t stream) { add_direction(c, stream, quad, acc); });
+    d.template for_each<kUnroll2>(c0, s0, [&](float c, uint32_t stream) { add_direction(c, stream, quad, acc); });
     io.template store<kRound>(e, acc, quad, tensor_id, rounding_key);
   }
 }
 
 // Gaussian: groups of 8 elements (two Philox units; 16-byte bf16/fp16 vectors). quad is even, so the second unit's
 // low word is quad | 1 with the same high word.
-template <typename DT, typename ST, bool kRound>
+template <typename DT, typename ST, bool kRound, bool kMulti>
 __device__ __forceinline__ void gaussian_groups(const TensorPtrs& ptrs, const ChunkRow& row, const Directions& d,
                                                 uint2 key, uint2 rounding_key) {
   const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
-  thread_groups<8, true, DT, ST, kRound>(ptrs, row, d, rounding_key,
+  thread_groups<8, true, DT, ST, kRound, kMulti>(ptrs, row, d, rounding_key,
                                          [&](float c, uint32_t stream, uint64_t quad, float (&acc)[8]) {
 #pragma unroll
     for (int q = 0; q < 2; ++q) {
@@ -115,7 +115,7 @@ template <typename DT, typename ST, bool kRound>
 __device__ __forceinline__ void rademacher_thread_words(const TensorPtrs& ptrs, const ChunkRow& row, const Directions& d,
                                                         uint2 key, uint2 rounding_key) {
   const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
-  thread_groups<32, false, DT, ST, kRound>(ptrs, row, d, rounding_key,
+  thread_groups<32, false, DT, ST, kRound, false>(ptrs, row, d, rounding_key,
                                            [&](float c, uint32_t stream, uint64_t quad, float (&acc)[32]) {
     const uint4 x = unit_words(static_cast<int64_t>(quad >> 5), stream, tensor_id, key);  // unit = global / 128
     const int which = static_cast<int>((quad >> 3) & 3);
@@ -187,15 +187,17 @@ template <typename DT, bool GAUSSIAN, bool STOCHASTIC>
 constexpr int kMinBlocksPerSM = std::is_same<DT, float>::value ? 1 : GAUSSIAN ? (STOCHASTIC ? 1 : 5) : STOCHASTIC ? 4 : 1;
 
 // One block per table row.
-template <typename DT, typename ST, bool GAUSSIAN, bool STOCHASTIC>
-__global__ void __launch_bounds__(kThreads, (kMinBlocksPerSM<DT, GAUSSIAN, STOCHASTIC>))
+// MULTI (Gaussian only): the kernel for K > 1, without the K = 1 register cap and with two directions per loop
+// trip: K = 16 nearest 21.4 against 23.1 ms on the H100 (bench/NOTES.md); the same for Rademacher was slower.
+template <typename DT, typename ST, bool GAUSSIAN, bool STOCHASTIC, bool MULTI>
+__global__ void __launch_bounds__(kThreads, (MULTI ? 1 : kMinBlocksPerSM<DT, GAUSSIAN, STOCHASTIC>))
     combine_kernel(const __grid_constant__ TensorPtrs ptrs, const ChunkRow* __restrict__ table, Directions d, uint2 key,
                    uint2 rounding_key) {
   constexpr bool kRound = STOCHASTIC && !std::is_same<DT, float>::value;
   const ChunkRow row = table[blockIdx.x];
   if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
   if constexpr (GAUSSIAN) {
-    gaussian_groups<DT, ST, kRound>(ptrs, row, d, key, rounding_key);
+    gaussian_groups<DT, ST, kRound, MULTI>(ptrs, row, d, key, rounding_key);
   } else if constexpr (kRound) {
     rademacher_thread_words<DT, ST, kRound>(ptrs, row, d, key, rounding_key);
   } else {
@@ -209,11 +211,13 @@ static cudaError_t launch_typed(const CombineArgs& a, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
-#define ZK_LAUNCH(G, S) combine_kernel<DT, ST, G, S><<<grid, block, 0, stream>>>(a.ptrs, table, d, key, rkey)
-  if (a.gaussian) {
-    if (a.stochastic) ZK_LAUNCH(true, true); else ZK_LAUNCH(true, false);
+#define ZK_LAUNCH(G, S, M) combine_kernel<DT, ST, G, S, M><<<grid, block, 0, stream>>>(a.ptrs, table, d, key, rkey)
+  if (a.gaussian && a.K > 1) {
+    if (a.stochastic) ZK_LAUNCH(true, true, true); else ZK_LAUNCH(true, false, true);
+  } else if (a.gaussian) {
+    if (a.stochastic) ZK_LAUNCH(true, true, false); else ZK_LAUNCH(true, false, false);
   } else {
-    if (a.stochastic) ZK_LAUNCH(false, true); else ZK_LAUNCH(false, false);
+    if (a.stochastic) ZK_LAUNCH(false, true, false); else ZK_LAUNCH(false, false, false);
   }
 #undef ZK_LAUNCH
   return cudaGetLastError();

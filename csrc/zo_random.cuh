@@ -66,9 +66,15 @@ struct Directions {
   // f(c_k, stream_k) for k = 0 .. K - 1. One direction takes c0 and s0 (coeff(0) and stream(0), read once by the
   // caller outside its loop over elements) on a path of its own, without the loop: on the H100 the loop's reads and
   // bookkeeping cost the Gaussian K = 1 kernel 8% (1.14x against 1.05x the copy roofline, bench/NOTES.md).
-  template <typename F> __device__ __forceinline__ void for_each(float c0, uint32_t s0, F f) const {
+  // kUnroll2: two directions per loop trip, so their independent Philox chains interleave (the Gaussian kernels
+  // for K > 1, which run without a register cap: bench/NOTES.md).
+  template <bool kUnroll2 = false, typename F>
+  __device__ __forceinline__ void for_each(float c0, uint32_t s0, F f) const {
     if (K == 1) {
       f(c0, s0);
+    } else if constexpr (kUnroll2) {
+#pragma unroll 2
+      for (int k = 0; k < K; ++k) f(coeff(k), stream(k));
     } else {
       for (int k = 0; k < K; ++k) f(coeff(k), stream(k));
     }
