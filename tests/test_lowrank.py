@@ -257,6 +257,23 @@ def test_lowrank_programs_cover_every_tile_of_every_weight_once(min_programs):
     assert set(seen) == expected and set(seen.values()) == {1}
 
 
+@pytest.mark.skipif("triton" not in BACKENDS, reason="no Triton here")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_the_basis_maxima_of_the_fp16_product_are_each_bases_own(dtype):
+    """_basis_amax (the scales of the fp16 product): max|V_t| of every basis in one launch, for bases of very
+    different magnitudes, an all-zero one, and one longer than the launch's splits x block (its loop)."""
+    from zokernels.backends import triton_backend
+
+    gen = torch.Generator().manual_seed(4)
+    numel = triton_backend.AMAX_SPLITS * triton_backend.AMAX_BLOCK + 300
+    vs = [(torch.randn(n, 4, generator=gen) * s).to(dtype).to(DEVICE)
+          for n, s in [(13, 1e-3), (numel // 4, 1.0), (50, 3e4), (7, 0.0)]]
+    vs[1].view(-1)[-1] = 123.0  # the largest entry in the last block of the longest basis
+    inputs, a_v = triton_backend._lowrank_inputs(vs, None, vs[0].device)
+    got = triton_backend._basis_amax(vs, inputs, a_v)
+    assert torch.equal(got.cpu(), torch.stack([v.abs().max().float() for v in vs]).cpu())
+
+
 def test_every_rank_has_a_tile_configuration():
     import triton
 
