@@ -21,9 +21,11 @@ if [[ " $* " == *" --sanitize "* ]]; then
   # kernel stages V in shared memory) is far slower: one dtype and rank of the low-rank parity tests
   compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x tests/test_ops.py tests/test_lowrank.py \
     -k "cuda and (combine_parity or perturb_parity or sharded or copy_parity or add_parity or list_of_weights)" 2>&1 | tail -4 | tee "$OUT/sanitizer_memcheck.log"
-  [[ "${RACECHECK:-0}" == 1 ]] && timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x tests/test_lowrank.py \
-    -k "cuda and bfloat16 and combine_parity and 16" 2>&1 | tail -4 | tee "$OUT/sanitizer_racecheck.log"
-  [[ "${RACECHECK:-0}" == 1 ]] && echo "racecheck exit: $?" | tee -a "$OUT/sanitizer_racecheck.log"
+  if [[ "${RACECHECK:-0}" == 1 ]]; then
+    timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x tests/test_lowrank.py \
+      -k "cuda and bfloat16 and combine_parity and 16" 2>&1 | tail -4 | tee "$OUT/sanitizer_racecheck.log"
+    echo "racecheck exit: ${PIPESTATUS[0]}" | tee -a "$OUT/sanitizer_racecheck.log"  # the sanitizer's, not tee's
+  fi
 fi
 [[ "${PERTURB:-1}" == 1 ]] && python3 bench/gpu_check.py ${SWEEP:+--sweep} --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
 if [[ " $* " == *" --ncu "* ]]; then  # stall reasons and pipe use of one combine_ K=16 launch
