@@ -358,8 +358,8 @@ def _pow2_scale(amax):
 
 @triton.jit
 def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0, rk1, BM: tl.constexpr,
-                 BN: tl.constexpr, STOCHASTIC: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
-                 DOT_PRECISION: tl.constexpr):
+                 BN: tl.constexpr, STOCHASTIC: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr,
+                 WIDE_MUL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """W[row0:row0 + BM, cols0:cols0 + BN] += scale m v^T in place, rounded to W's dtype; nothing written unless
     `finite`. m and v are fp16 (scaled) for DOT_PRECISION "fp16", else float32 and scale is 1."""
     rows = row0 + tl.arange(0, BM).to(tl.int64)
@@ -670,7 +670,7 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
         table, a_w, a_din = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in idx], bm, bn)
         inputs, a_v = _lowrank_inputs(vs, fs, ws[0].device)
         precision = _dot_precision(ws[0].dtype, r_pad)
-        v_amax = _basis_amax(vs, inputs, a_v) if precision == "fp16" else inputs
+        v_amax = _basis_amax(vs, inputs, a_v) if precision == "fp16" else inputs  # else unread: any pointer
         _lowrank_kernel[(table.shape[0],)](
             ws[0], vs[0], vs[0] if regen else fs[0], table, inputs, v_amax, coeff_arg, scale, stream_arg, stream0, k,
             k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None,
