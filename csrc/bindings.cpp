@@ -69,6 +69,9 @@ void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table,
     a.ptrs.dst[t] = dsts[t].data_ptr();
     a.ptrs.src[t] = srcs[t].data_ptr();
   }
+  TORCH_CHECK(!tensor_core || (a.w_dtype != zk::DType::kFloat32 && a.max_rank <= zk::kTcMaxRank),
+              "zokernels cuda: the tensor-core low-rank kernel takes 16-bit weights and ranks <= ", zk::kTcMaxRank,
+              " (got ", weights[0].scalar_type(), ", rank ", a.max_rank, ")");
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
   set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);
@@ -81,7 +84,7 @@ void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table,
 // table: int64 [rows, 8] built by zokernels/backends/cuda_backend.py for these shapes.
 void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorList factors, const at::Tensor& table,
                       const c10::optional<at::Tensor>& coeffs, double scale, const c10::optional<at::Tensor>& streams,
-                      int64_t stream0, int64_t K, int64_t k0, int64_t k1, int64_t rk0, int64_t rk1, bool stochastic) {
+                      int64_t stream0, int64_t K, int64_t k0, int64_t k1, int64_t rk0, int64_t rk1, bool stochastic, bool tensor_core) {
   TORCH_CHECK(!weights.empty() && weights.size() == bases.size() && (factors.empty() || factors.size() == weights.size()),
               "zokernels cuda: weights, bases (and factors, if any) must be non-empty lists of equal length");
   TORCH_CHECK(weights.size() <= static_cast<size_t>(zk::kMaxTensorsPerLaunch), "zokernels cuda: at most ",
@@ -95,6 +98,7 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
   a.w_dtype = dtype_code(weights[0]);
   a.regenerate = regenerate;
   a.stochastic = stochastic;
+  a.tensor_core = tensor_core;
   for (size_t t = 0; t < weights.size(); ++t) {
     const at::Tensor &w = weights[t], &v = bases[t];
     TORCH_CHECK(w.is_cuda() && w.is_contiguous() && w.dim() == 2 && w.scalar_type() == weights[0].scalar_type(),
@@ -105,6 +109,7 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
                 zk::kMaxLowrankRank);
     a.ptrs.w[t] = w.data_ptr();
     a.ptrs.v[t] = v.data_ptr<float>();
+    a.max_rank = std::max(a.max_rank, static_cast<int>(v.size(1)));
     if (!regenerate) {
       const at::Tensor& f = factors[t];
       TORCH_CHECK(f.is_cuda() && f.is_contiguous() && f.scalar_type() == at::kFloat && f.dim() == 2 &&
@@ -113,6 +118,9 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
       a.ptrs.f[t] = f.data_ptr<float>();
     }
   }
+  TORCH_CHECK(!tensor_core || (a.w_dtype != zk::DType::kFloat32 && a.max_rank <= zk::kTcMaxRank),
+              "zokernels cuda: the tensor-core low-rank kernel takes 16-bit weights and ranks <= ", zk::kTcMaxRank,
+              " (got ", weights[0].scalar_type(), ", rank ", a.max_rank, ")");
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
   set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);
@@ -139,7 +147,7 @@ void combine_meta(at::TensorList, at::TensorList, const at::Tensor&, const c10::
 
 void lowrank_combine_meta(at::TensorList, at::TensorList, at::TensorList, const at::Tensor&,
                           const c10::optional<at::Tensor>&, double, const c10::optional<at::Tensor>&, int64_t, int64_t,
-                          int64_t, int64_t, int64_t, int64_t, bool) {}
+                          int64_t, int64_t, int64_t, int64_t, bool, bool) {}
 
 }  // namespace
 
@@ -147,7 +155,8 @@ TORCH_LIBRARY(zokernels, m) {
   m.def("combine_(Tensor(a!)[] dsts, Tensor[] srcs, Tensor table, Tensor? coeffs, float scale, Tensor? streams, "
         "int stream0, int K, int k0, int k1, int rk0, int rk1, bool gaussian, bool stochastic) -> ()");
   m.def("lowrank_combine_(Tensor(a!)[] weights, Tensor[] bases, Tensor[] factors, Tensor table, Tensor? coeffs, "
-        "float scale, Tensor? streams, int stream0, int K, int k0, int k1, int rk0, int rk1, bool stochastic) -> ()");
+        "float scale, Tensor? streams, int stream0, int K, int k0, int k1, int rk0, int rk1, bool stochastic, "
+        "bool tensor_core) -> ()");
   m.def("philox_words(Tensor counters, int k0, int k1) -> Tensor");
 }
 

@@ -35,6 +35,7 @@ cudaError_t launch_combine(const CombineArgs& args, cudaStream_t stream);
 
 // Low-rank update W_t += M_t V_t^T (csrc/zo_lowrank.cu). Bases and explicit factors are float32.
 constexpr int kMaxLowrankRank = 128;  // zokernels.ops.MAX_RANK
+constexpr int kTcMaxRank = 64;  // the tensor-core kernel's largest rank (cuda_backend.LOWRANK_TC_MAX_RANK)
 struct LowrankPtrs {
   void* w[kMaxTensorsPerLaunch];
   const float* v[kMaxTensorsPerLaunch];  // V_t [d_in, r] row-major
@@ -44,6 +45,8 @@ struct LowrankPtrs {
 struct LowrankArgs {
   DType w_dtype;
   bool regenerate, stochastic;  // regenerate: M_t = sum_k c_k N_{t,k} from the streams; else M_t = f[t]
+  bool tensor_core;  // the TF32 tensor-core kernel (16-bit weights, max_rank <= 64; its table geometry), else FMA
+  int max_rank;      // the largest r of the launch
   LowrankPtrs ptrs;
   const int64_t* table;  // [rows, 8] (tensor, row0, tile_begin, tile_end, d_out, d_in, rank, tensor_id)
   int64_t rows;

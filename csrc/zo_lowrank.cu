@@ -153,24 +153,200 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
   }
 }
 
+// Tensor-core variant for 16-bit weights at ranks <= kTcMaxRank: mma.sync m16n8k8 on TF32 operands (M and V
+// rounded to nearest, 10-bit mantissas: cuda_backend.lowrank_product_error), fp32 accumulation. One block per
+// table row of kTcRows rows (warp w: rows 16 w .. 16 w + 15; M formed once, kept as fragments in shared memory)
+// and column tiles of kTcCols (the basis rows of the next tile loaded during this tile's product). Columns are permuted inside a tile so that the accumulator fragments are
+// contiguous in memory: n-tile j's column n is tile column 16 (n / 2) + 2 j + n % 2, so lane (g, t) holds columns
+// 16 t .. 16 t + 15 of rows g and g + 8. Its weight elements are then two 16-byte vectors per row, and each
+// Philox unit of the stochastic-rounding words (4 consecutive elements) belongs to one lane: no word is computed
+// twice and none moves between lanes.
+constexpr int kTcRows = 128;
+constexpr int kTcCols = 64;
+static_assert(kTcRows == 16 * (kThreads / 32), "one m16 tile per warp");
+
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+  uint32_t y;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(y) : "f"(x));
+  return y;
+}
+
+// c += a b for one m16n8k8 tile (fragments as the PTX ISA's mma.m16n8k8 .tf32 layout).
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], float b0, float b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
+}
+
+// Where basis entry V[col0 + c, k] of a staged tile goes: the B fragments of lane (g, t) for k step s and
+// n-tiles 2 p, 2 p + 1 are one float4 (b0, b1 of n-tile 2 p, then of 2 p + 1), read as a whole. The slot is
+// tc_basis_column_slot(c) + tc_basis_rank_slot(k), and the column part is a sum over the bits of c (the inverse
+// of the column permutation above: c = 16 (n / 2) + 2 j + n % 2), so columns with disjoint bits add.
+__host__ __device__ constexpr int tc_basis_column_slot(int c) {
+  return 16 * (c & 1) + 2 * ((c >> 1) & 1) + 128 * ((c >> 2) & 3) + 32 * ((c >> 4) & 3);
+}
+__device__ __forceinline__ int tc_basis_rank_slot(int k) { return 512 * (k >> 3) + 4 * (k & 3) + ((k >> 2) & 1); }
+
+// Where M[row0 + i, j] of a block goes: the A fragment of warp i / 16, lane (g, t) for k step s is one uint4
+// (rows g and g + 8, columns 8 s + t and + 4), read as a whole.
+template <int RP>
+__device__ __forceinline__ int tc_factor_slot(int i, int j) {
+  const int gi = i & 15;
+  return (((i >> 4) * (RP / 8) + (j >> 3)) * 32 + 4 * (gi & 7) + (j & 3)) * 4 + (gi >> 3) + 2 * ((j >> 2) & 1);
+}
+
+template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
+__global__ void __launch_bounds__(kThreads, 2)
+    lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
+                      uint2 key, uint2 rounding_key) {
+  static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
+  constexpr int kSteps = RP / 8, kBasisPerThread = kTcCols * RP / kThreads;
+  // M's A fragments for the block's rows (TF32 bits), then one tile's B fragments: 48 KB at RP = 64
+  __shared__ __align__(16) float m_frag[kTcRows * RP];
+  __shared__ __align__(16) float v_frag[kTcCols * RP];
+  const LowrankRow row = table[blockIdx.x];
+  if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
+  WT* w = reinterpret_cast<WT*>(ptrs.w[row.tensor]);
+  const float* v = ptrs.v[row.tensor];
+  const int r = static_cast<int>(row.rank);
+  const int64_t d_in = row.d_in, d_out = row.d_out, row0 = row.row0;
+  const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+
+  // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes)
+  auto put_m = [&](int i, int j, float x) { m_frag[tc_factor_slot<RP>(i, j)] = __uint_as_float(to_tf32(x)); };
+  if constexpr (REGEN) {
+    for (int u = threadIdx.x; u < kTcRows * r / 4; u += kThreads) {  // row0 r is a multiple of 4
+      float m[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int k = 0; k < d.K; ++k) {
+        const uint4 x = unit_words((row0 * r >> 2) + u, d.stream(k), tensor_id, key);
+        const float c = d.coeff(k);
+        const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
+        m[0] += a.x; m[1] += a.y; m[2] += b.x; m[3] += b.y;
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int e = 4 * u + q, i = e / r;
+        put_m(i, e - i * r, row0 + i < d_out ? m[q] : 0.0f);
+      }
+    }
+  } else {
+    const float* f = ptrs.f[row.tensor];
+    for (int e = threadIdx.x; e < kTcRows * r; e += kThreads) {
+      const int i = e / r;
+      put_m(i, e - i * r, row0 + i < d_out ? f[(row0 + i) * r + (e - i * r)] : 0.0f);
+    }
+  }
+  for (int e = threadIdx.x; e < kTcRows * (RP - r); e += kThreads) {
+    const int i = e / (RP - r);
+    put_m(i, r + e - i * (RP - r), 0.0f);
+  }
+
+  // this thread's share of a tile's basis entries: rank k = threadIdx.x % RP of columns c0 + kColsPerPass q
+  // (c0 = threadIdx.x / RP < kColsPerPass), loaded from global memory a tile ahead, coalesced along the rank
+  constexpr int kColsPerPass = kThreads / RP;
+  const int k_mine = threadIdx.x % RP, c0 = threadIdx.x / RP;
+  const int basis_slot = tc_basis_column_slot(c0) + tc_basis_rank_slot(k_mine);
+  float basis[kBasisPerThread];
+  auto load_basis = [&](int64_t col0) {
+    const float* p = v + (col0 + c0) * r + k_mine;
+    const int64_t cols_left = d_in - col0 - c0;
+#pragma unroll
+    for (int q = 0; q < kBasisPerThread; ++q)
+      basis[q] = k_mine < r && kColsPerPass * q < cols_left ? p[static_cast<int64_t>(kColsPerPass * q) * r] : 0.0f;
+  };
+  const int64_t rows[2] = {row0 + 16 * warp + (lane >> 2), row0 + 16 * warp + (lane >> 2) + 8};
+  const int64_t col_offset = 16 * (lane & 3);
+  if (row.tile_begin < row.tile_end) load_basis(row.tile_begin * kTcCols);
+  for (int64_t tile = row.tile_begin; tile < row.tile_end; ++tile) {
+    const int64_t col_lane = tile * kTcCols + col_offset;
+    WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 8 .. + 15; loaded before the product
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int p = 0; p < 2; ++p)
+        if (rows[h] < d_out) load_raw<WT, 8>(w + rows[h] * d_in, col_lane + 8 * p, d_in, raw[h][p]);
+    __syncthreads();  // the previous tile's fragment reads are done (the first time: M's fragments are written)
+#pragma unroll
+    for (int q = 0; q < kBasisPerThread; ++q)  // c0 < kColsPerPass: the column bits are disjoint
+      v_frag[basis_slot + tc_basis_column_slot(kColsPerPass * q)] = __uint_as_float(to_tf32(basis[q]));
+    __syncthreads();
+    if (tile + 1 < row.tile_end) load_basis((tile + 1) * kTcCols);
+    float acc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
+      const uint4 a4 = *reinterpret_cast<const uint4*>(&m_frag[((warp * kSteps + s) * 32 + lane) * 4]);
+      const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        const float4 b = *reinterpret_cast<const float4*>(&v_frag[((s * 4 + p) * 32 + lane) * 4]);
+        mma_tf32(acc[2 * p], a, b.x, b.y);
+        mma_tf32(acc[2 * p + 1], a, b.z, b.w);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (rows[h] >= d_out) continue;
+#pragma unroll
+      for (int p = 0; p < 2; ++p) {
+        const int64_t col = col_lane + 8 * p;
+        if (col >= d_in) continue;
+        float out[8];
+        to_f32<WT, 8>(raw[h][p], out);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) out[i] += acc[4 * p + (i >> 1)][2 * h + (i & 1)];  // column 8 p + i
+        uint32_t words[8], lo[4], hi[4];
+        rounding_words4<STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, lo);
+        rounding_words4<STOCHASTIC>(rows[h] * d_in + col + 4, tensor_id, rounding_key, hi);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) { words[i] = lo[i]; words[4 + i] = hi[i]; }
+        store_group<WT, 8>(w + rows[h] * d_in, col, d_in, out, words, STOCHASTIC);
+      }
+    }
+  }
+}
+
 template <typename WT>
 static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t stream) {
   const LowrankRow* table = reinterpret_cast<const LowrankRow*>(a.table);
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
-#define ZK_LAUNCH(R, S) lowrank_kernel<WT, R, S><<<grid, block, 0, stream>>>(a.ptrs, table, d, key, rkey)
-  if (a.regenerate) {
-    if (a.stochastic) ZK_LAUNCH(true, true); else ZK_LAUNCH(true, false);
-  } else {
-    if (a.stochastic) ZK_LAUNCH(false, true); else ZK_LAUNCH(false, false);
+  auto launch = [&](auto kernel) {
+    kernel<<<grid, block, 0, stream>>>(a.ptrs, table, d, key, rkey);
+    return cudaGetLastError();
+  };
+  // f(kernel<REGEN, STOCHASTIC>) for the launch's flags
+  auto by_flags = [&](auto pick) {
+    if (a.regenerate) return a.stochastic ? pick(std::true_type{}, std::true_type{}) : pick(std::true_type{}, std::false_type{});
+    return a.stochastic ? pick(std::false_type{}, std::true_type{}) : pick(std::false_type{}, std::false_type{});
+  };
+  if constexpr (!std::is_same<WT, float>::value) {
+    if (a.tensor_core) {
+      auto tc = [&](auto rp) {
+        return by_flags([&](auto regen, auto stochastic) {
+          return launch(lowrank_tc_kernel<WT, decltype(rp)::value, decltype(regen)::value, decltype(stochastic)::value>);
+        });
+      };
+      if (a.max_rank <= 8) return tc(std::integral_constant<int, 8>{});
+      if (a.max_rank <= 16) return tc(std::integral_constant<int, 16>{});
+      if (a.max_rank <= 32) return tc(std::integral_constant<int, 32>{});
+      return tc(std::integral_constant<int, 64>{});
+    }
   }
-#undef ZK_LAUNCH
-  return cudaGetLastError();
+  return by_flags([&](auto regen, auto stochastic) {
+    return launch(lowrank_kernel<WT, decltype(regen)::value, decltype(stochastic)::value>);
+  });
 }
 
 cudaError_t launch_lowrank(const LowrankArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;
+  if (a.tensor_core && (a.w_dtype == DType::kFloat32 || a.max_rank > kTcMaxRank)) return cudaErrorInvalidValue;
   return with_element_type(a.w_dtype, [&](auto w) { return launch_lowrank_typed<decltype(w)>(a, stream); });
 }
 

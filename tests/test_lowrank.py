@@ -81,6 +81,24 @@ def test_lowrank_combine_parity(backend, dtype, r, rounding):
 
 @pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")
 @pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("r", [24, 64, 100])
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_lowrank_combine_parity_across_row_blocks_and_column_tiles(backend, dtype, r, rounding):
+    """140 x 136: two of the CUDA tensor-core kernel's 128-row blocks (the second mostly past d_out), three of its
+    64-column tiles (the last 8 wide), ranks padded to 32 and exactly 64 (r = 100: its FMA kernel); the other kernels' tiles cross too."""
+    weight, basis = _weight_and_basis(140, 136, r, dtype, seed=r + 1)
+    ref = weight.clone()
+    coeffs, streams = [0.75, -0.5], [4, 9]
+    kw = dict(seed=8, coeffs=coeffs, streams=streams, tensor_ids=[6], rounding=rounding, rounding_seed=2)
+    zk.lowrank_combine_(weight, basis, backend=backend, **kw)
+    zk.lowrank_combine_(ref, basis, backend="reference", **kw)
+    _assert_close(weight, ref, dtype, sum(map(abs, coeffs)), basis, backend=backend,
+                  abs_factor=_abs_factor((140, r), seed=8, coeffs=coeffs, streams=streams, tensor_id=6))
+
+
+@pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")
+@pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
 @pytest.mark.parametrize("basis_scale", [2.0**20, 2.0**-30], ids=["basis-above-fp16", "basis-below-fp16"])
 def test_a_product_beyond_fp16s_range_matches_the_reference(backend, basis_scale):
     """bf16 weights whose bases and coefficients lie far outside fp16's range (a reduced-precision product must
@@ -201,10 +219,7 @@ def test_a_list_of_weights_in_one_call_matches_the_reference_and_single_calls(ba
                                                                               monkeypatch):
     """Multi-tensor launch: every weight as the reference computes it (tolerance as the single parity test), and
     bit-identical to one call per weight. whole-rows: each program walks all column tiles of its row block."""
-    if backend == "triton":
-        from zokernels.backends import triton_backend
-
-        monkeypatch.setattr(triton_backend, "LOWRANK_MIN_PROGRAMS", 1024 if split_columns else 1)
+    monkeypatch.setattr(backends.load(backend), "LOWRANK_MIN_PROGRAMS", 1024 if split_columns else 1)
     weights, bases = _lowrank_list(seed=3)
     refs, singles = [w.clone() for w in weights], [w.clone() for w in weights]
     coeffs, streams, tids = [0.5, -1.25], [3, 1], [7, 0, 2, 11, 5]

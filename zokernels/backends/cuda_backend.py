@@ -100,18 +100,30 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
 combine = functools.partial(combine_by_dtype, _launch)  # reference.combine's contract, a launch per dtype pair
 
 
-LOWRANK_ROWS, LOWRANK_COLS = 32, 256  # csrc/zo_lowrank.cu kLowrankRows, kLowrankCols
+# (rows per block, columns per tile) of csrc/zo_lowrank.cu's kernels: the fp32 FMA kernel (kLowrankRows,
+# kLowrankCols) and the TF32 tensor-core kernel for 16-bit weights at ranks <= LOWRANK_TC_MAX_RANK (kTcRows, kTcCols)
+LOWRANK_GEOMETRY = {"fma": (32, 256), "tensor_core": (128, 64)}
+LOWRANK_TC_MAX_RANK = 64  # csrc/zo_kernels.h kTcMaxRank
 LOWRANK_MIN_PROGRAMS = 1024  # as the Triton kernel: below this many row blocks, column tiles are split
+# TF32 operands rounded to nearest (10 stored mantissa bits, unit roundoff 2^-11): a product of two is off by at
+# most (2 2^-11 + 2^-22) of its size; then fp32 accumulation. -c gives exactly the opposite update (rounding is
+# sign-symmetric), so perturb / restore cancel as with the FMA kernel.
+TF32_PRODUCT_ERROR = 2.0**-10 + 2.0**-22
 
 
-def _lowrank_table(ws, ranks, tensor_ids):
-    """int64 [programs, 8] device table (t, row0, tile_begin, tile_end, d_out, d_in, r, tensor id): no addresses,
-    cached on the shapes, ranks and ids."""
+def lowrank_kernel(dtype, r) -> str:
+    """Which kernel of csrc/zo_lowrank.cu takes a weight of `dtype` with a rank-r basis."""
+    return "tensor_core" if dtype != torch.float32 and r <= LOWRANK_TC_MAX_RANK else "fma"
+
+
+def _lowrank_table(ws, ranks, tensor_ids, kernel):
+    """int64 [programs, 8] device table (t, row0, tile_begin, tile_end, d_out, d_in, r, tensor id) in `kernel`'s
+    geometry: no addresses, cached on the shapes, ranks and ids."""
     shapes = [tuple(w.shape) for w in ws]
-    key = ("lowrank", ws[0].device, LOWRANK_MIN_PROGRAMS, tuple(zip(shapes, ranks, tensor_ids)))
+    key = ("lowrank", kernel, ws[0].device, LOWRANK_MIN_PROGRAMS, tuple(zip(shapes, ranks, tensor_ids)))
 
     def build():
-        blocks = lowrank_blocks(shapes, LOWRANK_ROWS, LOWRANK_COLS, LOWRANK_MIN_PROGRAMS)
+        blocks = lowrank_blocks(shapes, *LOWRANK_GEOMETRY[kernel], LOWRANK_MIN_PROGRAMS)
         meta = torch.tensor([[d_out, d_in, r, tid] for (d_out, d_in), r, tid in zip(shapes, ranks, tensor_ids)],
                             dtype=torch.int64)
         return to_device(torch.cat([blocks, meta[blocks[:, 0]]], dim=1), ws[0].device)
@@ -120,33 +132,39 @@ def _lowrank_table(ws, ranks, tensor_ids):
 
 
 def lowrank_product_error(dtype) -> tuple:
-    """(relative, underflow) as triton_backend's: the product is an fp32 FMA sum, no error beyond fp32
-    accumulation, for every weight dtype."""
-    return 0.0, 0.0
+    """(relative, underflow) as triton_backend's: float32 weights take the fp32 FMA kernel (no error beyond fp32
+    accumulation); 16-bit weights the TF32 tensor-core kernel up to rank 64 (TF32_PRODUCT_ERROR), FMA above."""
+    return (0.0, 0.0) if dtype == torch.float32 else (TF32_PRODUCT_ERROR, 0.0)
 
 
 def _float32(tensors):
     return [t.float().contiguous() for t in tensors]  # no copy where a tensor already is contiguous float32
 
 
+def _rank_bucket(r):
+    return max(8, 1 << (r - 1).bit_length())  # the tensor-core kernel's padded rank (8, 16, 32, 64)
+
+
 def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_ids, rounding, rounding_seed):
-    """reference.lowrank_combine's contract: one launch per weight dtype and up to MAX_TENSORS_PER_LAUNCH weights.
-    Bases and explicit factors go to the kernel as float32 (a copy where they are not); the product is an fp32
-    FMA sum over the rank (csrc/zo_lowrank.cu)."""
+    """reference.lowrank_combine's contract: one launch per (weight dtype, kernel, padded rank for the
+    tensor-core kernel) group of up to MAX_TENSORS_PER_LAUNCH weights (lowrank_kernel says which kernel).
+    Bases and explicit factors go to the kernel as float32 (a copy where they are not)."""
     regen = factors is None
     coeff_arg, scale, stream_arg, k, stream0 = lowrank_direction_args(factors, coeffs, streams, weights[0].device)
-    by_dtype = {}
-    for t, w in enumerate(weights):
+    groups = {}
+    for t, (w, v) in enumerate(zip(weights, bases)):
         if w.numel():
-            by_dtype.setdefault(w.dtype, []).append(t)
-    for idx in by_dtype.values():
+            kernel = lowrank_kernel(w.dtype, v.shape[1])
+            groups.setdefault((w.dtype, kernel, kernel == "tensor_core" and _rank_bucket(v.shape[1])), []).append(t)
+    for (_, kernel, _), idx in groups.items():
         for lo in range(0, len(idx), MAX_TENSORS_PER_LAUNCH):
             part = idx[lo:lo + MAX_TENSORS_PER_LAUNCH]
             ws, vs = [weights[t] for t in part], _float32([bases[t] for t in part])
-            table = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in part])
+            table = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in part], kernel)
             torch.ops.zokernels.lowrank_combine_(ws, vs, [] if regen else _float32([factors[t] for t in part]), table,
                                                  coeff_arg, scale, stream_arg, stream0, k, *key_words(seed),
-                                                 *key_words(rounding_seed), rounding == "stochastic")
+                                                 *key_words(rounding_seed), rounding == "stochastic",
+                                                 kernel == "tensor_core")
 
 
 def stream_values(n, *, seed, stream, tensor_id, offset, dist, device):
