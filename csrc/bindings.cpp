@@ -69,9 +69,6 @@ void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table,
     a.ptrs.dst[t] = dsts[t].data_ptr();
     a.ptrs.src[t] = srcs[t].data_ptr();
   }
-  TORCH_CHECK(!tensor_core || (a.w_dtype != zk::DType::kFloat32 && a.max_rank <= zk::kTcMaxRank),
-              "zokernels cuda: the tensor-core low-rank kernel takes 16-bit weights and ranks <= ", zk::kTcMaxRank,
-              " (got ", weights[0].scalar_type(), ", rank ", a.max_rank, ")");
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
   set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);

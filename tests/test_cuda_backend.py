@@ -2,6 +2,7 @@
 through the `backend` fixtures, and these check what is specific to it."""
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,39 @@ def test_every_kernel_compiles_for_sm90(source, tmp_path):
     """csrc/ and the benchmark harness built on it (bench/exp/), so a change of csrc/ cannot break the harness."""
     cmd = ["nvcc", "-c", source, "-o", str(tmp_path / "k.o"), "-std=c++17", "-O3", f"-I{os.path.join(ROOT, 'csrc')}",
            "-gencode=arch=compute_90,code=sm_90", "-Werror=all-warnings"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def _binding_compile_command(tmp_path):
+    """g++ -fsyntax-only of csrc/bindings.cpp against this torch's headers, or None where a header set is missing.
+    A CPU build of torch ships c10/cuda's headers without the generated cuda_cmake_macros.h: an empty one stands
+    in (it only carries build-time switches)."""
+    import sysconfig
+
+    from torch.utils.cpp_extension import include_paths
+
+    nvcc, gxx = shutil.which("nvcc"), shutil.which("g++")
+    python_include = sysconfig.get_paths()["include"]
+    if nvcc is None or gxx is None or not os.path.exists(os.path.join(python_include, "Python.h")):
+        return None
+    shim = tmp_path / "shim" / "c10" / "cuda" / "impl"
+    shim.mkdir(parents=True)
+    (shim / "cuda_cmake_macros.h").write_text("#pragma once\n")
+    dryrun = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", str(tmp_path / "x.o")],
+                            capture_output=True, text=True, timeout=60).stderr  # nvcc names its include dirs
+    cuda_includes = re.findall(r'-I"?([^"\s]+)', "".join(l for l in dryrun.splitlines() if "INCLUDES=" in l))
+    includes = [str(tmp_path / "shim"), python_include, *include_paths(), *cuda_includes, os.path.join(ROOT, "csrc")]
+    return [gxx, "-std=c++17", "-fsyntax-only", *[f"-I{p}" for p in includes], "-DTORCH_EXTENSION_NAME=_C",
+            os.path.join(ROOT, "csrc", "bindings.cpp")]
+
+
+def test_the_bindings_compile_against_this_torch(tmp_path):
+    """The torch.library bindings (csrc/bindings.cpp) are C++, not CUDA: checked here too, so that a binding that
+    does not compile cannot land either."""
+    cmd = _binding_compile_command(tmp_path)
+    if cmd is None:
+        pytest.skip("no nvcc, g++ or Python headers on this machine")
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
 
