@@ -161,6 +161,9 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // 16 t .. 16 t + 15 of rows g and g + 8. Its weight elements are then two 16-byte vectors per row, and each
 // Philox unit of the stochastic-rounding words (4 consecutive elements) belongs to one lane: no word is computed
 // twice and none moves between lanes.
+#ifndef ZK_TC_PREFETCH_W
+#define ZK_TC_PREFETCH_W 1
+#endif
 constexpr int kTcRows = 128;
 constexpr int kTcCols = 64;
 static_assert(kTcRows == 16 * (kThreads / 32), "one m16 tile per warp");
@@ -258,15 +261,21 @@ __global__ void __launch_bounds__(kThreads, 2)
   };
   const int64_t rows[2] = {row0 + 16 * warp + (lane >> 2), row0 + 16 * warp + (lane >> 2) + 8};
   const int64_t col_offset = 16 * (lane & 3);
-  if (row.tile_begin < row.tile_end) load_basis(row.tile_begin * kTcCols);
-  for (int64_t tile = row.tile_begin; tile < row.tile_end; ++tile) {
-    const int64_t col_lane = tile * kTcCols + col_offset;
-    WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 8 .. + 15; loaded before the product
+  WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 8 .. + 15 of a tile
+  auto load_weights = [&](int64_t tile) {
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int p = 0; p < 2; ++p)
-        if (rows[h] < d_out) load_raw<WT, 8>(w + rows[h] * d_in, col_lane + 8 * p, d_in, raw[h][p]);
+        if (rows[h] < d_out) load_raw<WT, 8>(w + rows[h] * d_in, tile * kTcCols + col_offset + 8 * p, d_in, raw[h][p]);
+  };
+  if (row.tile_begin < row.tile_end) {
+    load_basis(row.tile_begin * kTcCols);
+    if (ZK_TC_PREFETCH_W) load_weights(row.tile_begin);
+  }
+  for (int64_t tile = row.tile_begin; tile < row.tile_end; ++tile) {
+    const int64_t col_lane = tile * kTcCols + col_offset;
+    if (!ZK_TC_PREFETCH_W) load_weights(tile);
     __syncthreads();  // the previous tile's fragment reads are done (the first time: M's fragments are written)
 #pragma unroll
     for (int q = 0; q < kBasisPerThread; ++q)  // c0 < kColsPerPass: the column bits are disjoint
@@ -289,6 +298,14 @@ __global__ void __launch_bounds__(kThreads, 2)
         mma_tf32(acc[2 * p + 1], a, b.z, b.w);
       }
     }
+    WT cur[2][2][8];  // this tile's weights; with ZK_TC_PREFETCH_W the next tile's load in flight meanwhile
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int p = 0; p < 2; ++p)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
+    if (ZK_TC_PREFETCH_W && tile + 1 < row.tile_end) load_weights(tile + 1);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       if (rows[h] >= d_out) continue;
@@ -297,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         const int64_t col = col_lane + 8 * p;
         if (col >= d_in) continue;
         float out[8];
-        to_f32<WT, 8>(raw[h][p], out);
+        to_f32<WT, 8>(cur[h][p], out);
 #pragma unroll
         for (int i = 0; i < 8; ++i) out[i] += acc[4 * p + (i >> 1)][2 * h + (i & 1)];  // column 8 p + i
         uint32_t words[8], lo[4], hi[4];
