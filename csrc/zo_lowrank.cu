@@ -182,6 +182,14 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
 }
 
+// 16 bytes at p (aligned), one st.global.v4: with the weights of the next tile in flight, ptxas split the
+// vector store of a plain assignment into four 4-byte stores (H100, nearest rounding: 1.6x slower; bench/NOTES.md).
+template <typename T>
+__device__ __forceinline__ void store_16_bytes(T* p, const T (&v)[16 / sizeof(T)]) {
+  const uint4 x = *reinterpret_cast<const uint4*>(v);
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(x.x), "r"(x.y), "r"(x.z), "r"(x.w) : "memory");
+}
+
 // Where basis entry V[col0 + c, k] of a staged tile goes: the B fragments of lane (g, t) for k step s and
 // n-tiles 2 p, 2 p + 1 are one float4 (b0, b1 of n-tile 2 p, then of 2 p + 1), read as a whole. The slot is
 // tc_basis_column_slot(c) + tc_basis_rank_slot(k), and the column part is a sum over the bits of c (the inverse
@@ -322,7 +330,11 @@ __global__ void __launch_bounds__(kThreads, 2)
         rounding_words4<STOCHASTIC>(rows[h] * d_in + col + 4, tensor_id, rounding_key, hi);
 #pragma unroll
         for (int i = 0; i < 4; ++i) { words[i] = lo[i]; words[4 + i] = hi[i]; }
-        store_group<WT, 8>(w + rows[h] * d_in, col, d_in, out, words, STOCHASTIC);
+        alignas(16) WT rounded[8];
+        round_group<WT, 8>(out, words, STOCHASTIC, rounded);
+        WT* dst = w + rows[h] * d_in + col;
+        if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, rounded);
+        else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
       }
     }
   }
