@@ -81,7 +81,8 @@ void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table,
 // table: int64 [rows, 8] built by zokernels/backends/cuda_backend.py for these shapes.
 void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorList factors, const at::Tensor& table,
                       const c10::optional<at::Tensor>& coeffs, double scale, const c10::optional<at::Tensor>& streams,
-                      int64_t stream0, int64_t K, int64_t k0, int64_t k1, int64_t rk0, int64_t rk1, bool stochastic, bool tensor_core) {
+                      int64_t stream0, int64_t K, int64_t k0, int64_t k1, int64_t rk0, int64_t rk1, bool stochastic,
+                      bool tensor_core) {
   TORCH_CHECK(!weights.empty() && weights.size() == bases.size() && (factors.empty() || factors.size() == weights.size()),
               "zokernels cuda: weights, bases (and factors, if any) must be non-empty lists of equal length");
   TORCH_CHECK(weights.size() <= static_cast<size_t>(zk::kMaxTensorsPerLaunch), "zokernels cuda: at most ",

@@ -4,7 +4,8 @@
 // [row0, row0 + kLowrankRows) of weight t and its column tiles [tile_begin, tile_end) of kLowrankCols. The
 // block forms its rows of M once (transposed, in shared memory), then per column tile stages V's rows in
 // kRankChunk slices and each thread accumulates a 4 x 8 piece of M V^T in registers (fp32 FMA), adds it to the
-// weight elements it loaded before the product, and stores them rounded.
+// weight elements it loaded before the product, and stores them rounded. That FMA kernel takes float32 weights
+// and ranks above 64; 16-bit weights at r <= 64 take the TF32 tensor-core kernel further down.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -156,14 +157,12 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // Tensor-core variant for 16-bit weights at ranks <= kTcMaxRank: mma.sync m16n8k8 on TF32 operands (M and V
 // rounded to nearest, 10-bit mantissas: cuda_backend.lowrank_product_error), fp32 accumulation. One block per
 // table row of kTcRows rows (warp w: rows 16 w .. 16 w + 15; M formed once, kept as fragments in shared memory)
-// and column tiles of kTcCols (the basis rows of the next tile loaded during this tile's product). Columns are permuted inside a tile so that the accumulator fragments are
-// contiguous in memory: n-tile j's column n is tile column 16 (n / 2) + 2 j + n % 2, so lane (g, t) holds columns
+// and column tiles of kTcCols (the next tile's weights and basis rows loaded during this tile's product and
+// rounding). Columns are permuted inside a tile so that the accumulator fragments are contiguous in memory:
+// n-tile j's column n is tile column 16 (n / 2) + 2 j + n % 2, so lane (g, t) holds columns
 // 16 t .. 16 t + 15 of rows g and g + 8. Its weight elements are then two 16-byte vectors per row, and each
 // Philox unit of the stochastic-rounding words (4 consecutive elements) belongs to one lane: no word is computed
 // twice and none moves between lanes.
-#ifndef ZK_TC_PREFETCH_W
-#define ZK_TC_PREFETCH_W 1
-#endif
 constexpr int kTcRows = 128;
 constexpr int kTcCols = 64;
 static_assert(kTcRows == 16 * (kThreads / 32), "one m16 tile per warp");
@@ -183,7 +182,7 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], 
 }
 
 // 16 bytes at p (aligned), one st.global.v4: with the weights of the next tile in flight, ptxas split the
-// vector store of a plain assignment into four 4-byte stores (H100, nearest rounding: 1.6x slower; bench/NOTES.md).
+// vector store of a plain assignment into four 4-byte stores (H100, nearest rounding: 1.5x slower; bench/NOTES.md).
 template <typename T>
 __device__ __forceinline__ void store_16_bytes(T* p, const T (&v)[16 / sizeof(T)]) {
   const uint4 x = *reinterpret_cast<const uint4*>(v);
@@ -279,11 +278,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   };
   if (row.tile_begin < row.tile_end) {
     load_basis(row.tile_begin * kTcCols);
-    if (ZK_TC_PREFETCH_W) load_weights(row.tile_begin);
+    load_weights(row.tile_begin);
   }
   for (int64_t tile = row.tile_begin; tile < row.tile_end; ++tile) {
     const int64_t col_lane = tile * kTcCols + col_offset;
-    if (!ZK_TC_PREFETCH_W) load_weights(tile);
     __syncthreads();  // the previous tile's fragment reads are done (the first time: M's fragments are written)
 #pragma unroll
     for (int q = 0; q < kBasisPerThread; ++q)  // c0 < kColsPerPass: the column bits are disjoint
@@ -306,14 +304,14 @@ __global__ void __launch_bounds__(kThreads, 2)
         mma_tf32(acc[2 * p + 1], a, b.z, b.w);
       }
     }
-    WT cur[2][2][8];  // this tile's weights; with ZK_TC_PREFETCH_W the next tile's load in flight meanwhile
+    WT cur[2][2][8];  // this tile's weights, while the next tile's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int p = 0; p < 2; ++p)
 #pragma unroll
         for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
-    if (ZK_TC_PREFETCH_W && tile + 1 < row.tile_end) load_weights(tile + 1);
+    if (tile + 1 < row.tile_end) load_weights(tile + 1);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       if (rows[h] >= d_out) continue;
@@ -350,16 +348,19 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
     kernel<<<grid, block, 0, stream>>>(a.ptrs, table, d, key, rkey);
     return cudaGetLastError();
   };
-  // f(kernel<REGEN, STOCHASTIC>) for the launch's flags
+  // pick(REGEN, STOCHASTIC) as std::true_type / std::false_type values for the launch's flags
   auto by_flags = [&](auto pick) {
-    if (a.regenerate) return a.stochastic ? pick(std::true_type{}, std::true_type{}) : pick(std::true_type{}, std::false_type{});
-    return a.stochastic ? pick(std::false_type{}, std::true_type{}) : pick(std::false_type{}, std::false_type{});
+    using T = std::true_type;
+    using F = std::false_type;
+    if (a.regenerate) return a.stochastic ? pick(T{}, T{}) : pick(T{}, F{});
+    return a.stochastic ? pick(F{}, T{}) : pick(F{}, F{});
   };
   if constexpr (!std::is_same<WT, float>::value) {
     if (a.tensor_core) {
       auto tc = [&](auto rp) {
         return by_flags([&](auto regen, auto stochastic) {
-          return launch(lowrank_tc_kernel<WT, decltype(rp)::value, decltype(regen)::value, decltype(stochastic)::value>);
+          constexpr int kRp = decltype(rp)::value;
+          return launch(lowrank_tc_kernel<WT, kRp, decltype(regen)::value, decltype(stochastic)::value>);
         });
       };
       if (a.max_rank <= 8) return tc(std::integral_constant<int, 8>{});

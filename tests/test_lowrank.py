@@ -86,7 +86,8 @@ def test_lowrank_combine_parity(backend, dtype, r, rounding):
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 def test_lowrank_combine_parity_across_row_blocks_and_column_tiles(backend, dtype, r, rounding):
     """140 x 136: two of the CUDA tensor-core kernel's 128-row blocks (the second mostly past d_out), three of its
-    64-column tiles (the last 8 wide), ranks padded to 32 and exactly 64 (r = 100: its FMA kernel); the other kernels' tiles cross too."""
+    64-column tiles (the last 8 wide), ranks padded to 32 and exactly 64 (r = 100: its FMA kernel); the other
+    kernels' tiles cross too."""
     weight, basis = _weight_and_basis(140, 136, r, dtype, seed=r + 1)
     ref = weight.clone()
     coeffs, streams = [0.75, -0.5], [4, 9]
