@@ -4,8 +4,9 @@ roofline measured in the same run.
 GPU: the 144 linear weights of OPT-1.3B (1.2e9 bf16 elements), one multi-tensor lowrank_combine_ call over all
 of them (K = 1 and 4 directions, r = 8, 16, 32, 64, nearest and stochastic rounding), and for comparison one
 call per layer (r = 16, K = 1); device-event timing (triton.testing.do_bench, median). --sweep times the Triton
-tile shapes (BM, BN, warps, stages) of each rank bucket and rounding first and keeps the fastest; --backend cuda times the CUDA kernel
-(give --out, or it replaces the Triton results file). Eager: per layer, N = torch.randn(d_out, r) for each direction and W.addmm_(N, V^T) (bf16). Roofline:
+tile shapes (BM, BN, warps, stages) of each rank bucket and rounding first and keeps the fastest; --backend cuda
+times the CUDA kernel (give --out, or it replaces the Triton results file), --backend triton,cuda both in one run
+(--save-auto: the faster per op class becomes "auto"'s choice). Eager: per layer, N = torch.randn(d_out, r) for each direction and W.addmm_(N, V^T) (bf16). Roofline:
 one read and one write of the same bytes (a copy). CPU: OPT-tiny linears, wall clock, reference backend.
 Prints a table and writes JSON (default bench/results/lowrank_<device>.json).
 """
@@ -18,9 +19,10 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_perturb import OPT_1_3B, OPT_TINY, timer, write_result  # noqa: E402
+from bench_perturb import OPT_1_3B, OPT_TINY, auto_choices, save_auto_choices, timer, write_result  # noqa: E402
 
 import zokernels as zk  # noqa: E402
+from zokernels import backends  # noqa: E402
 
 
 def linear_shapes(hidden, ffn, layers, **_):
@@ -43,6 +45,11 @@ TILE_CANDIDATES = {  # (BM, BN, warps, stages); stages > 1 at BM >= 64 only with
     64: [(32, 128, 8, 3), (128, 128, 8, 1), (64, 128, 8, 3), (64, 64, 4, 1), (32, 64, 4, 1), (32, 64, 4, 3)],
     128: [(16, 64, 8, 3), (32, 64, 8, 3), (32, 128, 8, 3)]}
 SWEEP_CASES = {"nearest": [1e-4], "stochastic": [1e-4] * 4}  # K = 1 nearest; K = 4 stochastic (the heaviest)
+
+
+def lowrank_class(row):
+    """The "auto" op class of a one-call row (per-layer rows are not a choice of the op)."""
+    return backends.lowrank_class(row["rounding"], row["K"], row["r"]) if row["calls"] == "one call" else None
 
 
 def random_bases(weights, r, dtype=torch.float32):
@@ -132,7 +139,10 @@ def main(argv=None):
     ap.add_argument("--ranks", default="8,16,32,64")
     ap.add_argument("--ks", default="1,4")
     ap.add_argument("--sweep", action="store_true", help="time tile shapes per rank bucket and use the fastest")
-    ap.add_argument("--backend", default="auto", help="auto, triton or cuda (the fused rows)")
+    ap.add_argument("--backend", default="auto",
+                    help="auto, triton, cuda, or a comma-separated list: each fused row timed on each backend")
+    ap.add_argument("--save-auto", action="store_true",
+                    help="with two or more backends: write the fastest per low-rank op class into auto_choices.json")
     ap.add_argument("--precision", default=None,
                     help="diagnostic: comma-separated 16-bit product precisions to time (e.g. tf32,fp16)")
     ap.add_argument("--basis-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
@@ -153,18 +163,18 @@ def main(argv=None):
     roofline = bench(lambda: dst.copy_(src))
     del src, dst
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    backend = zk.backend_for(device, rounding="stochastic") if args.backend == "auto" else args.backend
+    names = [zk.backend_for(device, rounding="stochastic")] if args.backend == "auto" else args.backend.split(",")
     print(f"device {name}: {len(weights)} linear weights, {numel / 1e9:.3f}e9 {dtype} elements; copy roofline "
           f"{roofline:.3f} ms", flush=True)
     rows, sweep, precision = [], [], []
     seeds = iter(range(10**6))
 
-    def fused_call(weights, bases, coeffs, rounding):
+    def fused_call(weights, bases, coeffs, rounding, backend="triton"):
         zk.lowrank_combine_(weights, bases, seed=next(seeds), coeffs=coeffs, rounding=rounding, backend=backend)
 
-    if args.sweep and backend == "triton":
+    if args.sweep and "triton" in names:
         sweep = sweep_tiles(weights, bench, fused_call, ranks)
-    if args.precision and backend == "triton":
+    if args.precision and "triton" in names:
         precision = sweep_precision(weights, bench, fused_call, ranks, args.precision.split(","))
     for r in ranks:
         bases = random_bases(weights, r, basis_dtype)
@@ -174,27 +184,33 @@ def main(argv=None):
             variants = [("one call", rounding) for rounding in ("nearest", "stochastic")]
             if r == 16 and k == 1:
                 variants.append(("per layer", "nearest"))
-            for calls, rounding in variants:
+            for (calls, rounding), b in [(v, b) for v in variants for b in names]:
                 if calls == "one call":
-                    call = lambda: fused_call(weights, bases, coeffs, rounding)  # noqa: E731
+                    call = lambda: fused_call(weights, bases, coeffs, rounding, b)  # noqa: E731
                 else:
-                    call = lambda: [fused_call(w, v, coeffs, rounding) for w, v in zip(weights, bases)]  # noqa: E731
+                    call = lambda: [fused_call(w, v, coeffs, rounding, b) for w, v in zip(weights, bases)]  # noqa: E731
                 ms = bench(call)
                 host = host_ms(call, device)
-                rows.append(dict(r=r, K=k, rounding=rounding, calls=calls, ms=ms, host_ms=host, eager_ms=eager_ms,
-                                 roofline_ms=roofline, x_roofline=ms / roofline, speedup_vs_eager=eager_ms / ms))
-                print(f"  r={r:<3d} K={k:<2d} {rounding:10s} {calls:9s} {ms:8.3f} ms  {ms / roofline:5.2f}x roofline  "
-                      f"eager {eager_ms:8.3f} ms ({eager_ms / ms:4.1f}x)  host {host:6.3f} ms", flush=True)
-    result = dict(device=name, torch=torch.__version__, date=datetime.date.today().isoformat(), backend=backend,
+                rows.append(dict(r=r, K=k, rounding=rounding, calls=calls, backend=b, ms=ms, host_ms=host,
+                                 eager_ms=eager_ms, roofline_ms=roofline, x_roofline=ms / roofline,
+                                 speedup_vs_eager=eager_ms / ms))
+                print(f"  r={r:<3d} K={k:<2d} {rounding:10s} {calls:9s} {b:9s} {ms:8.3f} ms  {ms / roofline:5.2f}x "
+                      f"roofline  eager {eager_ms:8.3f} ms ({eager_ms / ms:4.1f}x)  host {host:6.3f} ms", flush=True)
+    import triton
+
+    result = dict(device=name, torch=torch.__version__, triton=triton.__version__,
+                  date=datetime.date.today().isoformat(), backend=",".join(names),
                   shapes="OPT-1.3B linears" if dims is OPT_1_3B else "OPT-tiny linears", tensors=len(weights),
                   elements=numel, dtype=str(dtype), basis_dtype=str(basis_dtype), roofline_ms=roofline,
                   tiles=tiles_in_use(), sweep=sweep, precision=precision, rows=rows)
-    print("\n| r | K | rounding | calls | ms | x roofline | host ms | eager ms | speedup vs eager |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+    print("\n| r | K | rounding | calls | backend | ms | x roofline | host ms | eager ms | speedup vs eager |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
     for x in rows:
-        print(f"| {x['r']} | {x['K']} | {x['rounding']} | {x['calls']} | {x['ms']:.3f} | {x['x_roofline']:.2f} | "
-              f"{x['host_ms']:.3f} | {x['eager_ms']:.3f} | {x['speedup_vs_eager']:.1f}x |")
+        print(f"| {x['r']} | {x['K']} | {x['rounding']} | {x['calls']} | {x['backend']} | {x['ms']:.3f} | "
+              f"{x['x_roofline']:.2f} | {x['host_ms']:.3f} | {x['eager_ms']:.3f} | {x['speedup_vs_eager']:.1f}x |")
     write_result(result, args.out, "lowrank")
+    if args.save_auto:
+        print(f"auto choices for {name}: {save_auto_choices(result, auto_choices(rows, lowrank_class))}")
 
 
 if __name__ == "__main__":

@@ -95,28 +95,46 @@ def eager_combine(params, seeds, coeffs):
         eager_inplace(params, s, c)
 
 
-def auto_choices(rows):
+def elementwise_class(row):
+    """The "auto" op class of a perturb_/combine_ row, None for other rows."""
+    return backends.op_class(row["dist"], row["rounding"], row["K"]) if row["op"] in ("perturb_", "combine_") else None
+
+
+def auto_choices(rows, op_class=elementwise_class):
     """{op class: fastest backend} from one run's rows, for op classes measured on at least two backends."""
     best, seen = {}, {}
     for r in rows:
-        if r["op"] not in ("perturb_", "combine_"):
+        key = op_class(r)
+        if key is None:
             continue
-        key = backends.op_class(r["dist"], r["rounding"], r["K"])
         seen.setdefault(key, set()).add(r["backend"])
         if key not in best or r["ms"] < best[key][1]:
             best[key] = (r["backend"], r["ms"])
     return {key: b for key, (b, _) in sorted(best.items()) if len(seen[key]) >= 2}
 
 
-def save_auto_choices(result, path=backends.AUTO_CHOICES_FILE):
-    """Merge this run's choices for its device into the package's auto_choices.json."""
+def _op_family(key):
+    return "lowrank" if key.startswith("lowrank/") else "elementwise"
+
+
+def save_auto_choices(result, choices, path=backends.AUTO_CHOICES_FILE):
+    """Merge one run's choices for its device into the package's auto_choices.json: they replace that device's
+    choices of the same op family (elementwise or lowrank) and keep the other family's; `runs` records which
+    run (date, torch, triton) each family's choices come from."""
     try:
         with open(path) as f:
             table = json.load(f)
     except FileNotFoundError:
         table = {}
-    table[result["device"]] = dict(date=result["date"], torch=result["torch"], triton=result["triton"],
-                                   choices=auto_choices(result["rows"]))
+    entry = table.get(result["device"], {})
+    runs = entry.get("runs") or ({"elementwise": {k: entry[k] for k in ("date", "torch", "triton")}}
+                                 if "date" in entry else {})
+    families = {_op_family(k) for k in choices}
+    merged = {k: v for k, v in entry.get("choices", {}).items() if _op_family(k) not in families}
+    merged.update(choices)
+    for family in families:
+        runs[family] = dict(date=result["date"], torch=result["torch"], triton=result["triton"])
+    table[result["device"]] = dict(choices=dict(sorted(merged.items())), runs=runs)
     with open(path, "w") as f:
         json.dump(table, f, indent=1, sort_keys=True)
     return table[result["device"]]["choices"]
@@ -196,7 +214,7 @@ def main(argv=None):
         roofline_gbps=2 * nbytes / roofline / 1e6, rows=rows)
     write_result(result, args.out, "perturb")
     if args.save_auto:
-        print(f"auto choices for {result['device']}: {save_auto_choices(result)}")
+        print(f"auto choices for {result['device']}: {save_auto_choices(result, auto_choices(result['rows']))}")
     return result
 
 

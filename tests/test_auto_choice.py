@@ -1,5 +1,6 @@
 """How "auto" picks a backend: measured per device and op class, else a fixed order; never an unavailable one."""
 import importlib.util
+import json
 import os
 
 import pytest
@@ -28,6 +29,25 @@ def test_op_class_buckets():
     assert backends.op_class("gaussian", "stochastic", 64) == "gaussian/stochastic/K=17+"
 
 
+def test_lowrank_class_buckets_the_largest_rank_as_the_kernels_do():
+    assert backends.lowrank_class("nearest", 1, 1) == "lowrank/nearest/K=1/r<=8"
+    assert backends.lowrank_class("stochastic", 4, 16) == "lowrank/stochastic/K=2-4/r<=16"
+    assert backends.lowrank_class("stochastic", 1, 17) == "lowrank/stochastic/K=1/r<=32"
+    assert backends.lowrank_class("nearest", 20, 100) == "lowrank/nearest/K=17+/r<=128"
+
+
+def test_the_low_rank_op_asks_auto_for_its_class(monkeypatch):
+    """lowrank_combine_ resolves "auto" with the class of its rounding, K and largest rank."""
+    import zokernels as zk
+
+    asked = []
+    monkeypatch.setattr(backends, "resolve", lambda name, device, op=None: asked.append(op) or "reference")
+    weights = [torch.randn(6, 10), torch.randn(4, 10)]
+    bases = [torch.randn(10, 3), torch.randn(10, 12)]
+    zk.lowrank_combine_(weights, bases, seed=0, coeffs=[1.0, 2.0], rounding="stochastic")
+    assert asked == ["lowrank/stochastic/K=2-4/r<=16"]
+
+
 def test_auto_uses_the_measured_choice(fake_gpu):
     cuda = torch.device("cuda")
     assert backends.resolve("auto", cuda, "gaussian/nearest/K=1") == "cuda"
@@ -50,10 +70,38 @@ def test_env_and_cpu_override_measurements(fake_gpu, monkeypatch):
     assert backends.resolve("auto", torch.device("cuda"), "gaussian/nearest/K=1") == "reference"
 
 
-def test_bench_chooses_the_fastest_backend_measured_in_one_run():
+def _bench_perturb():
     spec = importlib.util.spec_from_file_location("bench_perturb", os.path.join(ROOT, "bench", "bench_perturb.py"))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_saving_one_op_familys_choices_keeps_the_others(tmp_path):
+    """bench_perturb --save-auto and bench_lowrank --save-auto each replace their own family of one device's
+    choices: neither erases the other's, and each family says which run it comes from."""
+    bench, path = _bench_perturb(), tmp_path / "auto.json"
+    run = dict(device="FakeGPU", date="2026-01-01", torch="t1", triton="x1")
+    bench.save_auto_choices(run, {"gaussian/nearest/K=1": "cuda", "rademacher/nearest/K=1": "triton"}, path)
+    low = dict(run, date="2026-01-02")
+    bench.save_auto_choices(low, {"lowrank/stochastic/K=1/r<=8": "cuda"}, path)
+    again = bench.save_auto_choices(dict(run, date="2026-01-03"), {"gaussian/nearest/K=1": "triton"}, path)
+    assert again == {"gaussian/nearest/K=1": "triton", "lowrank/stochastic/K=1/r<=8": "cuda"}
+    runs = json.loads(path.read_text())["FakeGPU"]["runs"]
+    assert runs["elementwise"]["date"] == "2026-01-03" and runs["lowrank"]["date"] == "2026-01-02"
+
+
+def test_the_committed_choices_file_has_both_families_runs():
+    """The package's auto_choices.json as the readers expect it: choices and the run of each family."""
+    with open(backends.AUTO_CHOICES_FILE) as f:
+        table = json.load(f)
+    for entry in table.values():
+        assert set(entry["runs"]) == {"elementwise" if not k.startswith("lowrank/") else "lowrank"
+                                      for k in entry["choices"]}
+
+
+def test_bench_chooses_the_fastest_backend_measured_in_one_run():
+    bench = _bench_perturb()
     rows = [dict(op="perturb_", dist="gaussian", rounding="nearest", K=1, backend="cuda", ms=1.8),
             dict(op="perturb_", dist="gaussian", rounding="nearest", K=1, backend="triton", ms=1.9),
             dict(op="combine_", dist="gaussian", rounding="stochastic", K=16, backend="cuda", ms=25.0),

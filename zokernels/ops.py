@@ -274,7 +274,7 @@ def _lowrank_run(weights, bases, factors, *, seed, coeffs, streams, tensor_ids, 
         streams = _check_streams(streams, len(coeffs))
     k = 1 if factors is not None else len(coeffs)
     if backend == "auto":
-        name = backends.resolve("auto", device, backends.op_class("lowrank", rounding, k))
+        name = backends.resolve("auto", device, backends.lowrank_class(rounding, k, max(ranks)))
     else:
         name = backends.resolve(backend, device)
     module = backends.load(name)

@@ -9,24 +9,32 @@ import torch
 
 BACKEND_ENV = "ZOKERNELS_BACKEND"
 _MODULES = {"reference": ".reference", "triton": ".triton_backend", "cuda": ".cuda_backend"}
-# without a measurement for the device and op: fastest first (the low-rank op is never in the measured file:
-# Triton's kernel beat the CUDA one at every rank in bench/results/lowrank*_NVIDIA_H100_80GB_HBM3.json); CUDA
-# before the reference where Triton is missing
+# without a measurement for the device and op: fastest first; CUDA before the reference where Triton is missing
 _AUTO_ORDER = ("triton", "cuda", "reference")
 AUTO_CHOICES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "auto_choices.json")
 _loaded = {}
 _import_errors = {}
 
 
+def _k_bucket(k: int) -> str:
+    return "1" if k <= 1 else "2-4" if k <= 4 else "5-16" if k <= 16 else "17+"
+
+
 def op_class(dist: str, rounding: str, k: int) -> str:
-    """The key under which "auto" choices are measured: distribution, rounding and a bucket of K."""
-    bucket = "1" if k <= 1 else "2-4" if k <= 4 else "5-16" if k <= 16 else "17+"
-    return f"{dist}/{rounding}/K={bucket}"
+    """The key under which "auto" choices of the elementwise ops are measured: distribution, rounding, K bucket."""
+    return f"{dist}/{rounding}/K={_k_bucket(k)}"
+
+
+def lowrank_class(rounding: str, k: int, max_rank: int) -> str:
+    """The key of the low-rank op's "auto" choices: rounding, K bucket and the launch's largest rank padded to a
+    power of two (at least 8), the buckets of the kernels' rank templates."""
+    return f"lowrank/{rounding}/K={_k_bucket(k)}/r<={max(8, 1 << (max_rank - 1).bit_length())}"
 
 
 @functools.lru_cache(maxsize=None)
 def _auto_choices():
-    """{device name: {op class: backend}}, written by `python -m zokernels bench --save-auto` from one run."""
+    """{device name: {op class: backend}}, written by `python -m zokernels bench --save-auto` (elementwise ops)
+    and `bench/bench_lowrank.py --backend triton,cuda --save-auto` (low-rank op), each from one run."""
     try:
         with open(AUTO_CHOICES_FILE) as f:
             return {dev: entry["choices"] for dev, entry in json.load(f).items()}
