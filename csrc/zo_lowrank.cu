@@ -163,6 +163,9 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // 16 t .. 16 t + 15 of rows g and g + 8. Its weight elements are then two 16-byte vectors per row, and each
 // Philox unit of the stochastic-rounding words (4 consecutive elements) belongs to one lane: no word is computed
 // twice and none moves between lanes.
+#ifndef ZK_TC_BASIS_BUFFERS
+#define ZK_TC_BASIS_BUFFERS 2
+#endif
 constexpr int kTcRows = 128;
 constexpr int kTcCols = 64;
 static_assert(kTcRows == 16 * (kThreads / 32), "one m16 tile per warp");
@@ -212,9 +215,11 @@ __global__ void __launch_bounds__(kThreads, 2)
                       uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
   constexpr int kSteps = RP / 8, kBasisPerThread = kTcCols * RP / kThreads;
-  // M's A fragments for the block's rows (TF32 bits), then one tile's B fragments: 48 KB at RP = 64
+  // M's A fragments for the block's rows (TF32 bits) and the tiles' B fragments: two buffers (one barrier per
+  // tile) where they fit the 48 KB of static shared memory, else one (two barriers per tile)
+  constexpr int kBasisBuffers = ZK_TC_BASIS_BUFFERS == 2 && RP <= 32 ? 2 : 1;
   __shared__ __align__(16) float m_frag[kTcRows * RP];
-  __shared__ __align__(16) float v_frag[kTcCols * RP];
+  __shared__ __align__(16) float v_frag[kBasisBuffers][kTcCols * RP];
   const LowrankRow row = table[blockIdx.x];
   if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
   WT* w = reinterpret_cast<WT*>(ptrs.w[row.tensor]);
@@ -276,18 +281,21 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int p = 0; p < 2; ++p)
         if (rows[h] < d_out) load_raw<WT, 8>(w + rows[h] * d_in, tile * kTcCols + col_offset + 8 * p, d_in, raw[h][p]);
   };
-  if (row.tile_begin < row.tile_end) {
-    load_basis(row.tile_begin * kTcCols);
-    load_weights(row.tile_begin);
-  }
-  for (int64_t tile = row.tile_begin; tile < row.tile_end; ++tile) {
-    const int64_t col_lane = tile * kTcCols + col_offset;
-    __syncthreads();  // the previous tile's fragment reads are done (the first time: M's fragments are written)
+  auto stage_basis = [&](int buffer) {
 #pragma unroll
     for (int q = 0; q < kBasisPerThread; ++q)  // c0 < kColsPerPass: the column bits are disjoint
-      v_frag[basis_slot + tc_basis_column_slot(kColsPerPass * q)] = __uint_as_float(to_tf32(basis[q]));
-    __syncthreads();
-    if (tile + 1 < row.tile_end) load_basis((tile + 1) * kTcCols);
+      v_frag[buffer][basis_slot + tc_basis_column_slot(kColsPerPass * q)] = __uint_as_float(to_tf32(basis[q]));
+  };
+  if (row.tile_begin < row.tile_end) {
+    load_weights(row.tile_begin);
+    load_basis(row.tile_begin * kTcCols);
+    stage_basis(0);
+    if (row.tile_begin + 1 < row.tile_end) load_basis((row.tile_begin + 1) * kTcCols);
+  }
+  __syncthreads();  // M's fragments and the first tile's basis are written
+  for (int64_t tile = row.tile_begin; tile < row.tile_end; ++tile) {
+    const int64_t col_lane = tile * kTcCols + col_offset;
+    const int buffer = kBasisBuffers == 2 ? static_cast<int>((tile - row.tile_begin) & 1) : 0;
     float acc[8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j)
@@ -299,7 +307,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
 #pragma unroll
       for (int p = 0; p < 4; ++p) {
-        const float4 b = *reinterpret_cast<const float4*>(&v_frag[((s * 4 + p) * 32 + lane) * 4]);
+        const float4 b = *reinterpret_cast<const float4*>(&v_frag[buffer][((s * 4 + p) * 32 + lane) * 4]);
         mma_tf32(acc[2 * p], a, b.x, b.y);
         mma_tf32(acc[2 * p + 1], a, b.z, b.w);
       }
@@ -312,6 +320,14 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
         for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
     if (tile + 1 < row.tile_end) load_weights(tile + 1);
+    // the next tile's basis: into the other buffer (whose readers passed the last barrier), or into the only one
+    // once every warp's product is done
+    if (kBasisBuffers == 1) __syncthreads();
+    if (tile + 1 < row.tile_end) {
+      stage_basis(buffer ^ (kBasisBuffers - 1));
+      if (tile + 2 < row.tile_end) load_basis((tile + 2) * kTcCols);
+    }
+    __syncthreads();
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       if (rows[h] >= d_out) continue;
