@@ -163,9 +163,6 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // 16 t .. 16 t + 15 of rows g and g + 8. Its weight elements are then two 16-byte vectors per row, and each
 // Philox unit of the stochastic-rounding words (4 consecutive elements) belongs to one lane: no word is computed
 // twice and none moves between lanes.
-#ifndef ZK_TC_BASIS_BUFFERS
-#define ZK_TC_BASIS_BUFFERS 2
-#endif
 constexpr int kTcRows = 128;
 constexpr int kTcCols = 64;
 static_assert(kTcRows == 16 * (kThreads / 32), "one m16 tile per warp");
@@ -216,8 +213,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
   constexpr int kSteps = RP / 8, kBasisPerThread = kTcCols * RP / kThreads;
   // M's A fragments for the block's rows (TF32 bits) and the tiles' B fragments: two buffers (one barrier per
-  // tile) where they fit the 48 KB of static shared memory, else one (two barriers per tile)
-  constexpr int kBasisBuffers = ZK_TC_BASIS_BUFFERS == 2 && RP <= 32 ? 2 : 1;
+  // tile; H100: 1-3% faster than one) where they fit the 48 KB of static shared memory, else one (two barriers)
+  constexpr int kBasisBuffers = RP <= 32 ? 2 : 1;
   __shared__ __align__(16) float m_frag[kTcRows * RP];
   __shared__ __align__(16) float v_frag[kBasisBuffers][kTcCols * RP];
   const LowrankRow row = table[blockIdx.x];
