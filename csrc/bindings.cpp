@@ -91,18 +91,12 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
                   table.size(1) == 8, "zokernels cuda: table must be a contiguous CUDA int64 [rows, 8] tensor");
   const bool regenerate = factors.empty();
   TORCH_CHECK(!regenerate || K >= 1, "zokernels cuda: K must be >= 1 when the factor is regenerated");
-  int64_t max_rank = 0;
-  for (const at::Tensor& v : bases) max_rank = std::max(max_rank, v.dim() == 2 ? v.size(1) : int64_t{0});
-  const bool tc_ok = weights[0].scalar_type() != at::kFloat && max_rank <= zk::kTcMaxRank;
-  TORCH_CHECK(!tensor_core || tc_ok, "zokernels cuda: the tensor-core low-rank kernel takes 16-bit weights and "
-              "ranks <= 64 (got ", c10::toString(weights[0].scalar_type()), " weights, rank ", max_rank, ")");
   const c10::cuda::CUDAGuard guard(table.device());
   zk::LowrankArgs a{};
   a.w_dtype = dtype_code(weights[0]);
   a.regenerate = regenerate;
   a.stochastic = stochastic;
   a.tensor_core = tensor_core;
-  a.max_rank = static_cast<int>(max_rank);
   for (size_t t = 0; t < weights.size(); ++t) {
     const at::Tensor &w = weights[t], &v = bases[t];
     TORCH_CHECK(w.is_cuda() && w.is_contiguous() && w.dim() == 2 && w.scalar_type() == weights[0].scalar_type(),
@@ -113,6 +107,7 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
                 zk::kMaxLowrankRank);
     a.ptrs.w[t] = w.data_ptr();
     a.ptrs.v[t] = v.data_ptr<float>();
+    a.max_rank = std::max(a.max_rank, static_cast<int>(v.size(1)));
     if (!regenerate) {
       const at::Tensor& f = factors[t];
       TORCH_CHECK(f.is_cuda() && f.is_contiguous() && f.scalar_type() == at::kFloat && f.dim() == 2 &&
@@ -121,6 +116,9 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
       a.ptrs.f[t] = f.data_ptr<float>();
     }
   }
+  TORCH_CHECK(!tensor_core || (a.w_dtype != zk::DType::kFloat32 && a.max_rank <= zk::kTcMaxRank),
+              "zokernels cuda: the tensor-core low-rank kernel takes 16-bit weights and ranks <= ", zk::kTcMaxRank,
+              " (got ", weights[0].scalar_type(), ", rank ", a.max_rank, ")");
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
   set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);

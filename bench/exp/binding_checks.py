@@ -1,4 +1,6 @@
-"""Device probe: does a TORCH_CHECK of the low-rank binding raise (RuntimeError) or crash? One case per process."""
+"""Device probe of the low-rank binding's TORCH_CHECKs, one case per process. On the H100 (2026-11-24) "k0" raised
+as it should, while "rank65" and "fp32" (the tensor-core check, whose message formats values) crashed the process:
+see bench/NOTES.md, eighth session."""
 import sys
 
 import torch
