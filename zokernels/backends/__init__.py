@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from .launch import padded_rank
+
 BACKEND_ENV = "ZOKERNELS_BACKEND"
 _MODULES = {"reference": ".reference", "triton": ".triton_backend", "cuda": ".cuda_backend"}
 # without a measurement for the device and op: fastest first; CUDA before the reference where Triton is missing
@@ -28,7 +30,7 @@ def op_class(dist: str, rounding: str, k: int) -> str:
 def lowrank_class(rounding: str, k: int, max_rank: int) -> str:
     """The key of the low-rank op's "auto" choices: rounding, K bucket and the launch's largest rank padded to a
     power of two (at least 8), the buckets of the kernels' rank templates."""
-    return f"lowrank/{rounding}/K={_k_bucket(k)}/r<={max(8, 1 << (max_rank - 1).bit_length())}"
+    return f"lowrank/{rounding}/K={_k_bucket(k)}/r<={padded_rank(max_rank, 8)}"
 
 
 @functools.lru_cache(maxsize=None)

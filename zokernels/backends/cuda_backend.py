@@ -12,7 +12,7 @@ import torch
 
 from .. import _cuda_build
 from .launch import (TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, lowrank_blocks,
-                     lowrank_direction_args, to_device)
+                     lowrank_direction_args, padded_rank, to_device)
 
 NAME = "cuda"
 CHUNK = 32 * 1024  # elements per block (a multiple of every GROUP); H100: 32K against 64K, bench/NOTES.md
@@ -141,10 +141,6 @@ def _float32(tensors):
     return [t.float().contiguous() for t in tensors]  # no copy where a tensor already is contiguous float32
 
 
-def _rank_bucket(r):
-    return max(8, 1 << (r - 1).bit_length())  # the tensor-core kernel's padded rank (8, 16, 32, 64)
-
-
 def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_ids, rounding, rounding_seed):
     """reference.lowrank_combine's contract: one launch per (weight dtype, kernel, padded rank for the
     tensor-core kernel) group of up to MAX_TENSORS_PER_LAUNCH weights (lowrank_kernel says which kernel).
@@ -155,7 +151,7 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
     for t, (w, v) in enumerate(zip(weights, bases)):
         if w.numel():
             kernel = lowrank_kernel(w.dtype, v.shape[1])
-            groups.setdefault((w.dtype, kernel, kernel == "tensor_core" and _rank_bucket(v.shape[1])), []).append(t)
+            groups.setdefault((w.dtype, kernel, kernel == "tensor_core" and padded_rank(v.shape[1], 8)), []).append(t)
     for (_, kernel, _), idx in groups.items():
         for lo in range(0, len(idx), MAX_TENSORS_PER_LAUNCH):
             part = idx[lo:lo + MAX_TENSORS_PER_LAUNCH]

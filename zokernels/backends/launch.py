@@ -88,6 +88,12 @@ class TableCache:
         return entry
 
 
+def padded_rank(r: int, floor: int) -> int:
+    """The smallest power of two >= r and >= floor: the rank a low-rank kernel is compiled for (plain Python: it
+    runs per weight on the host path)."""
+    return max(1 << (r - 1).bit_length(), floor)
+
+
 def lowrank_blocks(shapes, bm: int, bn: int, min_programs: int) -> torch.Tensor:
     """int64 [programs, 4] host table of a low-rank launch over weights of `shapes` [(d_out, d_in), ...]: per
     program (weight index t, first row, first column tile, end column tile). A program takes a block of bm rows

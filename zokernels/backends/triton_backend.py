@@ -18,7 +18,7 @@ import triton.language as tl
 
 from .. import contract as C
 from .launch import (TableCache, chunk_spans, combine_by_dtype, direction_args, key_words, lowrank_blocks,
-                     lowrank_direction_args, tensor_list_key, to_device)
+                     lowrank_direction_args, padded_rank, tensor_list_key, to_device)
 
 NAME = "triton"
 # Launch settings (measured on an H100: bench/results/); the environment may override them for other GPUs.
@@ -592,7 +592,7 @@ _LOWRANK_TABLE_COLS = 9
 
 
 def _rank_pad(r: int) -> int:
-    return max(1 << (r - 1).bit_length(), 16)  # plain Python: called per weight on the host path
+    return padded_rank(r, 16)
 
 
 def _lowrank_tiles(r_pad, rounding):
