@@ -54,6 +54,38 @@ __device__ __forceinline__ void rounding_words4(int64_t e0, uint32_t tensor_id, 
   }
 }
 
+// Rows [row0, row0 + ROWS) of the block's factor M (zero for rows >= d_out), each entry handed once to
+// put(i, j, M[row0 + i, j]): regenerated from the streams (indices [row0 r, (row0 + ROWS) r), row-major; row0 is a
+// multiple of ROWS, itself a multiple of 4) or read from the explicit factor f [d_out, r].
+template <int ROWS, bool REGEN, typename Put>
+__device__ __forceinline__ void form_factor_rows(const LowrankRow& row, const float* __restrict__ f, const Directions& d,
+                                                 uint2 key, Put put) {
+  const int r = static_cast<int>(row.rank);
+  const int64_t d_out = row.d_out, row0 = row.row0;
+  if constexpr (REGEN) {
+    const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
+    for (int u = threadIdx.x; u < ROWS * r / 4; u += kThreads) {
+      float m[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int k = 0; k < d.K; ++k) {
+        const uint4 x = unit_words((row0 * r >> 2) + u, d.stream(k), tensor_id, key);
+        const float c = d.coeff(k);
+        const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
+        m[0] += a.x; m[1] += a.y; m[2] += b.x; m[3] += b.y;
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int e = 4 * u + q, i = e / r;
+        put(i, e - i * r, row0 + i < d_out ? m[q] : 0.0f);
+      }
+    }
+  } else {
+    for (int e = threadIdx.x; e < ROWS * r; e += kThreads) {
+      const int i = e / r;
+      put(i, e - i * r, row0 + i < d_out ? f[(row0 + i) * r + (e - i * r)] : 0.0f);
+    }
+  }
+}
+
 template <typename WT, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 registers): one stages while one computes
     lowrank_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
@@ -71,29 +103,8 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
   const int64_t d_in = row.d_in, d_out = row.d_out, row0 = row.row0;
   const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
 
-  // This block's rows of M: indices [row0 r, (row0 + 32) r) of the streams, row-major (row0 r is a multiple of 4).
-  if constexpr (REGEN) {
-    for (int u = threadIdx.x; u < kLowrankRows * r / 4; u += blockDim.x) {
-      float m[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      for (int k = 0; k < d.K; ++k) {
-        const uint4 x = unit_words((row0 * r >> 2) + u, d.stream(k), tensor_id, key);
-        const float c = d.coeff(k);
-        const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
-        m[0] += a.x; m[1] += a.y; m[2] += b.x; m[3] += b.y;
-      }
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int e = 4 * u + q, i = e / r;
-        ms[e - i * r][i] = row0 + i < d_out ? m[q] : 0.0f;
-      }
-    }
-  } else {
-    const float* f = ptrs.f[row.tensor];
-    for (int e = threadIdx.x; e < kLowrankRows * r; e += blockDim.x) {
-      const int i = e / r;
-      ms[e - i * r][i] = row0 + i < d_out ? f[(row0 + i) * r + (e - i * r)] : 0.0f;
-    }
-  }
+  form_factor_rows<kLowrankRows, REGEN>(row, ptrs.f[row.tensor], d, key,
+                                        [&](int i, int j, float x) { ms[j][i] = x; });
 
   const int wy = threadIdx.x >> 5, lane = threadIdx.x & 31;  // rows row0 + 4 wy + a; columns below
   for (int64_t tile = row.tile_begin; tile < row.tile_end; ++tile) {
@@ -228,28 +239,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes)
   auto put_m = [&](int i, int j, float x) { m_frag[tc_factor_slot<RP>(i, j)] = __uint_as_float(to_tf32(x)); };
-  if constexpr (REGEN) {
-    for (int u = threadIdx.x; u < kTcRows * r / 4; u += kThreads) {  // row0 r is a multiple of 4
-      float m[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      for (int k = 0; k < d.K; ++k) {
-        const uint4 x = unit_words((row0 * r >> 2) + u, d.stream(k), tensor_id, key);
-        const float c = d.coeff(k);
-        const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
-        m[0] += a.x; m[1] += a.y; m[2] += b.x; m[3] += b.y;
-      }
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int e = 4 * u + q, i = e / r;
-        put_m(i, e - i * r, row0 + i < d_out ? m[q] : 0.0f);
-      }
-    }
-  } else {
-    const float* f = ptrs.f[row.tensor];
-    for (int e = threadIdx.x; e < kTcRows * r; e += kThreads) {
-      const int i = e / r;
-      put_m(i, e - i * r, row0 + i < d_out ? f[(row0 + i) * r + (e - i * r)] : 0.0f);
-    }
-  }
+  form_factor_rows<kTcRows, REGEN>(row, ptrs.f[row.tensor], d, key, put_m);
   for (int e = threadIdx.x; e < kTcRows * (RP - r); e += kThreads) {
     const int i = e / (RP - r);
     put_m(i, r + e - i * (RP - r), 0.0f);
