@@ -202,6 +202,25 @@ def test_a_weight_inside_a_basis_is_refused_even_between_overlapping_bases():
     assert torch.equal(buf, before)
 
 
+@pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")
+@pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("r", [16, 64])
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_a_program_walking_many_column_tiles_matches_the_reference(backend, dtype, r, rounding, monkeypatch):
+    """20 x 600 with one program per row block: ten 64-column tiles (the last 24 wide) in one loop, more than the
+    CUDA tensor-core kernel's weight stages in flight, so every stage of shared memory is reused."""
+    monkeypatch.setattr(backends.load(backend), "LOWRANK_MIN_PROGRAMS", 1)
+    weight, basis = _weight_and_basis(20, 600, r, dtype, seed=r + 3)
+    ref = weight.clone()
+    coeffs, streams = [-0.5, 1.25], [2, 5]
+    kw = dict(seed=12, coeffs=coeffs, streams=streams, tensor_ids=[3], rounding=rounding, rounding_seed=6)
+    zk.lowrank_combine_(weight, basis, backend=backend, **kw)
+    zk.lowrank_combine_(ref, basis, backend="reference", **kw)
+    _assert_close(weight, ref, dtype, sum(map(abs, coeffs)), basis, backend=backend,
+                  abs_factor=_abs_factor((20, r), seed=12, coeffs=coeffs, streams=streams, tensor_id=3))
+
+
 def _lowrank_list(seed):
     """Weights of several shapes, dtypes and rank buckets (r 5 and 8 pad to 16, r 20 to 32), one basis shared."""
     specs = [(37, 50, 5, torch.bfloat16), (20, 52, 8, torch.float32), (33, 52, 8, torch.float32),
