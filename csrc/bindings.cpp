@@ -5,16 +5,34 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include <string>
+#include <type_traits>
+
 #include "zo_kernels.h"
 
 namespace {
+
+// A check's message from text, integers and dtypes, built with std::to_string and handed to TORCH_CHECK as one
+// string. Not c10::str: it writes integers through a std::ostream, and on the H100 image (GCC 13.3, torch 2.11)
+// an int written to a std::ostream inside an extension crashes the process unless libstdc++ is preloaded
+// (bench/exp/abi_probe.py), so a failing check killed the process instead of raising.
+inline std::string message_part(const char* text) { return text; }
+inline std::string message_part(at::ScalarType dtype) { return c10::toString(dtype); }
+template <typename I, typename = std::enable_if_t<std::is_integral<I>::value>>
+std::string message_part(I value) { return std::to_string(value); }
+template <typename... Parts>
+std::string message(const Parts&... parts) {
+  std::string text;
+  (text.append(message_part(parts)), ...);
+  return text;
+}
 
 zk::DType dtype_code(const at::Tensor& t) {
   switch (t.scalar_type()) {
     case at::kFloat: return zk::DType::kFloat32;
     case at::kBFloat16: return zk::DType::kBFloat16;
     case at::kHalf: return zk::DType::kFloat16;
-    default: TORCH_CHECK(false, "zokernels cuda: unsupported dtype ", t.scalar_type());
+    default: TORCH_CHECK(false, message("zokernels cuda: unsupported dtype ", t.scalar_type()));
   }
 }
 
@@ -50,8 +68,8 @@ void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table,
               double scale, const c10::optional<at::Tensor>& streams, int64_t stream0, int64_t K, int64_t k0,
               int64_t k1, int64_t rk0, int64_t rk1, bool gaussian, bool stochastic) {
   TORCH_CHECK(!dsts.empty() && dsts.size() == srcs.size(), "zokernels cuda: dsts and srcs must be non-empty, equal length");
-  TORCH_CHECK(dsts.size() <= static_cast<size_t>(zk::kMaxTensorsPerLaunch), "zokernels cuda: at most ",
-              zk::kMaxTensorsPerLaunch, " tensors per launch, got ", dsts.size());
+  TORCH_CHECK(dsts.size() <= static_cast<size_t>(zk::kMaxTensorsPerLaunch),
+              message("zokernels cuda: at most ", zk::kMaxTensorsPerLaunch, " tensors per launch, got ", dsts.size()));
   TORCH_CHECK(table.is_cuda() && table.scalar_type() == at::kLong && table.is_contiguous() && table.dim() == 2 &&
                   table.size(1) == 6, "zokernels cuda: table must be a contiguous CUDA int64 [rows, 6] tensor");
   TORCH_CHECK(K >= 1, "zokernels cuda: K must be >= 1");
@@ -65,7 +83,8 @@ void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table,
     TORCH_CHECK(dsts[t].is_cuda() && srcs[t].is_cuda() && dsts[t].is_contiguous() && srcs[t].is_contiguous() &&
                     dsts[t].scalar_type() == dsts[0].scalar_type() && srcs[t].scalar_type() == srcs[0].scalar_type() &&
                     dsts[t].numel() == srcs[t].numel(),
-                "zokernels cuda: dsts/srcs must be contiguous CUDA tensors of one dtype each and equal sizes (tensor ", t, ")");
+                message("zokernels cuda: dsts/srcs must be contiguous CUDA tensors of one dtype each and equal sizes "
+                        "(tensor ", t, ")"));
     a.ptrs.dst[t] = dsts[t].data_ptr();
     a.ptrs.src[t] = srcs[t].data_ptr();
   }
@@ -73,7 +92,7 @@ void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table,
   a.rows = table.size(0);
   set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);
   const cudaError_t err = zk::launch_combine(a, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "zokernels cuda: combine_ launch failed: ", cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess, message("zokernels cuda: combine_ launch failed: ", cudaGetErrorString(err)));
 }
 
 // weights: the [d_out, d_in] tensors the table's rows index (one dtype, at most kMaxTensorsPerLaunch); bases V_t
@@ -85,8 +104,8 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
                       bool tensor_core) {
   TORCH_CHECK(!weights.empty() && weights.size() == bases.size() && (factors.empty() || factors.size() == weights.size()),
               "zokernels cuda: weights, bases (and factors, if any) must be non-empty lists of equal length");
-  TORCH_CHECK(weights.size() <= static_cast<size_t>(zk::kMaxTensorsPerLaunch), "zokernels cuda: at most ",
-              zk::kMaxTensorsPerLaunch, " tensors per launch, got ", weights.size());
+  TORCH_CHECK(weights.size() <= static_cast<size_t>(zk::kMaxTensorsPerLaunch),
+              message("zokernels cuda: at most ", zk::kMaxTensorsPerLaunch, " tensors per launch, got ", weights.size()));
   TORCH_CHECK(table.is_cuda() && table.scalar_type() == at::kLong && table.is_contiguous() && table.dim() == 2 &&
                   table.size(1) == 8, "zokernels cuda: table must be a contiguous CUDA int64 [rows, 8] tensor");
   const bool regenerate = factors.empty();
@@ -100,11 +119,11 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
   for (size_t t = 0; t < weights.size(); ++t) {
     const at::Tensor &w = weights[t], &v = bases[t];
     TORCH_CHECK(w.is_cuda() && w.is_contiguous() && w.dim() == 2 && w.scalar_type() == weights[0].scalar_type(),
-                "zokernels cuda: weights must be contiguous 2-D CUDA tensors of one dtype (tensor ", t, ")");
+                message("zokernels cuda: weights must be contiguous 2-D CUDA tensors of one dtype (tensor ", t, ")"));
     TORCH_CHECK(v.is_cuda() && v.is_contiguous() && v.dim() == 2 && v.scalar_type() == at::kFloat &&
                     v.size(0) == w.size(1) && v.size(1) >= 1 && v.size(1) <= zk::kMaxLowrankRank,
-                "zokernels cuda: bases[", t, "] must be a contiguous CUDA float32 [d_in, r] tensor, 1 <= r <= ",
-                zk::kMaxLowrankRank);
+                message("zokernels cuda: bases[", t, "] must be a contiguous CUDA float32 [d_in, r] tensor, 1 <= r <= ",
+                        zk::kMaxLowrankRank));
     a.ptrs.w[t] = w.data_ptr();
     a.ptrs.v[t] = v.data_ptr<float>();
     a.max_rank = std::max(a.max_rank, static_cast<int>(v.size(1)));
@@ -112,18 +131,18 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
       const at::Tensor& f = factors[t];
       TORCH_CHECK(f.is_cuda() && f.is_contiguous() && f.scalar_type() == at::kFloat && f.dim() == 2 &&
                       f.size(0) == w.size(0) && f.size(1) == v.size(1),
-                  "zokernels cuda: factors[", t, "] must be a contiguous CUDA float32 [d_out, r] tensor");
+                  message("zokernels cuda: factors[", t, "] must be a contiguous CUDA float32 [d_out, r] tensor"));
       a.ptrs.f[t] = f.data_ptr<float>();
     }
   }
   TORCH_CHECK(!tensor_core || (a.w_dtype != zk::DType::kFloat32 && a.max_rank <= zk::kTcMaxRank),
-              "zokernels cuda: the tensor-core low-rank kernel takes 16-bit weights and ranks <= ", zk::kTcMaxRank,
-              " (got ", weights[0].scalar_type(), ", rank ", a.max_rank, ")");
+              message("zokernels cuda: the tensor-core low-rank kernel takes 16-bit weights and ranks <= ",
+                      zk::kTcMaxRank, " (got ", weights[0].scalar_type(), ", rank ", a.max_rank, ")"));
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
   set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);
   const cudaError_t err = zk::launch_lowrank(a, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "zokernels cuda: lowrank_combine_ launch failed: ", cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess, message("zokernels cuda: lowrank_combine_ launch failed: ", cudaGetErrorString(err)));
 }
 
 // Raw Philox words (known-answer tests): counters int64 [4, n] of 32-bit words -> int64 [4, n].
@@ -136,7 +155,7 @@ at::Tensor philox_words(const at::Tensor& counters, int64_t k0, int64_t k1) {
   const cudaError_t err = zk::launch_philox(c.data_ptr<int64_t>(), out.data_ptr<int64_t>(), c.size(1),
                                             static_cast<uint32_t>(k0), static_cast<uint32_t>(k1),
                                             c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "zokernels cuda: philox launch failed: ", cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess, message("zokernels cuda: philox launch failed: ", cudaGetErrorString(err)));
   return out;
 }
 

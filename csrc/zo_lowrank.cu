@@ -200,26 +200,6 @@ __device__ __forceinline__ void store_16_bytes(T* p, const T (&v)[16 / sizeof(T)
   asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(x.x), "r"(x.y), "r"(x.z), "r"(x.w) : "memory");
 }
 
-// Asynchronous 16-byte copy global -> shared (sm_80+), bypassing L1; commit and wait by groups.
-__device__ __forceinline__ void copy_16_bytes_async(void* shared, const void* global) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(shared))),
-               "l"(global)
-               : "memory");
-}
-__device__ __forceinline__ void commit_async_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int PENDING>
-__device__ __forceinline__ void wait_async_copies() {  // all but the last PENDING committed groups are done
-  asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory");
-}
-
-#ifndef ZK_TC_WEIGHT_STAGES
-#define ZK_TC_WEIGHT_STAGES 3
-#endif
-// Tiles of weights in flight per block of the tensor-core kernel: its 16-byte chunks go to shared memory by
-// cp.async STAGES - 1 tiles ahead (dynamic shared memory: kTcWeightStageBytes per stage)
-constexpr int kTcWeightStages = ZK_TC_WEIGHT_STAGES;
-constexpr int kTcWeightStageBytes = 4 * kThreads * 16;
-
 // Where basis entry V[col0 + c, k] of a staged tile goes: the B fragments of lane (g, t) for k step s and
 // n-tiles 2 p, 2 p + 1 are one float4 (b0, b1 of n-tile 2 p, then of 2 p + 1), read as a whole. The slot is
 // tc_basis_column_slot(c) + tc_basis_rank_slot(k), and the column part is a sum over the bits of c (the inverse
@@ -237,7 +217,7 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
   return (((i >> 4) * (RP / 8) + (j >> 3)) * 32 + 4 * (gi & 7) + (j & 3)) * 4 + (gi >> 3) + 2 * ((j >> 2) & 1);
 }
 
-template <typename WT, int RP, int STAGES, bool REGEN, bool STOCHASTIC>
+template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)
     lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
                       uint2 key, uint2 rounding_key) {
@@ -248,9 +228,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr int kBasisBuffers = RP <= 32 ? 2 : 1;
   __shared__ __align__(16) float m_frag[kTcRows * RP];
   __shared__ __align__(16) float v_frag[kBasisBuffers][kTcCols * RP];
-  // w_stages[(stage * 4 + chunk) * kThreads + thread]: a thread's 16-byte weight chunks of the STAGES tiles in
-  // flight; each thread reads back only the chunks it copied, so the weights need no barrier
-  extern __shared__ uint4 w_stages[];
   const LowrankRow row = table[blockIdx.x];
   if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
   WT* w = reinterpret_cast<WT*>(ptrs.w[row.tensor]);
@@ -283,39 +260,21 @@ __global__ void __launch_bounds__(kThreads, 2)
   };
   const int64_t rows[2] = {row0 + 16 * warp + (lane >> 2), row0 + 16 * warp + (lane >> 2) + 8};
   const int64_t col_offset = 16 * (lane & 3);
-  // chunk 2 h + p of a tile: row rows[h], columns col_offset + 8 p .. + 7; one commit group per tile (empty past
-  // the last tile). Chunks outside the weight are not copied (never stored); partial or unaligned ones are read
-  // element by element.
-  auto stage_weights = [&](int64_t tile) {
-    if (tile < row.tile_end) {
-      const int stage = static_cast<int>(tile - row.tile_begin) % STAGES;
+  WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 8 .. + 15 of a tile
+  auto load_weights = [&](int64_t tile) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
+    for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int p = 0; p < 2; ++p) {
-          const int64_t col = tile * kTcCols + col_offset + 8 * p;
-          if (rows[h] >= d_out || col >= d_in) continue;
-          const WT* src = w + rows[h] * d_in + col;
-          uint4* slot = &w_stages[(stage * 4 + 2 * h + p) * kThreads + threadIdx.x];
-          if (col + 8 <= d_in && vec_aligned<WT, 8>(src)) {
-            copy_16_bytes_async(slot, src);
-          } else {
-            alignas(16) WT elems[8];
-            load_elems<WT, 8>(src, int64_t{0}, d_in - col, elems);
-            *slot = *reinterpret_cast<const uint4*>(elems);
-          }
-        }
-    }
-    commit_async_copies();
+      for (int p = 0; p < 2; ++p)
+        if (rows[h] < d_out) load_raw<WT, 8>(w + rows[h] * d_in, tile * kTcCols + col_offset + 8 * p, d_in, raw[h][p]);
   };
   auto stage_basis = [&](int buffer) {
 #pragma unroll
     for (int q = 0; q < kBasisPerThread; ++q)  // c0 < kColsPerPass: the column bits are disjoint
       v_frag[buffer][basis_slot + tc_basis_column_slot(kColsPerPass * q)] = __uint_as_float(to_tf32(basis[q]));
   };
-#pragma unroll
-  for (int t = 0; t < STAGES - 1; ++t) stage_weights(row.tile_begin + t);
   if (row.tile_begin < row.tile_end) {
+    load_weights(row.tile_begin);
     load_basis(row.tile_begin * kTcCols);
     stage_basis(0);
     if (row.tile_begin + 1 < row.tile_end) load_basis((row.tile_begin + 1) * kTcCols);
@@ -324,7 +283,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int64_t tile = row.tile_begin; tile < row.tile_end; ++tile) {
     const int64_t col_lane = tile * kTcCols + col_offset;
     const int buffer = kBasisBuffers == 2 ? static_cast<int>((tile - row.tile_begin) & 1) : 0;
-    stage_weights(tile + STAGES - 1);  // into the stage of tile - 1, whose chunks this thread has read back
     float acc[8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j)
@@ -341,12 +299,14 @@ __global__ void __launch_bounds__(kThreads, 2)
         mma_tf32(acc[2 * p + 1], a, b.z, b.w);
       }
     }
-    wait_async_copies<STAGES - 1>();  // this tile's group is done
-    alignas(16) WT cur[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 8 .. + 15 of the tile
-    const int stage = static_cast<int>(tile - row.tile_begin) % STAGES;
+    WT cur[2][2][8];  // this tile's weights, while the next tile's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
 #pragma unroll
-    for (int c = 0; c < 4; ++c)
-      reinterpret_cast<uint4*>(cur)[c] = w_stages[(stage * 4 + c) * kThreads + threadIdx.x];
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int p = 0; p < 2; ++p)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
+    if (tile + 1 < row.tile_end) load_weights(tile + 1);
     // the next tile's basis: into the other buffer (whose readers passed the last barrier), or into the only one
     // once every warp's product is done
     if (kBasisBuffers == 1) __syncthreads();
@@ -355,13 +315,20 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (tile + 2 < row.tile_end) load_basis((tile + 2) * kTcCols);
     }
     __syncthreads();
+    // each 16-byte chunk of a row: vector store where it is inside the row and aligned, else element-wise
+    auto store_chunk = [&](int64_t row, int64_t col, const WT (&chunk)[8]) {
+      if (row >= d_out || col >= d_in) return;
+      WT* dst = w + row * d_in + col;
+      if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, chunk);
+      else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, chunk);
+    };
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      if (rows[h] >= d_out) continue;
+      alignas(16) WT rounded[2][8];  // columns col_lane + 8 p + i (not formed past the weight: never stored)
 #pragma unroll
       for (int p = 0; p < 2; ++p) {
         const int64_t col = col_lane + 8 * p;
-        if (col >= d_in) continue;
+        if (rows[h] >= d_out || col >= d_in) continue;
         float out[8];
         to_f32<WT, 8>(cur[h][p], out);
 #pragma unroll
@@ -371,12 +338,28 @@ __global__ void __launch_bounds__(kThreads, 2)
         rounding_words4<STOCHASTIC>(rows[h] * d_in + col + 4, tensor_id, rounding_key, hi);
 #pragma unroll
         for (int i = 0; i < 4; ++i) { words[i] = lo[i]; words[4 + i] = hi[i]; }
-        alignas(16) WT rounded[8];
-        round_group<WT, 8>(out, words, STOCHASTIC, rounded);
-        WT* dst = w + rows[h] * d_in + col;
-        if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, rounded);
-        else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
+        round_group<WT, 8>(out, words, STOCHASTIC, rounded[p]);
       }
+#ifdef ZK_TC_HALF_SECTOR_STORES
+      store_chunk(rows[h], col_lane, rounded[0]);
+      store_chunk(rows[h], col_lane + 8, rounded[1]);
+#else
+      // A lane's 16 columns are one 32-byte sector; stored as its two chunks, every store instruction would write
+      // half sectors. Lanes t and t ^ 1 swap a chunk instead: the even lane stores its first chunk, then its
+      // partner's; the odd lane its partner's second chunk, then its own; each instruction writes whole sectors.
+      const bool odd = lane & 1;
+      const uint32_t* first_own = reinterpret_cast<const uint32_t*>(rounded[0]);
+      const uint32_t* second_own = reinterpret_cast<const uint32_t*>(rounded[1]);
+      alignas(16) WT first[8], second[8];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t got = __shfl_xor_sync(0xffffffffu, odd ? first_own[i] : second_own[i], 1);
+        reinterpret_cast<uint32_t*>(first)[i] = odd ? got : first_own[i];
+        reinterpret_cast<uint32_t*>(second)[i] = odd ? second_own[i] : got;
+      }
+      store_chunk(rows[h], col_lane + (odd ? -8 : 0), first);
+      store_chunk(rows[h], col_lane + (odd ? 8 : 16), second);
+#endif
     }
   }
 }
@@ -387,12 +370,8 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
-  auto launch = [&](auto kernel, int dynamic_shared = 0) {
-    if (dynamic_shared > 0) {  // above 48 KB per block with the static part: an opt-in per kernel and device
-      const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_shared);
-      if (err != cudaSuccess) return err;
-    }
-    kernel<<<grid, block, dynamic_shared, stream>>>(a.ptrs, table, d, key, rkey);
+  auto launch = [&](auto kernel) {
+    kernel<<<grid, block, 0, stream>>>(a.ptrs, table, d, key, rkey);
     return cudaGetLastError();
   };
   // pick(REGEN, STOCHASTIC) as std::true_type / std::false_type values for the launch's flags
@@ -407,8 +386,7 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
       auto tc = [&](auto rp) {
         return by_flags([&](auto regen, auto stochastic) {
           constexpr int kRp = decltype(rp)::value;
-          return launch(lowrank_tc_kernel<WT, kRp, kTcWeightStages, decltype(regen)::value, decltype(stochastic)::value>,
-                        kTcWeightStages * kTcWeightStageBytes);
+          return launch(lowrank_tc_kernel<WT, kRp, decltype(regen)::value, decltype(stochastic)::value>);
         });
       };
       if (a.max_rank <= 8) return tc(std::integral_constant<int, 8>{});

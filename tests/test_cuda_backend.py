@@ -118,6 +118,42 @@ def test_cuda_op_runs_under_torch_compile_fullgraph():
     torch.testing.assert_close(total, eager_total)
 
 
+def _binding_call(case):
+    """A direct torch.ops.zokernels call that breaks one of the bindings' own checks (ops.py never makes one),
+    and the weights it was given."""
+    from zokernels.backends import cuda_backend
+
+    if case == "129 tensors":
+        xs = [torch.randn(8, device="cuda") for _ in range(129)]
+        table = torch.zeros(1, 6, dtype=torch.int64, device="cuda")
+        return lambda: torch.ops.zokernels.combine_(xs, xs, table, None, 1.0, None, 0, 1, 0, 0, 0, 0, True, False), xs
+    dtype, r = {"fp32 weights": (torch.float32, 16), "rank 65": (torch.bfloat16, 65),
+                "rank 129": (torch.bfloat16, 129)}[case]
+    w = torch.randn(8, 70, device="cuda").to(dtype)
+    v = torch.randn(70, r, device="cuda")
+    table = cuda_backend._lowrank_table([w], [min(r, 64)], [0], "tensor_core")
+    return lambda: torch.ops.zokernels.lowrank_combine_([w], [v], [], table, None, 1.0, None, 0, 1, 0, 0, 0, 0, False,
+                                                         True), [w]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("case, error", [
+    ("fp32 weights", r"tensor-core low-rank kernel takes 16-bit weights and ranks <= 64 \(got Float, rank 16\)"),
+    ("rank 65", r"tensor-core low-rank kernel takes 16-bit weights and ranks <= 64 \(got BFloat16, rank 65\)"),
+    ("rank 129", r"bases\[0\] must be a contiguous CUDA float32 \[d_in, r\] tensor, 1 <= r <= 128"),
+    ("129 tensors", r"at most 128 tensors per launch, got 129")])
+def test_the_bindings_own_checks_raise_with_their_numbers_and_write_nothing(case, error):
+    """The bindings' messages carry numbers (bindings.cpp builds them without std::ostream: on the H100 image a
+    failing c10::str check with an int crashed the process instead of raising)."""
+    if not backends.is_available("cuda", torch.device("cuda")):
+        pytest.skip("CUDA extension unavailable here")
+    call, tensors = _binding_call(case)
+    before = [t.clone() for t in tensors]
+    with pytest.raises(RuntimeError, match=error):
+        call()
+    assert all(torch.equal(t, b) for t, b in zip(tensors, before))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_more_tensors_than_one_launch_holds_match_reference():
     if not backends.is_available("cuda", torch.device("cuda")):
