@@ -226,6 +226,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   // M's A fragments for the block's rows (TF32 bits) and the tiles' B fragments: two buffers (one barrier per
   // tile; H100: 1-3% faster than one) where they fit the 48 KB of static shared memory, else one (two barriers)
   constexpr int kBasisBuffers = RP <= 32 ? 2 : 1;
+  // A lane's 16 columns of a row are one 32-byte sector; stored as its two 16-byte chunks, each store instruction
+  // writes half sectors. With kWholeSectorStores, lanes t and t ^ 1 swap a chunk: the even lane stores its first
+  // chunk, then its partner's; the odd lane its partner's second chunk, then its own. H100: 3-5% faster at
+  // nearest rounding, r <= 32; slower with stochastic rounding and at r = 64 (register pressure; bench/NOTES.md).
+  constexpr bool kWholeSectorStores = !STOCHASTIC && RP <= 32;
   __shared__ __align__(16) float m_frag[kTcRows * RP];
   __shared__ __align__(16) float v_frag[kBasisBuffers][kTcCols * RP];
   const LowrankRow row = table[blockIdx.x];
@@ -339,27 +344,22 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
         for (int i = 0; i < 4; ++i) { words[i] = lo[i]; words[4 + i] = hi[i]; }
         round_group<WT, 8>(out, words, STOCHASTIC, rounded[p]);
+        if constexpr (!kWholeSectorStores) store_chunk(rows[h], col, rounded[p]);
       }
-#ifdef ZK_TC_HALF_SECTOR_STORES
-      store_chunk(rows[h], col_lane, rounded[0]);
-      store_chunk(rows[h], col_lane + 8, rounded[1]);
-#else
-      // A lane's 16 columns are one 32-byte sector; stored as its two chunks, every store instruction would write
-      // half sectors. Lanes t and t ^ 1 swap a chunk instead: the even lane stores its first chunk, then its
-      // partner's; the odd lane its partner's second chunk, then its own; each instruction writes whole sectors.
-      const bool odd = lane & 1;
-      const uint32_t* first_own = reinterpret_cast<const uint32_t*>(rounded[0]);
-      const uint32_t* second_own = reinterpret_cast<const uint32_t*>(rounded[1]);
-      alignas(16) WT first[8], second[8];
+      if constexpr (kWholeSectorStores) {
+        const bool odd = lane & 1;
+        const uint32_t* first_own = reinterpret_cast<const uint32_t*>(rounded[0]);
+        const uint32_t* second_own = reinterpret_cast<const uint32_t*>(rounded[1]);
+        alignas(16) WT first[8], second[8];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const uint32_t got = __shfl_xor_sync(0xffffffffu, odd ? first_own[i] : second_own[i], 1);
-        reinterpret_cast<uint32_t*>(first)[i] = odd ? got : first_own[i];
-        reinterpret_cast<uint32_t*>(second)[i] = odd ? second_own[i] : got;
+        for (int i = 0; i < 4; ++i) {
+          const uint32_t got = __shfl_xor_sync(0xffffffffu, odd ? first_own[i] : second_own[i], 1);
+          reinterpret_cast<uint32_t*>(first)[i] = odd ? got : first_own[i];
+          reinterpret_cast<uint32_t*>(second)[i] = odd ? second_own[i] : got;
+        }
+        store_chunk(rows[h], col_lane + (odd ? -8 : 0), first);
+        store_chunk(rows[h], col_lane + (odd ? 8 : 16), second);
       }
-      store_chunk(rows[h], col_lane + (odd ? -8 : 0), first);
-      store_chunk(rows[h], col_lane + (odd ? 8 : 16), second);
-#endif
     }
   }
 }
