@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ninth session, fourth device call: build this tree, the low-rank benchmark of both backends (K = 1 and 4) with
-# --save-auto, memcheck of the CUDA low-rank tests, racecheck of the tensor-core kernel (bf16, r 16).
+# --save-auto, memcheck of the CUDA low-rank tests, racecheck of the tensor-core kernel (bf16,
+# nearest: r 16, 24 with the chunk swap, 64 without).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 unset TRITON_INTERPRET
@@ -15,7 +16,7 @@ cp zokernels/backends/auto_choices.json "$OUT/"
 echo "bench done ${SECONDS}s"
 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x tests/test_lowrank.py -k cuda 2>&1 \
   | tail -3 | tee "$OUT/memcheck_lowrank_cuda.log"; echo "memcheck exit ${PIPESTATUS[0]}" | tee -a "$OUT/memcheck_lowrank_cuda.log"
-timeout 120 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x tests/test_lowrank.py \
-  -k "cuda and bfloat16 and (many_column or across_row_blocks) and 64 and nearest" 2>&1 | tail -3 | tee "$OUT/racecheck_tc.log"
+timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x tests/test_lowrank.py \
+  -k "cuda and bfloat16 and nearest and (many_column or across_row_blocks) and not 100" 2>&1 | tail -3 | tee "$OUT/racecheck_tc.log"
 echo "racecheck exit ${PIPESTATUS[0]}" | tee -a "$OUT/racecheck_tc.log"
 echo "total ${SECONDS}s"
