@@ -1,10 +1,25 @@
-"""One combine_ (K=16, Gaussian, stochastic rounding) on 2**26 bf16 elements, for ncu (launches 1-2 warm up)."""
+"""One launch to profile with ncu (launches 1-2 warm up).
+
+python bench/ncu_target.py: combine_ (K=16, Gaussian, stochastic rounding) on 2**26 bf16 elements.
+python bench/ncu_target.py lowrank R ROUNDING BACKEND: lowrank_combine_ (K = 1) at rank R over the linears of four
+OPT-1.3B decoder layers (bf16, 2.0e8 elements), e.g. `lowrank 8 stochastic cuda`.
+"""
+import sys
+
 import torch
 
 import zokernels as zk
 
-x = torch.randn(2**26, device="cuda", dtype=torch.bfloat16)
-coeffs = torch.full((16,), 1e-4, device="cuda")
-for _ in range(3):
-    zk.combine_([x], seed=1, coeffs=coeffs, rounding="stochastic")
+if len(sys.argv) > 1 and sys.argv[1] == "lowrank":
+    r, rounding, backend = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    shapes = [(2048, 2048)] * 4 + [(8192, 2048), (2048, 8192)]
+    weights = [torch.randn(s, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(4) for s in shapes]
+    bases = [torch.linalg.qr(torch.randn(w.shape[1], r, device="cuda"))[0].contiguous() for w in weights]
+    for seed in range(3):
+        zk.lowrank_combine_(weights, bases, seed=seed, coeffs=[1e-3], rounding=rounding, backend=backend)
+else:
+    x = torch.randn(2**26, device="cuda", dtype=torch.bfloat16)
+    coeffs = torch.full((16,), 1e-4, device="cuda")
+    for _ in range(3):
+        zk.combine_([x], seed=1, coeffs=coeffs, rounding="stochastic")
 torch.cuda.synchronize()

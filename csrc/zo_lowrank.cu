@@ -218,7 +218,10 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
 }
 
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
-__global__ void __launch_bounds__(kThreads, 2)
+#ifndef ZK_TC_SMALL_RANK_BLOCKS_PER_SM
+#define ZK_TC_SMALL_RANK_BLOCKS_PER_SM 2
+#endif
+__global__ void __launch_bounds__(kThreads, RP <= 16 ? ZK_TC_SMALL_RANK_BLOCKS_PER_SM : 2)
     lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
                       uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
