@@ -207,24 +207,15 @@ __device__ __forceinline__ void store_16_bytes(T* p, const T (&v)[16 / sizeof(T)
 __host__ __device__ constexpr int tc_basis_column_slot(int c) {
   return 16 * (c & 1) + 2 * ((c >> 1) & 1) + 128 * ((c >> 2) & 3) + 32 * ((c >> 4) & 3);
 }
-__device__ __forceinline__ int tc_basis_rank_slot(int k) { return 512 * (k >> 3) + 4 * ((k >> 1) & 3) + (k & 1); }
+__device__ __forceinline__ int tc_basis_rank_slot(int k) { return 512 * (k >> 3) + 4 * (k & 3) + ((k >> 2) & 1); }
 
-// The rank (contraction) index is permuted too, the same way for M and V, which leaves the product unchanged:
-// the fragment positions k = t and t + 4 of k step s hold ranks 8 s + 2 t and 8 s + 2 t + 1, so a lane's two
-// basis entries of a column are adjacent in memory. Where M[row0 + i, j] of a block goes: the A fragment of warp
-// i / 16, lane (g, t) for k step s is one uint4 (rows g and g + 8, ranks 8 s + 2 t and + 1), read as a whole.
+// Where M[row0 + i, j] of a block goes: the A fragment of warp i / 16, lane (g, t) for k step s is one uint4
+// (rows g and g + 8, columns 8 s + t and + 4), read as a whole.
 template <int RP>
 __device__ __forceinline__ int tc_factor_slot(int i, int j) {
   const int gi = i & 15;
-  return (((i >> 4) * (RP / 8) + (j >> 3)) * 32 + 4 * (gi & 7) + ((j >> 1) & 3)) * 4 + (gi >> 3) + 2 * (j & 1);
+  return (((i >> 4) * (RP / 8) + (j >> 3)) * 32 + 4 * (gi & 7) + (j & 3)) * 4 + (gi >> 3) + 2 * ((j >> 2) & 1);
 }
-
-#ifndef ZK_TC_DIRECT_BASIS_MAX_RANK
-#define ZK_TC_DIRECT_BASIS_MAX_RANK 8
-#endif
-// Up to this padded rank each lane loads its B fragments straight from the basis (L1-cached: the 8 warps of a
-// block read the same rows), so the tile loop has no barrier; above it, B is staged in shared memory per tile.
-constexpr int kTcDirectBasisMaxRank = ZK_TC_DIRECT_BASIS_MAX_RANK;
 
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)
@@ -240,9 +231,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   // chunk, then its partner's; the odd lane its partner's second chunk, then its own. H100: 3-5% faster at
   // nearest rounding, r <= 32; slower with stochastic rounding and at r = 64 (register pressure; bench/NOTES.md).
   constexpr bool kWholeSectorStores = !STOCHASTIC && RP <= 32;
-  constexpr bool kDirectBasis = RP <= kTcDirectBasisMaxRank;
   __shared__ __align__(16) float m_frag[kTcRows * RP];
-  __shared__ __align__(16) float v_frag[kBasisBuffers][kDirectBasis ? 4 : kTcCols * RP];
+  __shared__ __align__(16) float v_frag[kBasisBuffers][kTcCols * RP];
   const LowrankRow row = table[blockIdx.x];
   if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
   WT* w = reinterpret_cast<WT*>(ptrs.w[row.tensor]);
@@ -288,44 +278,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int q = 0; q < kBasisPerThread; ++q)  // c0 < kColsPerPass: the column bits are disjoint
       v_frag[buffer][basis_slot + tc_basis_column_slot(kColsPerPass * q)] = __uint_as_float(to_tf32(basis[q]));
   };
-  // kDirectBasis: lane (g, t)'s B fragments of a tile, V[c, 8 s + 2 t] and V[c, 8 s + 2 t + 1] for the column c
-  // of each n-tile j (c = 16 (g / 2) + 2 j + g % 2 of the tile), loaded a tile ahead; zero for ranks >= r (M is
-  // zero there too); columns past the weight read its last row (their products are never stored)
-  float b_direct[kDirectBasis ? kSteps : 1][8][2];
-  const bool basis_pairs = r % 2 == 0 && reinterpret_cast<uintptr_t>(v) % 8 == 0;
-  auto load_basis_direct = [&](int64_t tile) {
-    const int64_t c_lane = tile * kTcCols + 16 * (lane >> 3) + ((lane >> 2) & 1);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const float* p = v + (c_lane + 2 * j < d_in ? c_lane + 2 * j : d_in - 1) * r;
-#pragma unroll
-      for (int s = 0; s < (kDirectBasis ? kSteps : 1); ++s) {
-        const int k = 8 * s + 2 * (lane & 3);
-        float2 x = make_float2(0.0f, 0.0f);
-        if (k < r) {
-          if (basis_pairs) {
-            x = *reinterpret_cast<const float2*>(p + k);
-          } else {
-            x.x = p[k];
-            if (k + 1 < r) x.y = p[k + 1];
-          }
-        }
-        b_direct[s][j][0] = x.x;
-        b_direct[s][j][1] = x.y;
-      }
-    }
-  };
   if (row.tile_begin < row.tile_end) {
     load_weights(row.tile_begin);
-    if constexpr (kDirectBasis) {
-      load_basis_direct(row.tile_begin);
-    } else {
-      load_basis(row.tile_begin * kTcCols);
-      stage_basis(0);
-      if (row.tile_begin + 1 < row.tile_end) load_basis((row.tile_begin + 1) * kTcCols);
-    }
+    load_basis(row.tile_begin * kTcCols);
+    stage_basis(0);
+    if (row.tile_begin + 1 < row.tile_end) load_basis((row.tile_begin + 1) * kTcCols);
   }
-  __syncthreads();  // M's fragments (and the first tile's staged basis) are written
+  __syncthreads();  // M's fragments and the first tile's basis are written
   for (int64_t tile = row.tile_begin; tile < row.tile_end; ++tile) {
     const int64_t col_lane = tile * kTcCols + col_offset;
     const int buffer = kBasisBuffers == 2 ? static_cast<int>((tile - row.tile_begin) & 1) : 0;
@@ -340,14 +299,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
 #pragma unroll
       for (int p = 0; p < 4; ++p) {
-        float4 b;
-        if constexpr (kDirectBasis) {
-          const float(&bd)[8][2] = b_direct[kDirectBasis ? s : 0];
-          b = make_float4(__uint_as_float(to_tf32(bd[2 * p][0])), __uint_as_float(to_tf32(bd[2 * p][1])),
-                          __uint_as_float(to_tf32(bd[2 * p + 1][0])), __uint_as_float(to_tf32(bd[2 * p + 1][1])));
-        } else {
-          b = *reinterpret_cast<const float4*>(&v_frag[buffer][((s * 4 + p) * 32 + lane) * 4]);
-        }
+        const float4 b = *reinterpret_cast<const float4*>(&v_frag[buffer][((s * 4 + p) * 32 + lane) * 4]);
         mma_tf32(acc[2 * p], a, b.x, b.y);
         mma_tf32(acc[2 * p + 1], a, b.z, b.w);
       }
@@ -360,18 +312,14 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
         for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
     if (tile + 1 < row.tile_end) load_weights(tile + 1);
-    if constexpr (kDirectBasis) {
-      if (tile + 1 < row.tile_end) load_basis_direct(tile + 1);  // no barrier: every warp reads its own
-    } else {
-      // the next tile's basis: into the other buffer (whose readers passed the last barrier), or into the only
-      // one once every warp's product is done
-      if (kBasisBuffers == 1) __syncthreads();
-      if (tile + 1 < row.tile_end) {
-        stage_basis(buffer ^ (kBasisBuffers - 1));
-        if (tile + 2 < row.tile_end) load_basis((tile + 2) * kTcCols);
-      }
-      __syncthreads();
+    // the next tile's basis: into the other buffer (whose readers passed the last barrier), or into the only one
+    // once every warp's product is done
+    if (kBasisBuffers == 1) __syncthreads();
+    if (tile + 1 < row.tile_end) {
+      stage_basis(buffer ^ (kBasisBuffers - 1));
+      if (tile + 2 < row.tile_end) load_basis((tile + 2) * kTcCols);
     }
+    __syncthreads();
     // each 16-byte chunk of a row: vector store where it is inside the row and aligned, else element-wise
     auto store_chunk = [&](int64_t row, int64_t col, const WT (&chunk)[8]) {
       if (row >= d_out || col >= d_in) return;
