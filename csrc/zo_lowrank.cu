@@ -170,20 +170,13 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // table row of kTcRows rows (warp w: rows 16 w .. 16 w + 15; M formed once, kept as fragments in shared memory)
 // and column tiles of kTcCols (the next tile's weights and basis rows loaded during this tile's product and
 // rounding). Columns are permuted inside a tile so that the accumulator fragments are contiguous in memory:
-// n-tile j's column n is tile column L (n / 2) + 2 j + n % 2 (L = kTcLaneCols, 16 or 8), so lane (g, t) holds
-// columns L t .. L t + L - 1 of rows g and g + 8. Its weight elements are then 16-byte vectors, and each
+// n-tile j's column n is tile column 16 (n / 2) + 2 j + n % 2, so lane (g, t) holds columns
+// 16 t .. 16 t + 15 of rows g and g + 8. Its weight elements are then two 16-byte vectors per row, and each
 // Philox unit of the stochastic-rounding words (4 consecutive elements) belongs to one lane: no word is computed
 // twice and none moves between lanes.
-#ifndef ZK_TC_COLS
-#define ZK_TC_COLS 64
-#endif
 constexpr int kTcRows = 128;
-constexpr int kTcCols = ZK_TC_COLS;           // cuda_backend.LOWRANK_GEOMETRY["tensor_core"]
-constexpr int kTcNTiles = kTcCols / 8;        // n8 tiles per warp and column tile
-constexpr int kTcLaneCols = kTcCols / 4;      // consecutive columns per lane and row
-constexpr int kTcChunks = kTcLaneCols / 8;    // its 16-byte chunks per row
+constexpr int kTcCols = 64;
 static_assert(kTcRows == 16 * (kThreads / 32), "one m16 tile per warp");
-static_assert(kTcCols == 32 || kTcCols == 64, "column tiles of 32 or 64");
 
 __device__ __forceinline__ uint32_t to_tf32(float x) {
   uint32_t y;
@@ -210,13 +203,11 @@ __device__ __forceinline__ void store_16_bytes(T* p, const T (&v)[16 / sizeof(T)
 // Where basis entry V[col0 + c, k] of a staged tile goes: the B fragments of lane (g, t) for k step s and
 // n-tiles 2 p, 2 p + 1 are one float4 (b0, b1 of n-tile 2 p, then of 2 p + 1), read as a whole. The slot is
 // tc_basis_column_slot(c) + tc_basis_rank_slot(k), and the column part is a sum over the bits of c (the inverse
-// of the column permutation above: c = L (n / 2) + 2 j + n % 2), so columns with disjoint bits add.
+// of the column permutation above: c = 16 (n / 2) + 2 j + n % 2), so columns with disjoint bits add.
 __host__ __device__ constexpr int tc_basis_column_slot(int c) {
-  return 16 * (c & 1) + 2 * ((c >> 1) & 1) + 128 * ((c >> 2) & (kTcNTiles / 2 - 1)) + 32 * (c / kTcLaneCols);
+  return 16 * (c & 1) + 2 * ((c >> 1) & 1) + 128 * ((c >> 2) & 3) + 32 * ((c >> 4) & 3);
 }
-__device__ __forceinline__ int tc_basis_rank_slot(int k) {
-  return kTcNTiles * 64 * (k >> 3) + 4 * (k & 3) + ((k >> 2) & 1);
-}
+__device__ __forceinline__ int tc_basis_rank_slot(int k) { return 512 * (k >> 3) + 4 * (k & 3) + ((k >> 2) & 1); }
 
 // Where M[row0 + i, j] of a block goes: the A fragment of warp i / 16, lane (g, t) for k step s is one uint4
 // (rows g and g + 8, columns 8 s + t and + 4), read as a whole.
@@ -226,11 +217,8 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
   return (((i >> 4) * (RP / 8) + (j >> 3)) * 32 + 4 * (gi & 7) + (j & 3)) * 4 + (gi >> 3) + 2 * ((j >> 2) & 1);
 }
 
-#ifndef ZK_TC_MIN_BLOCKS
-#define ZK_TC_MIN_BLOCKS 2
-#endif
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
-__global__ void __launch_bounds__(kThreads, ZK_TC_MIN_BLOCKS)
+__global__ void __launch_bounds__(kThreads, 2)
     lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
                       uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
@@ -242,7 +230,7 @@ __global__ void __launch_bounds__(kThreads, ZK_TC_MIN_BLOCKS)
   // writes half sectors. With kWholeSectorStores, lanes t and t ^ 1 swap a chunk: the even lane stores its first
   // chunk, then its partner's; the odd lane its partner's second chunk, then its own. H100: 3-5% faster at
   // nearest rounding, r <= 32; slower with stochastic rounding and at r = 64 (register pressure; bench/NOTES.md).
-  constexpr bool kWholeSectorStores = kTcChunks == 2 && !STOCHASTIC && RP <= 32;
+  constexpr bool kWholeSectorStores = !STOCHASTIC && RP <= 32;
   __shared__ __align__(16) float m_frag[kTcRows * RP];
   __shared__ __align__(16) float v_frag[kBasisBuffers][kTcCols * RP];
   const LowrankRow row = table[blockIdx.x];
@@ -276,13 +264,13 @@ __global__ void __launch_bounds__(kThreads, ZK_TC_MIN_BLOCKS)
       basis[q] = k_mine < r && kColsPerPass * q < cols_left ? p[static_cast<int64_t>(kColsPerPass * q) * r] : 0.0f;
   };
   const int64_t rows[2] = {row0 + 16 * warp + (lane >> 2), row0 + 16 * warp + (lane >> 2) + 8};
-  const int64_t col_offset = kTcLaneCols * (lane & 3);
-  WT raw[2][kTcChunks][8];  // rows g, g + 8; columns col_lane + 8 p .. + 7 of a tile
+  const int64_t col_offset = 16 * (lane & 3);
+  WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 8 .. + 15 of a tile
   auto load_weights = [&](int64_t tile) {
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
-      for (int p = 0; p < kTcChunks; ++p)
+      for (int p = 0; p < 2; ++p)
         if (rows[h] < d_out) load_raw<WT, 8>(w + rows[h] * d_in, tile * kTcCols + col_offset + 8 * p, d_in, raw[h][p]);
   };
   auto stage_basis = [&](int buffer) {
@@ -300,9 +288,9 @@ __global__ void __launch_bounds__(kThreads, ZK_TC_MIN_BLOCKS)
   for (int64_t tile = row.tile_begin; tile < row.tile_end; ++tile) {
     const int64_t col_lane = tile * kTcCols + col_offset;
     const int buffer = kBasisBuffers == 2 ? static_cast<int>((tile - row.tile_begin) & 1) : 0;
-    float acc[kTcNTiles][4];
+    float acc[8][4];
 #pragma unroll
-    for (int j = 0; j < kTcNTiles; ++j)
+    for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
 #pragma unroll
@@ -310,17 +298,17 @@ __global__ void __launch_bounds__(kThreads, ZK_TC_MIN_BLOCKS)
       const uint4 a4 = *reinterpret_cast<const uint4*>(&m_frag[((warp * kSteps + s) * 32 + lane) * 4]);
       const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
 #pragma unroll
-      for (int p = 0; p < kTcNTiles / 2; ++p) {
-        const float4 b = *reinterpret_cast<const float4*>(&v_frag[buffer][((s * kTcNTiles / 2 + p) * 32 + lane) * 4]);
+      for (int p = 0; p < 4; ++p) {
+        const float4 b = *reinterpret_cast<const float4*>(&v_frag[buffer][((s * 4 + p) * 32 + lane) * 4]);
         mma_tf32(acc[2 * p], a, b.x, b.y);
         mma_tf32(acc[2 * p + 1], a, b.z, b.w);
       }
     }
-    WT cur[2][kTcChunks][8];  // this tile's weights, while the next tile's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
+    WT cur[2][2][8];  // this tile's weights, while the next tile's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
-      for (int p = 0; p < kTcChunks; ++p)
+      for (int p = 0; p < 2; ++p)
 #pragma unroll
         for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
     if (tile + 1 < row.tile_end) load_weights(tile + 1);
@@ -341,9 +329,9 @@ __global__ void __launch_bounds__(kThreads, ZK_TC_MIN_BLOCKS)
     };
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      alignas(16) WT rounded[kTcChunks][8];  // columns col_lane + 8 p + i (not formed past the weight: never stored)
+      alignas(16) WT rounded[2][8];  // columns col_lane + 8 p + i (not formed past the weight: never stored)
 #pragma unroll
-      for (int p = 0; p < kTcChunks; ++p) {
+      for (int p = 0; p < 2; ++p) {
         const int64_t col = col_lane + 8 * p;
         if (rows[h] >= d_out || col >= d_in) continue;
         float out[8];
@@ -361,7 +349,7 @@ __global__ void __launch_bounds__(kThreads, ZK_TC_MIN_BLOCKS)
       if constexpr (kWholeSectorStores) {
         const bool odd = lane & 1;
         const uint32_t* first_own = reinterpret_cast<const uint32_t*>(rounded[0]);
-        const uint32_t* second_own = reinterpret_cast<const uint32_t*>(rounded[kTcChunks - 1]);
+        const uint32_t* second_own = reinterpret_cast<const uint32_t*>(rounded[1]);
         alignas(16) WT first[8], second[8];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
