@@ -292,6 +292,19 @@ def test_lowrank_programs_cover_every_tile_of_every_weight_once(min_programs):
     assert set(seen) == expected and set(seen.values()) == {1}
 
 
+def test_lowrank_programs_come_longest_first_with_each_weights_row_blocks_in_order():
+    """The GPU starts blocks in table order: long programs first, so none is left to run alone at the end; among
+    programs of one length, weights and their row blocks keep their order."""
+    from zokernels.backends.launch import lowrank_blocks
+
+    shapes = [(64, 64), (32, 256), (64, 64), (16, 512)]  # 2, 8, 2 and 16 column tiles of 32
+    table = lowrank_blocks(shapes, 16, 32, min_programs=1).tolist()
+    lengths = [c_end - c_begin for _, _, c_begin, c_end in table]
+    assert lengths == sorted(lengths, reverse=True) and lengths[0] == 16
+    assert [(t, row0) for t, row0, _, _ in table] == [(3, 0), (1, 0), (1, 16), (0, 0), (0, 16), (0, 32), (0, 48),
+                                                     (2, 0), (2, 16), (2, 32), (2, 48)]
+
+
 @pytest.mark.skipif("triton" not in BACKENDS, reason="no Triton here")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_the_basis_maxima_of_the_fp16_product_are_each_bases_own(dtype):

@@ -98,7 +98,11 @@ def lowrank_blocks(shapes, bm: int, bn: int, min_programs: int) -> torch.Tensor:
     """int64 [programs, 4] host table of a low-rank launch over weights of `shapes` [(d_out, d_in), ...]: per
     program (weight index t, first row, first column tile, end column tile). A program takes a block of bm rows
     and walks its column tiles of bn; with fewer than min_programs row blocks in all, each row block's tiles are
-    split over several programs (as evenly as the count allows), so that small lists still fill the GPU."""
+    split over several programs (as evenly as the count allows), so that small lists still fill the GPU.
+    Programs come longest first (most column tiles; stable, so a weight's row blocks stay together): the GPU
+    starts blocks in this order, and long programs started last leave most of it idle at the end (OPT-1.3B's
+    fc2 rows walk 4x the tiles of the others; list scheduling of its table: 1.15x the ideal in weight order,
+    1.03x longest first)."""
     d_out = torch.tensor([s[0] for s in shapes], dtype=torch.int64)
     d_in = torch.tensor([s[1] for s in shapes], dtype=torch.int64)
     row_blocks = -(-d_out // bm)
@@ -110,5 +114,7 @@ def lowrank_blocks(shapes, bm: int, bn: int, min_programs: int) -> torch.Tensor:
     t = torch.repeat_interleave(torch.arange(len(shapes)), programs)
     local = torch.arange(int(programs.sum())) - torch.repeat_interleave(torch.cumsum(programs, 0) - programs, programs)
     c_begin = (local % chunks[t]) * per_chunk[t]
-    return torch.stack([t, (local // chunks[t]) * bm, c_begin, torch.minimum(c_begin + per_chunk[t], col_tiles[t])], 1)
+    c_end = torch.minimum(c_begin + per_chunk[t], col_tiles[t])
+    order = torch.sort(c_end - c_begin, descending=True, stable=True).indices
+    return torch.stack([t, (local // chunks[t]) * bm, c_begin, c_end], 1)[order]
 
