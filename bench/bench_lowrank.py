@@ -8,7 +8,9 @@ tile shapes (BM, BN, warps, stages) of each rank bucket and rounding first and k
 times the CUDA kernel (give --out, or it replaces the Triton results file), --backend triton,cuda both in one run
 (--save-auto: the faster per op class becomes "auto"'s choice). Eager: per layer, N = torch.randn(d_out, r) for each direction and W.addmm_(N, V^T) (bf16). Roofline:
 one read and one write of the same bytes (a copy). CPU: OPT-tiny linears, wall clock, reference backend.
-Prints a table and writes JSON (default bench/results/lowrank_<device>.json).
+Each one-call row also has device_ms: the same calls queued while the GPU sleeps, then run back to back (the
+kernels' time where the host is as slow as the GPU; see host_ms). Prints a table and writes JSON (default
+bench/results/lowrank_<device>.json).
 """
 import argparse
 import datetime
@@ -110,6 +112,32 @@ def host_ms(call, device, n=20):
     return elapsed / n * 1e3
 
 
+def device_ms(call, device, n=10, repeats=7):
+    """Device time of one call with the host out of the way: the GPU sleeps while the host queues n calls, then
+    runs them back to back between two events; median of `repeats`. Where host_ms is near the do_bench figure,
+    this is the kernels' own time."""
+    if device.type != "cuda":
+        return None
+    call()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(n):
+        call()
+    torch.cuda.synchronize()
+    cycles = int((time.perf_counter() - start) * 3 * 2e9)  # three times the queueing time at <= 2 GHz
+    times = []
+    for _ in range(repeats):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(cycles)
+        begin.record()
+        for _ in range(n):
+            call()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(begin.elapsed_time(end) / n)
+    return sorted(times)[repeats // 2]
+
+
 def sweep_precision(weights, bench, fused_call, ranks, precisions):
     """Diagnostic: the one-call K = 1 time per rank and rounding with the 16-bit weights' product at each of
     `precisions` (LOWRANK_HALF_PRECISION values), to tell how much of the time the tensor-core product takes
@@ -191,11 +219,15 @@ def main(argv=None):
                     call = lambda: [fused_call(w, v, coeffs, rounding, b) for w, v in zip(weights, bases)]  # noqa: E731
                 ms = bench(call)
                 host = host_ms(call, device)
+                device_only = device_ms(call, device) if calls == "one call" else None
                 rows.append(dict(r=r, K=k, rounding=rounding, calls=calls, backend=b, ms=ms, host_ms=host,
+                                 device_ms=device_only,
                                  eager_ms=eager_ms, roofline_ms=roofline, x_roofline=ms / roofline,
                                  speedup_vs_eager=eager_ms / ms))
+                device_text = f"  device {device_only:6.3f} ms" if device_only is not None else ""
                 print(f"  r={r:<3d} K={k:<2d} {rounding:10s} {calls:9s} {b:9s} {ms:8.3f} ms  {ms / roofline:5.2f}x "
-                      f"roofline  eager {eager_ms:8.3f} ms ({eager_ms / ms:4.1f}x)  host {host:6.3f} ms", flush=True)
+                      f"roofline  eager {eager_ms:8.3f} ms ({eager_ms / ms:4.1f}x)  host {host:6.3f} ms{device_text}",
+                      flush=True)
     import triton
 
     result = dict(device=name, torch=torch.__version__, triton=triton.__version__,
@@ -203,11 +235,13 @@ def main(argv=None):
                   shapes="OPT-1.3B linears" if dims is OPT_1_3B else "OPT-tiny linears", tensors=len(weights),
                   elements=numel, dtype=str(dtype), basis_dtype=str(basis_dtype), roofline_ms=roofline,
                   tiles=tiles_in_use(), sweep=sweep, precision=precision, rows=rows)
-    print("\n| r | K | rounding | calls | backend | ms | x roofline | host ms | eager ms | speedup vs eager |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| r | K | rounding | calls | backend | ms | x roofline | host ms | device ms | eager ms | speedup vs eager |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
     for x in rows:
         print(f"| {x['r']} | {x['K']} | {x['rounding']} | {x['calls']} | {x['backend']} | {x['ms']:.3f} | "
-              f"{x['x_roofline']:.2f} | {x['host_ms']:.3f} | {x['eager_ms']:.3f} | {x['speedup_vs_eager']:.1f}x |")
+              f"{x['x_roofline']:.2f} | {x['host_ms']:.3f} | "
+              f"{'-' if x['device_ms'] is None else format(x['device_ms'], '.3f')} | {x['eager_ms']:.3f} | "
+              f"{x['speedup_vs_eager']:.1f}x |")
     write_result(result, args.out, "lowrank")
     if args.save_auto:
         print(f"auto choices for {name}: {save_auto_choices(result, auto_choices(rows, lowrank_class))}")
