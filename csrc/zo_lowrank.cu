@@ -321,9 +321,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
     __syncthreads();
     // each 16-byte chunk of a row: vector store where it is inside the row and aligned, else element-wise
-    auto store_chunk = [&](int64_t row, int64_t col, const WT (&chunk)[8]) {
-      if (row >= d_out || col >= d_in) return;
-      WT* dst = w + row * d_in + col;
+    auto store_chunk = [&](int64_t weight_row, int64_t col, const WT (&chunk)[8]) {
+      if (weight_row >= d_out || col >= d_in) return;
+      WT* dst = w + weight_row * d_in + col;
       if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, chunk);
       else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, chunk);
     };
