@@ -208,8 +208,8 @@ def test_a_weight_inside_a_basis_is_refused_even_between_overlapping_bases():
 @pytest.mark.parametrize("r", [16, 64])
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 def test_a_program_walking_many_column_tiles_matches_the_reference(backend, dtype, r, rounding, monkeypatch):
-    """20 x 600 with one program per row block: ten 64-column tiles (the last 24 wide) in one loop, more than the
-    CUDA tensor-core kernel's weight stages in flight, so every stage of shared memory is reused."""
+    """20 x 600 with one program per row block: ten 64-column tiles (the last 24 wide) in one loop, so the CUDA
+    tensor-core kernel's next-tile loads and its two basis buffers take turns many times."""
     monkeypatch.setattr(backends.load(backend), "LOWRANK_MIN_PROGRAMS", 1)
     weight, basis = _weight_and_basis(20, 600, r, dtype, seed=r + 3)
     ref = weight.clone()
