@@ -1,0 +1,26 @@
+# Sourced by the bench/exp device scripts: $OUT made, Triton out of interpreter mode, unbuffered Python, ROOT (this
+# tree) on PYTHONPATH, the GPU, driver and versions printed (and kept in $OUT/env.txt); the helpers below.
+set -o pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+unset TRITON_INTERPRET
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+ROOT=$PWD
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/env.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/env.txt"
+SECONDS=0
+
+copy_tree() {  # dir: a variant's copy of the tree (edit it, build it or share this tree's extension)
+  mkdir -p "$1" && cp -r "$ROOT"/csrc "$ROOT"/zokernels "$ROOT"/setup.py "$ROOT"/bench "$ROOT"/tests "$1"/
+}
+
+build() {  # dir, extra nvcc flags, name[, parallel jobs]: a fresh ahead-of-time build (ninja does not see the
+  # flags, hence the rm), log in $OUT/build_<name>.log; several variants build at once with fewer jobs each
+  (cd "$1" && rm -rf build zokernels/_C*.so && NVCC_APPEND_FLAGS="$2" ZOKERNELS_BUILD_CUDA=1 MAX_JOBS=${4:-16} \
+     python3 setup.py build_ext --inplace > "$OUT/build_$3.log" 2>&1; echo "build $3 rc=$? ${SECONDS}s")
+}
+
+bench_lowrank() {  # dir, name, bench_lowrank.py arguments...: that tree's benchmark, log and JSON in $OUT
+  local dir=$1 name=$2; shift 2
+  (cd "$dir" && PYTHONPATH=$dir timeout 300 python3 bench/bench_lowrank.py "$@" --out "$OUT/lowrank_$name.json" 2>&1 \
+     | tee "$OUT/lowrank_$name.log" | grep -E "one call|per layer|auto choices")
+}
