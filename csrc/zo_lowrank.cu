@@ -68,9 +68,7 @@ __device__ __forceinline__ void form_factor_rows(const LowrankRow& row, const fl
       float m[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       for (int k = 0; k < d.K; ++k) {
         const uint4 x = unit_words((row0 * r >> 2) + u, d.stream(k), tensor_id, key);
-        const float c = d.coeff(k);
-        const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
-        m[0] += a.x; m[1] += a.y; m[2] += b.x; m[3] += b.y;
+        add_scaled_normals(x, d.coeff(k), m);
       }
 #pragma unroll
       for (int q = 0; q < 4; ++q) {

@@ -103,8 +103,7 @@ __device__ __forceinline__ void gaussian_groups(const TensorPtrs& ptrs, const Ch
     for (int q = 0; q < 2; ++q) {
       const uint4 x = philox4x32_10(make_uint4(static_cast<uint32_t>(quad) | q, static_cast<uint32_t>(quad >> 32),
                                                stream, tensor_id), key);
-      const float2 a = box_muller_scaled(x.x, x.y, c), b = box_muller_scaled(x.z, x.w, c);
-      acc[4 * q] += a.x; acc[4 * q + 1] += a.y; acc[4 * q + 2] += b.x; acc[4 * q + 3] += b.y;
+      add_scaled_normals(x, c, acc + 4 * q);
     }
   });
 }
@@ -183,14 +182,18 @@ __device__ __forceinline__ void rademacher_warp_tiles(const TensorPtrs& ptrs, co
 // Gaussian with nearest rounding at 5 blocks (48 registers, no spill): 1.05-1.06x the copy roofline against 1.15x
 // for the same code at 3 blocks; Rademacher thread words (stochastic rounding) at 4 blocks (64 registers): 1.08x
 // against 1.20x uncapped. The other layouts measured best uncapped.
-template <typename DT, bool GAUSSIAN, bool STOCHASTIC>
-constexpr int kMinBlocksPerSM = std::is_same<DT, float>::value ? 1 : GAUSSIAN ? (STOCHASTIC ? 1 : 5) : STOCHASTIC ? 4 : 1;
+// The Gaussian kernel for K > 1 (MULTI) at 4 blocks (64 registers, no spill): K = 16 nearest 20.1-20.2 ms against
+// 20.6 uncapped; 5 blocks matched it at nearest rounding and lost 1% with stochastic rounding (21.8 against 21.5).
+template <typename DT, bool GAUSSIAN, bool STOCHASTIC, bool MULTI>
+constexpr int kMinBlocksPerSM = std::is_same<DT, float>::value ? 1 : MULTI ? 4 : GAUSSIAN ? (STOCHASTIC ? 1 : 5)
+                                                                                   : STOCHASTIC ? 4 : 1;
 
 // One block per table row.
-// MULTI (Gaussian only): the kernel for K > 1, without the K = 1 register cap and with two directions per loop
-// trip: K = 16 nearest 21.4 against 23.1 ms on the H100 (bench/NOTES.md); the same for Rademacher was slower.
+// MULTI (Gaussian only): the kernel for K > 1, with two directions per loop trip (so that their Philox chains
+// interleave): K = 16 nearest 20.2 ms on the H100 against 21.4 with one direction per trip (bench/NOTES.md); the
+// same for Rademacher was slower.
 template <typename DT, typename ST, bool GAUSSIAN, bool STOCHASTIC, bool MULTI>
-__global__ void __launch_bounds__(kThreads, (MULTI ? 1 : kMinBlocksPerSM<DT, GAUSSIAN, STOCHASTIC>))
+__global__ void __launch_bounds__(kThreads, (kMinBlocksPerSM<DT, GAUSSIAN, STOCHASTIC, MULTI>))
     combine_kernel(const __grid_constant__ TensorPtrs ptrs, const ChunkRow* __restrict__ table, Directions d, uint2 key,
                    uint2 rounding_key) {
   constexpr bool kRound = STOCHASTIC && !std::is_same<DT, float>::value;
