@@ -188,4 +188,7 @@ TORCH_LIBRARY_IMPL(zokernels, Meta, m) {
   m.impl("lowrank_combine_", &lowrank_combine_meta);
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.doc() = "zokernels CUDA kernels (ops under torch.ops.zokernels)"; }
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "zokernels CUDA kernels (ops under torch.ops.zokernels)";
+  m.attr("max_tensors_per_launch") = zk::kMaxTensorsPerLaunch;  // as built: 512 with CUDA >= 12.1, else 128
+}

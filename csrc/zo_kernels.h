@@ -10,8 +10,14 @@ constexpr int kThreads = 256;
 enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
 
 // Tensor addresses travel as kernel parameters, not in the device table, so a launch always writes the tensors it
-// was given (torch.compile may hand the op copies of the tensors the table was built for).
+// was given (torch.compile may hand the op copies of the tensors the table was built for). From CUDA 12.1 a kernel
+// takes up to 32764 bytes of parameters (4096 before): 512 tensors a launch (12 KB of low-rank addresses), so that
+// OPT-1.3B's 388 parameters are one launch, not four; every launch boundary drains the GPU (bench/NOTES.md).
+#if CUDART_VERSION >= 12010
+constexpr int kMaxTensorsPerLaunch = 512;
+#else
 constexpr int kMaxTensorsPerLaunch = 128;
+#endif
 struct TensorPtrs {
   void* dst[kMaxTensorsPerLaunch];
   const void* src[kMaxTensorsPerLaunch];

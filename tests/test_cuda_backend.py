@@ -123,8 +123,8 @@ def _binding_call(case):
     and the weights it was given."""
     from zokernels.backends import cuda_backend
 
-    if case == "129 tensors":
-        xs = [torch.randn(8, device="cuda") for _ in range(129)]
+    if case == "one tensor too many":
+        xs = [torch.randn(8, device="cuda") for _ in range(cuda_backend.max_tensors_per_launch() + 1)]
         table = torch.zeros(1, 6, dtype=torch.int64, device="cuda")
         return lambda: torch.ops.zokernels.combine_(xs, xs, table, None, 1.0, None, 0, 1, 0, 0, 0, 0, True, False), xs
     dtype, r = {"fp32 weights": (torch.float32, 16), "rank 65": (torch.bfloat16, 65),
@@ -141,13 +141,18 @@ def _binding_call(case):
     ("fp32 weights", r"tensor-core low-rank kernel takes 16-bit weights and ranks <= 64 \(got Float, rank 16\)"),
     ("rank 65", r"tensor-core low-rank kernel takes 16-bit weights and ranks <= 64 \(got BFloat16, rank 65\)"),
     ("rank 129", r"bases\[0\] must be a contiguous CUDA float32 \[d_in, r\] tensor, 1 <= r <= 128"),
-    ("129 tensors", r"at most 128 tensors per launch, got 129")])
+    ("one tensor too many", None)])
 def test_the_bindings_own_checks_raise_with_their_numbers_and_write_nothing(case, error):
     """The bindings' messages carry numbers (bindings.cpp builds them without std::ostream: on the H100 image a
     failing c10::str check with an int crashed the process instead of raising)."""
     if not backends.is_available("cuda", torch.device("cuda")):
         pytest.skip("CUDA extension unavailable here")
+    from zokernels.backends import cuda_backend
+
     call, tensors = _binding_call(case)
+    if error is None:
+        limit = cuda_backend.max_tensors_per_launch()
+        error = f"at most {limit} tensors per launch, got {limit + 1}"
     before = [t.clone() for t in tensors]
     with pytest.raises(RuntimeError, match=error):
         call()
@@ -161,13 +166,41 @@ def test_cuda_more_tensors_than_one_launch_holds_match_reference():
     from zokernels.backends import cuda_backend
 
     gen = torch.Generator().manual_seed(5)
-    count = 2 * cuda_backend.MAX_TENSORS_PER_LAUNCH + 7
+    count = 2 * cuda_backend.max_tensors_per_launch() + 7
     host = [torch.randn(int(n), generator=gen) for n in torch.randint(1, 300, (count,), generator=gen)]
     fast = [t.cuda() for t in host]
     zk.combine_(fast, seed=11, coeffs=[0.5, -1.5], streams=[4, 9], backend="cuda")
     zk.combine_(host, seed=11, coeffs=[0.5, -1.5], streams=[4, 9], backend="reference")
     for a, b in zip(fast, host):
         torch.testing.assert_close(a.cpu(), b, atol=2e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_lists_split_over_several_launches_equal_one_launch(monkeypatch):
+    """Lists longer than one launch holds (max_tensors_per_launch) go out in several launches, bit-identical to one
+    launch: combine_ and lowrank_combine_, stochastic rounding."""
+    if not backends.is_available("cuda", torch.device("cuda")):
+        pytest.skip("CUDA extension unavailable here")
+    from zokernels.backends import cuda_backend
+
+    gen = torch.Generator().manual_seed(6)
+    params = [torch.randn(n, generator=gen).to(torch.bfloat16).cuda() for n in (300, 17, 4096, 1, 999)]
+    weights = [(torch.randn(s, generator=gen) * 0.5).to(torch.bfloat16).cuda()
+               for s in [(40, 24), (8, 24), (70, 32), (16, 16), (33, 24)]]
+    bases = [torch.linalg.qr(torch.randn(w.shape[1], 8, generator=gen))[0].contiguous().cuda() for w in weights]
+
+    def updated():
+        p, w = [x.clone() for x in params], [x.clone() for x in weights]
+        zk.combine_(p, seed=3, coeffs=[0.5, -1.0], rounding="stochastic", backend="cuda")
+        zk.lowrank_combine_(w, bases, seed=3, coeffs=[0.5, -1.0], rounding="stochastic", backend="cuda")
+        return p + w
+
+    one_launch = updated()
+    assert cuda_backend.max_tensors_per_launch() >= 5
+    monkeypatch.setitem(cuda_backend._state, "max_tensors", 2)
+    split = updated()
+    assert not torch.equal(one_launch[0], params[0]) and not torch.equal(one_launch[-1], weights[-1])
+    assert all(torch.equal(a, b) for a, b in zip(one_launch, split))
 
 
 @pytest.mark.parametrize("dist", ["gaussian", "rademacher"])

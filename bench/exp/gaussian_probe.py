@@ -1,7 +1,7 @@
 """Device probe (not part of the package): one build's Gaussian perturb_/combine_ on OPT-1.3B's parameter list
 (bf16) against the copy roofline of the same process, and the normals' worst error against the float64 reference
 (3 x 2**26 samples, as bench/gpu_check.py). Prints one JSON line. Usage: python bench/exp/gaussian_probe.py TAG
-[--backend cuda] [--chunk N]"""
+[--backend cuda] [--chunk N] [--max-tensors N]"""
 import argparse
 import json
 import os
@@ -13,6 +13,7 @@ import triton.testing
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import zokernels as zk  # noqa: E402
 from bench_perturb import OPT_1_3B, opt_shapes  # noqa: E402
+from zokernels import backends  # noqa: E402
 from zokernels.backends import cuda_backend  # noqa: E402
 
 
@@ -36,13 +37,18 @@ def main():
     ap.add_argument("tag")
     ap.add_argument("--backend", default="cuda")
     ap.add_argument("--chunk", type=int, default=None, help="elements per CUDA table row (default: the package's)")
+    ap.add_argument("--max-tensors", type=int, default=None, help="tensors per CUDA launch (default: as built)")
     args = ap.parse_args()
     if args.chunk:
         cuda_backend.CHUNK = args.chunk
     gen = torch.Generator(device="cuda").manual_seed(0)
     params = [torch.randn(s, device="cuda", dtype=torch.bfloat16, generator=gen) for s in opt_shapes(**OPT_1_3B)]
     bench = lambda fn: triton.testing.do_bench(fn, warmup=30, rep=400, return_mode="median")  # noqa: E731
-    row = dict(tag=args.tag, backend=args.backend, chunk=cuda_backend.CHUNK, roofline_ms=copy_roofline(params, bench))
+    if args.max_tensors:
+        assert backends.is_available("cuda", torch.device("cuda"))  # loads the extension before the override
+        cuda_backend._state["max_tensors"] = args.max_tensors
+    row = dict(tag=args.tag, backend=args.backend, chunk=cuda_backend.CHUNK,
+               max_tensors=cuda_backend.max_tensors_per_launch(), roofline_ms=copy_roofline(params, bench))
     coeffs16 = torch.randn(16, device="cuda", generator=gen) * 1e-4
     kw = dict(seed=1, backend=args.backend)
     ops = {

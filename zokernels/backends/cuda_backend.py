@@ -17,9 +17,8 @@ from .launch import (TableCache, chunk_spans, combine_by_dtype, direction_args, 
 NAME = "cuda"
 CHUNK = 32 * 1024  # elements per block (a multiple of every GROUP); H100: 32K against 64K, bench/NOTES.md
 GROUP = {"gaussian": 8, "rademacher": 128}  # spans start on these multiples of the global index (kernel groups)
-MAX_TENSORS_PER_LAUNCH = 128  # csrc/zo_kernels.h kMaxTensorsPerLaunch: addresses travel as kernel parameters
 _TABLES = TableCache()
-_state = {"loaded": False, "error": None, "source": None}
+_state = {"loaded": False, "error": None, "source": None, "max_tensors": None}
 
 
 def _load():
@@ -28,15 +27,16 @@ def _load():
         return _state["error"]
     try:
         try:
-            from .. import _C  # noqa: F401  (prebuilt by setup.py)
+            from .. import _C as module  # prebuilt by setup.py
             _state["source"] = "prebuilt zokernels._C"
         except ImportError:
             from torch.utils.cpp_extension import load
 
-            load(name="zokernels_cuda", sources=_cuda_build.SOURCES, extra_cuda_cflags=_cuda_build.NVCC_FLAGS,
-                 extra_cflags=_cuda_build.CXX_FLAGS, verbose=False)
+            module = load(name="zokernels_cuda", sources=_cuda_build.SOURCES, extra_cuda_cflags=_cuda_build.NVCC_FLAGS,
+                          extra_cflags=_cuda_build.CXX_FLAGS, verbose=False)
             _state["source"] = "JIT build (torch.utils.cpp_extension.load)"
         torch.ops.zokernels.combine_  # noqa: B018  (raises if the registration did not happen)
+        _state["max_tensors"] = int(module.max_tensors_per_launch)
         _state["loaded"] = True
     except Exception as exc:  # a missing toolkit, ninja or compiler: fall back, never crash
         _state["error"] = exc
@@ -48,6 +48,12 @@ def _load():
 def extension_source():
     """Where the loaded extension came from ("prebuilt zokernels._C" or the JIT build), None if not loaded."""
     return _state["source"] if _state["loaded"] else None
+
+
+def max_tensors_per_launch():
+    """Tensors one launch takes (csrc/zo_kernels.h kMaxTensorsPerLaunch as built: 512 with CUDA >= 12.1, else 128;
+    their addresses travel as kernel parameters); None while the extension is not loaded."""
+    return _state["max_tensors"] if _state["loaded"] else None
 
 
 def unavailable_reason(device: torch.device):
@@ -87,8 +93,9 @@ def _chunk_table(dsts, tensor_ids, offsets, dist):
 
 def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed):
     coeff_arg, scale, stream_arg = direction_args(coeffs, streams, dsts[0].device)
-    for lo in range(0, len(dsts), MAX_TENSORS_PER_LAUNCH):
-        part = slice(lo, lo + MAX_TENSORS_PER_LAUNCH)
+    per_launch = max_tensors_per_launch()
+    for lo in range(0, len(dsts), per_launch):
+        part = slice(lo, lo + per_launch)
         table = _chunk_table(dsts[part], tensor_ids[part], offsets[part], dist)
         if table.shape[0] == 0:
             continue
@@ -143,7 +150,7 @@ def _float32(tensors):
 
 def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_ids, rounding, rounding_seed):
     """reference.lowrank_combine's contract: one launch per (weight dtype, kernel, padded rank for the
-    tensor-core kernel) group of up to MAX_TENSORS_PER_LAUNCH weights (lowrank_kernel says which kernel).
+    tensor-core kernel) group of up to max_tensors_per_launch() weights (lowrank_kernel says which kernel).
     Bases and explicit factors go to the kernel as float32 (a copy where they are not)."""
     regen = factors is None
     coeff_arg, scale, stream_arg, k, stream0 = lowrank_direction_args(factors, coeffs, streams, weights[0].device)
@@ -153,8 +160,8 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             kernel = lowrank_kernel(w.dtype, v.shape[1])
             groups.setdefault((w.dtype, kernel, kernel == "tensor_core" and padded_rank(v.shape[1], 8)), []).append(t)
     for (_, kernel, _), idx in groups.items():
-        for lo in range(0, len(idx), MAX_TENSORS_PER_LAUNCH):
-            part = idx[lo:lo + MAX_TENSORS_PER_LAUNCH]
+        for lo in range(0, len(idx), max_tensors_per_launch()):
+            part = idx[lo:lo + max_tensors_per_launch()]
             ws, vs = [weights[t] for t in part], _float32([bases[t] for t in part])
             table = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in part], kernel)
             torch.ops.zokernels.lowrank_combine_(ws, vs, [] if regen else _float32([factors[t] for t in part]), table,
