@@ -1,19 +1,16 @@
 #!/usr/bin/env bash
-# One launch for OPT-1.3B's 388 parameters (512 tensors a launch) against four (128, the limit before): Gaussian
-# perturb_/combine_ through bench/exp/gaussian_probe.py with --max-tensors 128 on the same build, two alternating
-# passes; the K = 1 Gaussian kernel at 5 and 6 blocks per SM (ZK_K1_BLOCKS); then the CUDA low-rank benchmark
-# (144 linears: one launch where there were two) against a copy held at 128 tensors a launch.
+# One launch for OPT-1.3B's 388 parameters (512 tensors a launch) against four (128, the limit before), on one
+# build: Gaussian perturb_/combine_ through bench/exp/gaussian_probe.py with and without --max-tensors 128 in two
+# alternating passes; the CUDA tests; then the CUDA low-rank benchmark (144 linears: one launch where there were
+# two) against a copy of the tree held at 128 tensors a launch. (Its first run, 2026-11-24, also built the K = 1
+# Gaussian kernel at 6 blocks per SM: the same times as 5.)
 source bench/exp/device_run.sh
-copy_tree /tmp/b6
-build "$ROOT" "" main 8 & build /tmp/b6 "-DZK_K1_BLOCKS=6" b6 8 & wait
-probe() {  # dir, tag, gaussian_probe.py arguments
-  local dir=$1 tag=$2; shift 2
-  (cd $dir && PYTHONPATH=$dir timeout 120 python3 bench/exp/gaussian_probe.py $tag "$@" 2>&1 | tail -1 | tee -a "$OUT/probe.jsonl")
+build "$ROOT" "" main
+probe() {  # tag, gaussian_probe.py arguments
+  local tag=$1; shift
+  timeout 120 python3 bench/exp/gaussian_probe.py $tag "$@" 2>&1 | tail -1 | tee -a "$OUT/probe.jsonl"
 }
-for pass in 1 2; do
-  probe "$ROOT" b5_launch512; probe "$ROOT" b5_launch128 --max-tensors 128
-  probe /tmp/b6 b6_launch512; probe /tmp/b6 b6_launch128 --max-tensors 128
-done
+for pass in 1 2; do probe launch512; probe launch128 --max-tensors 128; done
 python3 - "$OUT/probe.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
