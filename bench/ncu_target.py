@@ -1,6 +1,7 @@
 """One launch to profile with ncu (launches 1-2 warm up).
 
-python bench/ncu_target.py: combine_ (K=16, Gaussian, stochastic rounding) on 2**26 bf16 elements.
+python bench/ncu_target.py [combine ROUNDING BACKEND]: combine_ (K=16, Gaussian; default stochastic rounding,
+backend "auto") on 2**26 bf16 elements, e.g. `combine nearest cuda`.
 python bench/ncu_target.py lowrank R ROUNDING BACKEND: lowrank_combine_ (K = 1) at rank R over the linears of four
 OPT-1.3B decoder layers (bf16, 2.0e8 elements), e.g. `lowrank 8 stochastic cuda`.
 """
@@ -18,8 +19,9 @@ if len(sys.argv) > 1 and sys.argv[1] == "lowrank":
     for seed in range(3):
         zk.lowrank_combine_(weights, bases, seed=seed, coeffs=[1e-3], rounding=rounding, backend=backend)
 else:
+    rounding, backend = sys.argv[2:4] if len(sys.argv) > 1 and sys.argv[1] == "combine" else ("stochastic", "auto")
     x = torch.randn(2**26, device="cuda", dtype=torch.bfloat16)
     coeffs = torch.full((16,), 1e-4, device="cuda")
     for _ in range(3):
-        zk.combine_([x], seed=1, coeffs=coeffs, rounding="stochastic")
+        zk.combine_([x], seed=1, coeffs=coeffs, rounding=rounding, backend=backend)
 torch.cuda.synchronize()

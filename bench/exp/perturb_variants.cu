@@ -32,6 +32,8 @@ __global__ void __launch_bounds__(kThreads, MINB)
 }  // namespace zkx
 
 // variant 0: production (gaussian/stochastic flags apply); 1: the memory-only twin.
+extern "C" int zkx_max_tensors() { return zk::kMaxTensorsPerLaunch; }  // as compiled (zo_kernels.h)
+
 extern "C" int zkx_launch(int variant, void** dsts, void** srcs, int n, const int64_t* table, int64_t rows, float scale,
                           int K, uint32_t k0, uint32_t k1, uint32_t rk0, uint32_t rk1, int gaussian, int stochastic,
                           void* stream_handle) {

@@ -60,8 +60,8 @@ def main():
     tables = {}
     for unit, chunk in [(u, c) for u in UNIT.values() for c in chunks]:
         parts = []
-        for lo in range(0, len(params), cuda_backend.MAX_TENSORS_PER_LAUNCH):
-            idx = list(range(lo, min(lo + cuda_backend.MAX_TENSORS_PER_LAUNCH, len(params))))
+        for lo in range(0, len(params), lib.zkx_max_tensors()):
+            idx = list(range(lo, min(lo + lib.zkx_max_tensors(), len(params))))
             rows = cuda_backend.chunk_rows([numels[i] for i in idx], idx, [offsets[i] for i in idx], unit, chunk)
             parts.append((idx, rows.to(dev)))
         tables[unit, chunk] = parts
