@@ -180,8 +180,8 @@ __device__ __forceinline__ void rademacher_warp_tiles(const TensorPtrs& ptrs, co
 
 // Blocks per SM the compiler must fit (a register cap), per layout, from H100 measurements (bench/NOTES.md):
 // Gaussian with nearest rounding at 5 blocks (48 registers, no spill): 1.05-1.06x the copy roofline against 1.15x
-// for the same code at 3 blocks (6 blocks: the same time); Rademacher thread words (stochastic rounding) at 4 blocks (64 registers): 1.08x
-// against 1.20x uncapped. The other layouts measured best uncapped.
+// for the same code at 3 blocks (6 blocks: the same time); Rademacher thread words (stochastic rounding) at 4 blocks
+// (64 registers): 1.08x against 1.20x uncapped. The other layouts measured best uncapped.
 // The Gaussian kernel for K > 1 (MULTI) at 4 blocks (64 registers, no spill): K = 16 nearest 20.1-20.2 ms against
 // 20.6 uncapped; 5 blocks matched it at nearest rounding and lost 1% with stochastic rounding (21.8 against 21.5).
 template <typename DT, bool GAUSSIAN, bool STOCHASTIC, bool MULTI>

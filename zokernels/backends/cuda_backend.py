@@ -159,9 +159,10 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
         if w.numel():
             kernel = lowrank_kernel(w.dtype, v.shape[1])
             groups.setdefault((w.dtype, kernel, kernel == "tensor_core" and padded_rank(v.shape[1], 8)), []).append(t)
+    per_launch = max_tensors_per_launch()
     for (_, kernel, _), idx in groups.items():
-        for lo in range(0, len(idx), max_tensors_per_launch()):
-            part = idx[lo:lo + max_tensors_per_launch()]
+        for lo in range(0, len(idx), per_launch):
+            part = idx[lo:lo + per_launch]
             ws, vs = [weights[t] for t in part], _float32([bases[t] for t in part])
             table = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in part], kernel)
             torch.ops.zokernels.lowrank_combine_(ws, vs, [] if regen else _float32([factors[t] for t in part]), table,
