@@ -13,18 +13,7 @@ for v in "${LIST[@]}"; do
   read -r n flags <<< "$v"; NAMES="$NAMES $n"
   copy_tree /tmp/$n; build /tmp/$n "$flags" $n 4 &
 done; wait
-probe() {  # variant, extra gaussian_probe.py arguments
-  local n=$1; shift
-  (cd /tmp/$n && PYTHONPATH=/tmp/$n timeout 120 python3 bench/exp/gaussian_probe.py $n "$@" 2>&1 | tail -1 | tee -a "$OUT/probe.jsonl")
-}
-for pass in 1 2; do for n in $NAMES; do probe $n; done; done
-for c in ${CHUNKS:-8192 16384}; do probe $n --chunk $c; done
-python3 - "$OUT/probe.jsonl" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-print(f"{'variant':12s} {'chunk':>6s} {'roof':>6s} {'K1':>7s} {'xK1':>6s} {'K1sr':>7s} {'K16':>7s} {'K16sr':>7s} {'radK1':>7s} {'dz':>8s}")
-for r in rows:
-    print(f"{r['tag']:12s} {r['chunk']:6d} {r['roofline_ms']:6.3f} {r['k1']:7.3f} {r['x_k1']:6.3f} {r['k1_sr']:7.3f} "
-          f"{r['k16']:7.3f} {r['k16_sr']:7.3f} {r.get('rad_k1', 0):7.3f} {r['max_abs_dz']:8.2e}")
-PY
+for pass in 1 2; do for n in $NAMES; do gaussian_probe /tmp/$n $n; done; done
+for c in ${CHUNKS:-8192 16384}; do gaussian_probe /tmp/$n $n --chunk $c; done
+python3 bench/exp/gaussian_probe.py --table "$OUT/probe.jsonl"
 echo "total ${SECONDS}s"

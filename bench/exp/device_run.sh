@@ -24,3 +24,9 @@ bench_lowrank() {  # dir, name, bench_lowrank.py arguments...: that tree's bench
   (cd "$dir" && PYTHONPATH=$dir timeout 300 python3 bench/bench_lowrank.py "$@" --out "$OUT/lowrank_$name.json" 2>&1 \
      | tee "$OUT/lowrank_$name.log" | grep -E "one call|per layer|auto choices")
 }
+
+gaussian_probe() {  # dir, tag, gaussian_probe.py arguments...: that tree's Gaussian probe, a JSON line to $OUT/probe.jsonl
+  local dir=$1 tag=$2; shift 2
+  (cd "$dir" && PYTHONPATH=$dir timeout 120 python3 bench/exp/gaussian_probe.py "$tag" "$@" 2>&1 | tail -1 \
+     | tee -a "$OUT/probe.jsonl")
+}

@@ -6,19 +6,8 @@
 # Gaussian kernel at 6 blocks per SM: the same times as 5.)
 source bench/exp/device_run.sh
 build "$ROOT" "" main
-probe() {  # tag, gaussian_probe.py arguments
-  local tag=$1; shift
-  timeout 120 python3 bench/exp/gaussian_probe.py $tag "$@" 2>&1 | tail -1 | tee -a "$OUT/probe.jsonl"
-}
-for pass in 1 2; do probe launch512; probe launch128 --max-tensors 128; done
-python3 - "$OUT/probe.jsonl" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-print(f"{'variant':14s} {'roof':>6s} {'K1':>7s} {'xK1':>6s} {'K1sr':>7s} {'K16':>7s} {'K16sr':>7s} {'radK1':>7s}")
-for r in rows:
-    print(f"{r['tag']:14s} {r['roofline_ms']:6.3f} {r['k1']:7.3f} {r['x_k1']:6.3f} {r['k1_sr']:7.3f} {r['k16']:7.3f} "
-          f"{r['k16_sr']:7.3f} {r['rad_k1']:7.3f}")
-PY
+for pass in 1 2; do gaussian_probe "$ROOT" launch512; gaussian_probe "$ROOT" launch128 --max-tensors 128; done
+python3 bench/exp/gaussian_probe.py --table "$OUT/probe.jsonl"
 timeout 200 python3 -m pytest -q -x tests/test_cuda_backend.py 2>&1 | tail -2
 copy_tree /tmp/l128  # with main's extension; max_tensors_per_launch() held at 128
 sed -i 's/    return _state\["max_tensors"\] if _state\["loaded"\] else None/    return 128 if _state["loaded"] else None/' \
