@@ -30,26 +30,23 @@ struct LowrankRow {  // one table row, 8 x int64 (cuda_backend.py builds it)
 };
 static_assert(sizeof(LowrankRow) == 8 * sizeof(int64_t), "table layout");
 
-// Stochastic-rounding words of the 4 elements from element index e0 (any e0: 4 consecutive indices span one or
-// two Philox units), or zeros.
-template <bool kRound>
-__device__ __forceinline__ void rounding_words4(int64_t e0, uint32_t tensor_id, uint2 rounding_key, uint32_t (&r)[4]) {
+// Stochastic-rounding words of the N <= 8 elements from element index e0, or zeros. One Philox call where they lie
+// in one rounding unit (e0 % 8 + N <= 8: every group of a row when d_in is a multiple of 8), else two.
+template <int N, bool kRound>
+__device__ __forceinline__ void rounding_words(int64_t e0, uint32_t tensor_id, uint2 rounding_key, uint32_t (&r)[N]) {
+  static_assert(N <= 8, "at most two units");
 #pragma unroll
-  for (int j = 0; j < 4; ++j) r[j] = 0u;
+  for (int j = 0; j < N; ++j) r[j] = 0u;
   if constexpr (kRound) {
-    const uint4 x0 = unit_words(e0 >> 2, kRoundingStream, tensor_id, rounding_key);
-    const int s = static_cast<int>(e0 & 3);
+    const uint4 x0 = unit_words(e0 >> 3, kRoundingStream, tensor_id, rounding_key);
+    const int s = static_cast<int>(e0 & 7);
     if (s == 0) {
-      r[0] = x0.x; r[1] = x0.y; r[2] = x0.z; r[3] = x0.w;
-    } else {
-      const uint4 x1 = unit_words((e0 >> 2) + 1, kRoundingStream, tensor_id, rounding_key);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int p = s + j;
-        const uint4 x = p < 4 ? x0 : x1;
-        const int i = p & 3;
-        r[j] = i == 0 ? x.x : i == 1 ? x.y : i == 2 ? x.z : x.w;
-      }
+      for (int j = 0; j < N; ++j) r[j] = rounding_half(x0, j);
+    } else {
+      const uint4 x1 = s + N > 8 ? unit_words((e0 >> 3) + 1, kRoundingStream, tensor_id, rounding_key) : x0;
+#pragma unroll
+      for (int j = 0; j < N; ++j) r[j] = rounding_half(s + j < 8 ? x0 : x1, (s + j) & 7);
     }
   }
 }
@@ -156,7 +153,7 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 #pragma unroll
         for (int b = 0; b < 4; ++b) out[b] += acc[a][4 * s + b];
         uint32_t words[4];
-        rounding_words4<kRound>(rr * d_in + col, tensor_id, rounding_key, words);
+        rounding_words<4, kRound>(rr * d_in + col, tensor_id, rounding_key, words);
         store_group<WT, 4>(w + rr * d_in, col, d_in, out, words, kRound);
       }
     }
@@ -170,7 +167,7 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // rounding). Columns are permuted inside a tile so that the accumulator fragments are contiguous in memory:
 // n-tile j's column n is tile column 16 (n / 2) + 2 j + n % 2, so lane (g, t) holds columns
 // 16 t .. 16 t + 15 of rows g and g + 8. Its weight elements are then two 16-byte vectors per row, and each
-// Philox unit of the stochastic-rounding words (4 consecutive elements) belongs to one lane: no word is computed
+// Philox unit of the stochastic-rounding words (8 consecutive elements) belongs to one lane: no word is computed
 // twice and none moves between lanes.
 constexpr int kTcRows = 128;
 constexpr int kTcCols = 64;
@@ -336,11 +333,8 @@ __global__ void __launch_bounds__(kThreads, 2)
         to_f32<WT, 8>(cur[h][p], out);
 #pragma unroll
         for (int i = 0; i < 8; ++i) out[i] += acc[4 * p + (i >> 1)][2 * h + (i & 1)];  // column 8 p + i
-        uint32_t words[8], lo[4], hi[4];
-        rounding_words4<STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, lo);
-        rounding_words4<STOCHASTIC>(rows[h] * d_in + col + 4, tensor_id, rounding_key, hi);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) { words[i] = lo[i]; words[4 + i] = hi[i]; }
+        uint32_t words[8];
+        rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
         round_group<WT, 8>(out, words, STOCHASTIC, rounded[p]);
         if constexpr (!kWholeSectorStores) store_chunk(rows[h], col, rounded[p]);
       }

@@ -41,18 +41,20 @@ struct RowAccess {
     if (interior(e)) load_vec<ST, G>(src + e, raw);
     else load_elems<ST, G>(src + e, lo - e, hi - e, raw);
   }
-  // v rounded to DT (stochastic: with the rounding words of global index 4 quad on, 4 at a time) into row element e.
+  // v rounded to DT (stochastic: with the rounding words of global index 4 quad on, one Philox call per 8
+  // elements; quad is even) into row element e.
   template <bool kRound>
   __device__ __forceinline__ void store(int e, const float (&v)[G], uint64_t quad, uint32_t tensor_id,
                                         uint2 rounding_key) const {
+    static_assert(G % 8 == 0, "groups hold whole rounding units");
     DT out[G];
 #pragma unroll
-    for (int q = 0; q < G / 4; ++q) {
+    for (int q = 0; q < G / 8; ++q) {
       uint4 x = make_uint4(0, 0, 0, 0);
-      if constexpr (kRound) x = unit_words(static_cast<int64_t>(quad + q), kRoundingStream, tensor_id, rounding_key);
-      const uint32_t r[4] = {x.x, x.y, x.z, x.w};
+      if constexpr (kRound)
+        x = unit_words(static_cast<int64_t>((quad >> 1) + q), kRoundingStream, tensor_id, rounding_key);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) out[4 * q + i] = round_to<DT>(v[4 * q + i], r[i], kRound);
+      for (int i = 0; i < 8; ++i) out[8 * q + i] = round_to<DT>(v[8 * q + i], rounding_half(x, i), kRound);
     }
     if (interior(e)) store_vec<DT, G>(dst + e, out);
     else store_elems<DT, G>(dst + e, lo - e, hi - e, out);

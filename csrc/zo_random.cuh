@@ -30,6 +30,14 @@ __device__ __forceinline__ uint4 unit_words(int64_t unit, uint32_t stream, uint3
   return philox4x32_10(make_uint4(static_cast<uint32_t>(u), static_cast<uint32_t>(u >> 32), stream, tensor_id), key);
 }
 
+// The stochastic-rounding word of element 8 unit + p (p < 8) from the words x of its unit (counter (unit, ..,
+// kRoundingStream, tensor_id)): half p % 2 of word p / 2, as the top 16 bits (the low 16 are zero).
+__device__ __forceinline__ uint32_t rounding_half(uint4 x, int p) {
+  const int j = p >> 1;
+  const uint32_t w = j == 0 ? x.x : j == 1 ? x.y : j == 2 ? x.z : x.w;
+  return (p & 1) ? (w & 0xFFFF0000u) : (w << 16);
+}
+
 // (2 * (x >> 9) + 1) * 2^-24 exactly: a [1, 2) float with 23 mantissa bits minus (1 - 2^-24).
 __device__ __forceinline__ float uniform_open(uint32_t x) {
   return __uint_as_float((x >> 9) | 0x3F800000u) - 0.999999940395355224609375f;

@@ -20,7 +20,7 @@ def compile_lowrank(r_pad, dtype, stochastic, exact_rank):
     bm, bn, warps, stages = tb.LOWRANK_TILES["stochastic" if stochastic else "nearest"][r_pad]
     kernel = tb._lowrank_kernel
     constants = dict(BM=bm, BN=bn, R_PAD=r_pad, REGEN=True, COEFF_PTR=False, STREAM_PTR=False, STOCHASTIC=stochastic,
-                     QUAD_R=True, ALIGNED4=True, FAST=True, WIDE_MUL=tb.WIDE_MUL, A_W=8, A_DIN=8, A_V=4,
+                     QUAD_R=True, ALIGNED8=True, FAST=True, WIDE_MUL=tb.WIDE_MUL, A_W=8, A_DIN=8, A_V=4,
                      R_EXACT=exact_rank,
                      DOT_PRECISION=tb._dot_precision(dtype, r_pad))
     types = {"w_base": {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32"}[dtype],

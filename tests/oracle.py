@@ -28,3 +28,11 @@ def gaussian(seed, stream, tensor_id, i):
 def rademacher(seed, stream, tensor_id, i):
     x = philox(((i // 128) & MASK, (i // 128) >> 32, stream, tensor_id), (seed & MASK, seed >> 32))
     return 1.0 if (x[(i % 128) // 32] >> (i % 32)) & 1 else -1.0
+
+
+def rounding_bits(rounding_seed, tensor_id, i):
+    """The 16 stochastic-rounding bits of element i: half i % 2 of word (i % 8) // 2 of the reserved stream's
+    counter (i // 8, 2**32 - 1, tensor_id)."""
+    x = philox(((i // 8) & MASK, (i // 8) >> 32, 0xFFFFFFFF, tensor_id), (rounding_seed & MASK, rounding_seed >> 32))
+    word = x[(i % 8) // 2]
+    return word >> 16 if i % 2 else word & 0xFFFF

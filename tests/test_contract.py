@@ -66,6 +66,28 @@ def test_stream_matches_scalar_oracle_including_indices_past_2_32(backend, dist)
         assert (got.double() - want).abs().max().item() <= atol, (offset, backend)
 
 
+def test_rounding_words_match_scalar_oracle_including_indices_past_2_32():
+    rseed, tid = 2**63 + 11, 2**32 - 3
+    for offset in (0, 3, 8, 2**32 - 5, 2**35 + 7):
+        words = reference.rounding_words(50, seed=rseed, tensor_id=tid, offset=offset, device="cpu")
+        assert ((words & 0xFFFF) == 0).all()  # 16 random bits per element, in the word's top half
+        assert (words >> 16).tolist() == [oracle.rounding_bits(rseed, tid, offset + i) for i in range(50)], offset
+
+
+def test_bf16_stochastic_rounding_adds_the_contract_bits(backend):
+    """Every backend's bf16 rounding of element i is trunc(bits(v) + its 16 contract bits): checked against the
+    scalar oracle (not the reference) at an offset past 2**32 that does not start a rounding unit."""
+    gen = torch.Generator().manual_seed(5)
+    n, offset, tid, rseed = 300, 2**33 + 5, 2**32 - 3, 2**63 + 11
+    v = torch.randn(n, generator=gen) * torch.logspace(-3, 3, n)
+    out = torch.empty(n, dtype=torch.bfloat16, device=DEVICE)
+    zk.perturbed_copy_([out], [v.to(DEVICE)], seed=0, scale=0.0, rounding="stochastic", rounding_seed=rseed,
+                       tensor_ids=[tid], offsets=[offset], backend=backend)
+    want = [(((b & 0xFFFFFFFF) + oracle.rounding_bits(rseed, tid, offset + i)) >> 16) & 0xFFFF
+            for i, b in enumerate(v.view(torch.int32).tolist())]
+    assert [b & 0xFFFF for b in out.cpu().view(torch.int16).tolist()] == want
+
+
 @pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
 def test_offset_window_is_bit_exact_slice(backend, dist):
     full = _stream(dist, 1500, backend, seed=99, stream=3, tensor_id=11)

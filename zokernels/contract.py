@@ -13,8 +13,11 @@ Every backend implements exactly this; tests hold them to it.
   ``i mod 32`` of word ``x_((i mod 128) // 32)`` is set, else -1.
 * Streams: directions use ``0 <= stream < 2**31``. Stream words ``2**31 .. 2**32 - 1`` are reserved for
   the library; stochastic rounding takes its bits from stream ``SR_STREAM = 2**32 - 1``: element ``i``
-  uses word ``x_(i mod 4)`` of counter ``(lo32(i // 4), hi32(i // 4), SR_STREAM, tensor_id)`` under the
-  key of ``rounding_seed`` (default: the call's seed). No direction can collide with it.
+  uses 16 bits of counter ``(lo32(i // 8), hi32(i // 8), SR_STREAM, tensor_id)`` under the key of
+  ``rounding_seed`` (default: the call's seed): with ``h = i mod 8``, bits ``16 (h mod 2) .. + 15`` of word
+  ``x_(h // 2)`` (element 8u takes the low half of x0, 8u + 1 its high half, ...). They are the rounding word's
+  top 16 bits (its low 16 bits are zero). One Philox call feeds eight elements: 16 bits are exactly the bits
+  that bf16 drops from fp32. No direction can collide with the stream.
 * Invariance: the value at element ``i`` depends only on (seed, stream, tensor_id, i): not on block size,
   grid, backend, device, dtype or sharding (a shard holding elements ``[a, b)`` passes ``offset=a``).
 """
@@ -31,6 +34,7 @@ MAX_STREAM = 2**31  # direction streams live in [0, 2**31)
 MAX_TENSOR_ID = 2**32
 MAX_INDEX = 2**62  # element indices (offset + numel) stay below this
 SR_STREAM = 2**32 - 1  # reserved stream word for stochastic-rounding bits
+ROUNDING_UNIT = 8  # elements fed by one Philox call of stochastic-rounding bits
 
 GAUSSIAN_UNIT = 4  # elements fed by one Philox call
 RADEMACHER_UNIT = 128

@@ -70,18 +70,22 @@ def stream_values(n: int, *, seed: int, stream: int, tensor_id: int, offset: int
 
 
 def rounding_words(n: int, *, seed: int, tensor_id: int, offset: int, device) -> torch.Tensor:
-    """Stochastic-rounding random words (int64 in [0, 2**32)) for elements [offset, offset + n)."""
-    words, skip = _unit_words(n, offset, C.GAUSSIAN_UNIT, C.SR_STREAM, tensor_id, seed, device)
-    return words.reshape(-1)[skip : skip + n]
+    """Stochastic-rounding words (int64 in [0, 2**32)) for elements [offset, offset + n): the contract's 16 random
+    bits of each element as the word's top half, the low half zero."""
+    words, skip = _unit_words(n, offset, C.ROUNDING_UNIT, C.SR_STREAM, tensor_id, seed, device)
+    halves = torch.stack([(words & 0xFFFF) << 16, words & 0xFFFF0000], dim=2)  # [units, word, half]
+    return halves.reshape(-1)[skip : skip + n]
 
 
 def round_stochastic(v: torch.Tensor, dtype: torch.dtype, r: torch.Tensor) -> torch.Tensor:
-    """Unbiased rounding of float32 v to `dtype` using random words r (int64 in [0, 2**32)).
+    """Unbiased rounding of float32 v to `dtype` using random words r (int64 in [0, 2**32); the contract's
+    words carry 16 random bits in their top half).
 
     bf16: add the top 16 random bits to the 16 bits that bf16 drops, then truncate.
     fp16 normal range: the same with 13 bits. fp16 subnormals (|v| < 2**-14) live on a uniform grid of
-    2**-24: round up with probability equal to the fractional part, using 24 random bits.
-    Every intermediate is exact, so E[result] = v (to within 2**-24 of an ulp for fp16 subnormals).
+    2**-24: round up when the top 24 bits of r, as a fraction, fall below v's fractional part on that grid.
+    Every intermediate is exact, so E[result] = v: exactly for bf16 and fp16 normals, and to within 2**-16 of
+    the grid spacing for fp16 subnormals (16 random bits resolve the fraction to 2**-16).
     """
     if dtype == torch.float32:
         return v

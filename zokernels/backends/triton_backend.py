@@ -167,14 +167,20 @@ def _direction(k, coeff_ptr, scale, stream_ptr, stream0, COEFF_PTR: tl.constexpr
 
 
 @triton.jit
+def _rounding_halves(x0, x1, x2, x3):
+    """The stochastic-rounding words of the 8 elements of each Philox unit (words x0..x3 of any shape S), as a
+    [*S, 2, 2, 2] tensor whose row-major order is element order: element 2 j + h takes half h of word j, placed
+    in the top 16 bits (the contract's layout)."""
+    words = tl.join(tl.join(x0, x2), tl.join(x1, x3))  # [*S, 2, 2]: word 2 a + b at [a, b]
+    return tl.join(words << 16, words & 0xFFFF0000)
+
+
+@triton.jit
 def _rounding_words(start, TILE: tl.constexpr, UNIT: tl.constexpr, tid, rk0, rk1, WIDE_MUL: tl.constexpr):
-    """Stochastic-rounding words (reserved stream 2**32 - 1) for the tile, shaped [TILE // UNIT, UNIT]."""
-    x0, x1, x2, x3 = _unit_words(start // 4, TILE // 4, tl.full([], 0xFFFFFFFF, tl.uint32), tid, rk0, rk1, WIDE_MUL)
-    if UNIT == 4:
-        r = _select4(tl.arange(0, 4)[None, :], x0, x1, x2, x3)
-    else:
-        r = tl.reshape(tl.join(tl.join(x0, x2), tl.join(x1, x3)), [TILE // UNIT, UNIT])
-    return r
+    """Stochastic-rounding words (reserved stream 2**32 - 1) for the tile from global index `start` (a multiple
+    of 8), shaped [TILE // UNIT, UNIT]."""
+    x0, x1, x2, x3 = _unit_words(start // 8, TILE // 8, tl.full([], 0xFFFFFFFF, tl.uint32), tid, rk0, rk1, WIDE_MUL)
+    return tl.reshape(_rounding_halves(x0, x1, x2, x3), [TILE // UNIT, UNIT])
 
 
 @triton.jit
@@ -265,16 +271,15 @@ def _combine_kernel(dst_base, src_base, table, coeff_ptr, scale, stream_ptr, str
 
 
 @triton.jit
-def _words_at(e, stream, tid, k0, k1, WIDE_MUL: tl.constexpr):
-    """The 4 Philox words of the unit holding each element index e (int64 tensor of any shape)."""
-    u = e >> 2
+def _words_at(u, stream, tid, k0, k1, WIDE_MUL: tl.constexpr):
+    """The 4 Philox words of counter (lo32(u), hi32(u), stream, tid) for each unit index u (int64, any shape)."""
     return _philox4x32_10((u & 0xFFFFFFFF).to(tl.uint32), (u >> 32).to(tl.uint32), stream, tid, k0, k1, WIDE_MUL)
 
 
 @triton.jit
 def _gaussian_at(e, stream, tid, k0, k1, FAST: tl.constexpr, WIDE_MUL: tl.constexpr):
     """z at element indices e of any layout: one Philox call per element, its lane (e mod 4) selected."""
-    x0, x1, x2, x3 = _words_at(e, stream, tid, k0, k1, WIDE_MUL)
+    x0, x1, x2, x3 = _words_at(e >> 2, stream, tid, k0, k1, WIDE_MUL)
     n0, n1 = _box_muller_scaled(x0, x1, 1.0, FAST)
     n2, n3 = _box_muller_scaled(x2, x3, 1.0, FAST)
     lane = e & 3
@@ -283,19 +288,20 @@ def _gaussian_at(e, stream, tid, k0, k1, FAST: tl.constexpr, WIDE_MUL: tl.conste
 
 @triton.jit
 def _tile_rounding_words(rows, cols0, d_in, BM: tl.constexpr, BN: tl.constexpr, tid, rk0, rk1,
-                         ALIGNED4: tl.constexpr, WIDE_MUL: tl.constexpr):
-    """Stochastic-rounding words of the [BM, BN] tile of a row-major [*, d_in] matrix. ALIGNED4 (d_in and the
-    tile's first column multiples of 4): one Philox call per 4 elements, else one per element."""
+                         ALIGNED8: tl.constexpr, WIDE_MUL: tl.constexpr):
+    """Stochastic-rounding words of the [BM, BN] tile of a row-major [*, d_in] matrix. ALIGNED8 (d_in and the
+    tile's first column multiples of 8): one Philox call per 8 elements, else one per element."""
     srs = tl.full([], 0xFFFFFFFF, tl.uint32)
-    if ALIGNED4:
-        quads = cols0 + tl.arange(0, BN // 4).to(tl.int64) * 4
-        x0, x1, x2, x3 = _words_at(rows[:, None] * d_in + quads[None, :], srs, tid, rk0, rk1, WIDE_MUL)
-        words = tl.reshape(tl.join(tl.join(x0, x2), tl.join(x1, x3)), [BM, BN])
+    if ALIGNED8:
+        octets = cols0 + tl.arange(0, BN // 8).to(tl.int64) * 8
+        x0, x1, x2, x3 = _words_at((rows[:, None] * d_in + octets[None, :]) >> 3, srs, tid, rk0, rk1, WIDE_MUL)
+        words = tl.reshape(_rounding_halves(x0, x1, x2, x3), [BM, BN])
     else:
         e = rows[:, None] * d_in + (cols0 + tl.arange(0, BN).to(tl.int64))[None, :]
-        x0, x1, x2, x3 = _words_at(e, srs, tid, rk0, rk1, WIDE_MUL)
-        lane = e & 3
-        words = tl.where(lane == 0, x0, tl.where(lane == 1, x1, tl.where(lane == 2, x2, x3)))
+        x0, x1, x2, x3 = _words_at(e >> 3, srs, tid, rk0, rk1, WIDE_MUL)
+        j = (e >> 1) & 3
+        word = tl.where(j == 0, x0, tl.where(j == 1, x1, tl.where(j == 2, x2, x3)))
+        words = tl.where((e & 1) == 0, word << 16, word & 0xFFFF0000)
     return words
 
 
@@ -307,7 +313,7 @@ def _factor_tile(rows, r, R_PAD: tl.constexpr, stream, tid, k0, k1, QUAD_R: tl.c
     per 4 elements of a row, else one per element."""
     if QUAD_R:
         quads = tl.arange(0, R_PAD // 4).to(tl.int64) * 4
-        x0, x1, x2, x3 = _words_at(rows[:, None] * r + quads[None, :], stream, tid, k0, k1, WIDE_MUL)
+        x0, x1, x2, x3 = _words_at((rows[:, None] * r + quads[None, :]) >> 2, stream, tid, k0, k1, WIDE_MUL)
         n0, n1 = _box_muller_scaled(x0, x1, 1.0, FAST)
         n2, n3 = _box_muller_scaled(x2, x3, 1.0, FAST)
         n = tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), [rows.shape[0], R_PAD])
@@ -358,7 +364,7 @@ def _pow2_scale(amax):
 
 @triton.jit
 def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0, rk1, BM: tl.constexpr,
-                 BN: tl.constexpr, STOCHASTIC: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr,
+                 BN: tl.constexpr, STOCHASTIC: tl.constexpr, ALIGNED8: tl.constexpr, FAST: tl.constexpr,
                  WIDE_MUL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """W[row0:row0 + BM, cols0:cols0 + BN] += scale m v^T in place, rounded to W's dtype; nothing written unless
     `finite`. m and v are fp16 (scaled) for DOT_PRECISION "fp16", else float32 and scale is 1."""
@@ -376,7 +382,7 @@ def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0,
     else:
         acc = tl.load(w_ptr + w_off, mask=w_mask, other=0.0).to(tl.float32) + delta
     if STOCHASTIC:
-        words = _tile_rounding_words(rows, cols0, d_in, BM, BN, tid, rk0, rk1, ALIGNED4, WIDE_MUL)
+        words = _tile_rounding_words(rows, cols0, d_in, BM, BN, tid, rk0, rk1, ALIGNED8, WIDE_MUL)
         if w_ptr.dtype.element_ty == tl.bfloat16:
             # bf16 rounds with a word's top 16 bits: narrowed first, the words the compiler moves to the
             # product's register layout are half the bytes (1-2% on the H100: raw/2026-11-24_*narrow_words*)
@@ -394,7 +400,7 @@ def _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0,
 def _lowrank_kernel(w_base, v_base, f_base, table, inputs, v_amax, coeff_ptr, scale, stream_ptr, stream0, K, k0, k1,
                     rk0, rk1, BM: tl.constexpr, BN: tl.constexpr, R_PAD: tl.constexpr, REGEN: tl.constexpr,
                     COEFF_PTR: tl.constexpr, STREAM_PTR: tl.constexpr, STOCHASTIC: tl.constexpr,
-                    QUAD_R: tl.constexpr, ALIGNED4: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
+                    QUAD_R: tl.constexpr, ALIGNED8: tl.constexpr, FAST: tl.constexpr, WIDE_MUL: tl.constexpr,
                     A_W: tl.constexpr, A_DIN: tl.constexpr, A_V: tl.constexpr, R_EXACT: tl.constexpr,
                     DOT_PRECISION: tl.constexpr):
     """One table row (see _lowrank_table) of W_t += M V^T in place, M [d_out, r] regenerated as sum_k c_k N_k (the
@@ -433,7 +439,7 @@ def _lowrank_kernel(w_base, v_base, f_base, table, inputs, v_amax, coeff_ptr, sc
         v = _v_tile(v_ptr, cols0 + tl.arange(0, BN).to(tl.int64), d_in, r, R_PAD)
         if DOT_PRECISION == "fp16":
             v = (v * v_inverse).to(tl.float16)
-        _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED4,
+        _update_tile(w_ptr, row0, cols0, d_out, d_in, m, v, scale, finite, tid, rk0, rk1, BM, BN, STOCHASTIC, ALIGNED8,
                      FAST, WIDE_MUL, DOT_PRECISION)
 
 
@@ -516,7 +522,7 @@ def _build_table(dsts, srcs, tensor_ids, offsets, unit):
 
 
 def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rounding, rounding_seed, has_src=True):
-    table, a_dst, a_src, a_local = _chunk_table(dsts, srcs, tensor_ids, offsets, C.unit_of(dist))
+    table, a_dst, a_src, a_local = _chunk_table(dsts, srcs, tensor_ids, offsets, max(C.unit_of(dist), C.ROUNDING_UNIT))
     if table.shape[0] == 0:
         return
     coeff_arg, scale, stream_arg = direction_args(coeffs, streams, dsts[0].device)
@@ -676,7 +682,7 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             k0, k1, rk0, rk1, BM=bm, BN=bn, R_PAD=r_pad, REGEN=regen, COEFF_PTR=coeff_arg is not None,
             STREAM_PTR=stream_arg is not None,
             STOCHASTIC=rounding == "stochastic", QUAD_R=all(v.shape[1] % 4 == 0 for v in vs),
-            ALIGNED4=all(w.shape[1] % 4 == 0 for w in ws), FAST=not interpreting(),
+            ALIGNED8=all(w.shape[1] % 8 == 0 for w in ws), FAST=not interpreting(),
             WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, A_V=a_v,
             R_EXACT=all(v.shape[1] == r_pad for v in vs),
             DOT_PRECISION=precision, num_warps=warps, num_stages=stages)
