@@ -16,12 +16,12 @@ import argparse
 import datetime
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_perturb import OPT_1_3B, OPT_TINY, auto_choices, save_auto_choices, timer, write_result  # noqa: E402
+from bench_perturb import (OPT_1_3B, OPT_TINY, auto_choices, device_ms, host_ms, save_auto_choices, timer,  # noqa: E402
+                           write_result)
 
 import zokernels as zk  # noqa: E402
 from zokernels import backends  # noqa: E402
@@ -96,40 +96,6 @@ def sweep_tiles(weights, bench, fused_call, ranks):
                       f"{ms:.3f} ms", flush=True)
             triton_backend.LOWRANK_TILES[rounding][r_pad] = min(timed)[1]
     return out
-
-
-def host_ms(call, device, n=20):
-    """Host time of one call (launches queued without waiting): where it is not below the device time, the timed
-    figure is the host's, not the kernel's."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(n):
-        call()
-    elapsed = time.perf_counter() - start
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return elapsed / n * 1e3
-
-
-def device_ms(call, device, host, n=10, repeats=7):
-    """Device time of one call with the host out of the way: the GPU sleeps while the host queues n calls (host:
-    host_ms of the call), then runs them back to back between two events; median of `repeats`. Where host_ms is
-    near the do_bench figure, this is the kernels' own time."""
-    if device.type != "cuda":
-        return None
-    cycles = int(host * n * 1e-3 * 3 * 2e9)  # three times the queueing time of n calls, at <= 2 GHz
-    times = []
-    for _ in range(repeats):
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(cycles)
-        begin.record()
-        for _ in range(n):
-            call()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(begin.elapsed_time(end) / n)
-    return sorted(times)[repeats // 2]
 
 
 def sweep_precision(weights, bench, fused_call, ranks, precisions):

@@ -52,6 +52,40 @@ def timer(device):
     return run
 
 
+def host_ms(call, device, n=20):
+    """Host time of one call (launches queued without waiting): where it is not below the device time, the timed
+    figure is the host's, not the kernel's."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(n):
+        call()
+    elapsed = time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return elapsed / n * 1e3
+
+
+def device_ms(call, device, host, n=10, repeats=7):
+    """Device time of one call with the host out of the way: the GPU sleeps while the host queues n calls (host:
+    host_ms of the call), then runs them back to back between two events; median of `repeats`. Where host_ms is
+    near the do_bench figure, this is the kernels' own time."""
+    if device.type != "cuda":
+        return None
+    cycles = int(host * n * 1e-3 * 3 * 2e9)  # three times the queueing time of n calls, at <= 2 GHz
+    times = []
+    for _ in range(repeats):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(cycles)
+        begin.record()
+        for _ in range(n):
+            call()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(begin.elapsed_time(end) / n)
+    return sorted(times)[repeats // 2]
+
+
 def peak_extra_mb(fn, device):
     """Device memory the call allocates beyond what exists before it (MB)."""
     if device.type != "cuda":
@@ -174,12 +208,19 @@ def main(argv=None):
 
     rows = []
 
-    def record(op, dist, k, rounding, ms, eager_ms=None, eager_kind=None, extra_mb=None, backend="eager"):
+    def record(op, dist, k, rounding, ms, eager_ms=None, eager_kind=None, extra_mb=None, backend="eager", call=None):
+        """One row; with `call` (a fused op of at most a few ms) also its host time and its device time with the
+        host out of the way (bench_lowrank's columns): where they differ from ms, the row is host-bound."""
+        host = host_ms(call, device) if call is not None and ms < 10 else None
+        device_only = device_ms(call, device, host) if host is not None else None
         rows.append(dict(op=op, dist=dist, K=k, rounding=rounding, backend=backend, ms=ms, eager_ms=eager_ms,
                          eager_kind=eager_kind, roofline_ms=roofline, x_roofline=ms / roofline,
-                         speedup_vs_eager=(eager_ms / ms) if eager_ms else None, extra_mem_mb=extra_mb))
+                         speedup_vs_eager=(eager_ms / ms) if eager_ms else None, extra_mem_mb=extra_mb,
+                         host_ms=host, device_ms=device_only))
         print(f"  {op:9s} {backend:9s} {dist:10s} K={k:<3d} {rounding:10s} {ms:9.3f} ms  {ms / roofline:5.2f}x roofline"
-              + (f"  eager {eager_ms:9.2f} ms ({eager_ms / ms:5.1f}x)" if eager_ms else ""), flush=True)
+              + (f"  eager {eager_ms:9.2f} ms ({eager_ms / ms:5.1f}x)" if eager_ms else "")
+              + (f"  host {host:6.3f} ms" if host is not None else "")
+              + (f"  device {device_only:6.3f} ms" if device_only is not None else ""), flush=True)
 
     seeds = iter(range(10**6))
     eager_ms = bench(lambda: eager_mezo(params, next(seeds), 1e-3))
@@ -197,13 +238,14 @@ def main(argv=None):
             for rounding in (("nearest",) if args.quick else ("nearest", "stochastic")):
                 fn = lambda: zk.perturb_(params, seed=next(seeds), scale=1e-3, dist=dist, rounding=rounding, backend=backend)  # noqa: E731
                 record("perturb_", dist, 1, rounding, bench(fn), eager_ms if dist == "gaussian" else None, "mezo",
-                       peak_extra_mb(fn, device), backend)
+                       peak_extra_mb(fn, device), backend, call=fn)
         for k in ks:
             coeffs = torch.full((k,), 1e-3 / k, device=device)
             for dist in ("gaussian", "rademacher"):
                 fn = lambda: zk.combine_(params, seed=next(seeds), coeffs=coeffs, dist=dist, rounding="stochastic", backend=backend)  # noqa: E731
                 record("combine_", dist, k, "stochastic", bench(fn, rep_ms=400 if k < 64 else 1500),
-                       eager_k.get(k) if dist == "gaussian" else None, "eager K passes", peak_extra_mb(fn, device), backend)
+                       eager_k.get(k) if dist == "gaussian" else None, "eager K passes", peak_extra_mb(fn, device), backend,
+                       call=fn)
 
     import triton
     result = dict(

@@ -9,14 +9,15 @@ def table(path):
            f"({r['tensors']} tensors, {r['elements'] / 1e9:.3f}e9 {r['dtype'].replace('torch.', '')} elements); "
            f"copy roofline {r['roofline_ms']:.3f} ms ({r['roofline_gbps']:.0f} GB/s read+write), measured in the same run.",
            "",
-           "| op | dist | K | rounding | backend | ms | x roofline | eager ms | speedup vs eager | extra memory MB |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| op | dist | K | rounding | backend | ms | x roofline | device ms | eager ms | speedup vs eager | extra memory MB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         eager = f"{row['eager_ms']:.2f}" if row["eager_ms"] else "-"
         speed = f"{row['speedup_vs_eager']:.1f}x" if row["speedup_vs_eager"] else "-"
         mem = f"{row['extra_mem_mb']:.0f}" if row["extra_mem_mb"] is not None else "-"
+        device = f"{row['device_ms']:.3f}" if row.get("device_ms") is not None else "-"  # older files lack it
         out.append(f"| {row['op']} | {row['dist']} | {row['K']} | {row['rounding']} | {row['backend']} | "
-                   f"{row['ms']:.3f} | {row['x_roofline']:.2f} | {eager} | {speed} | {mem} |")
+                   f"{row['ms']:.3f} | {row['x_roofline']:.2f} | {device} | {eager} | {speed} | {mem} |")
     return "\n".join(out)
 
 
