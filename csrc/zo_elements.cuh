@@ -1,6 +1,7 @@
 // Element access shared by the CUDA kernels: conversion to fp32, rounding back (nearest or stochastic), and
 // groups of G consecutive elements read and written with 16-byte (or narrower) vectors where they can be.
 #pragma once
+#include <type_traits>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -85,8 +86,26 @@ __device__ __forceinline__ void to_f32(const ST (&raw)[G], float (&v)[G]) {
   for (int j = 0; j < G; ++j) v[j] = to_f32(raw[j]);
 }
 
+// bf16 stochastic rounding of v as the fp32 word whose high half is the result: bits + the 16 random bits (the
+// carry rounds up), or, for NaN, v with its quiet bit set (stays NaN in the high half whatever its payload).
+__device__ __forceinline__ uint32_t bf16_stochastic_word(float v, uint32_t r) {
+  const uint32_t bits = __float_as_uint(v);
+  return v == v ? bits + (r >> 16) : (bits | 0x00400000u);
+}
+
+// out[j] = round_to<T>(v[j], r[j], stochastic). bf16 with stochastic rounding takes the high halves of two
+// elements' words with one byte permute (no conversion instructions; the values are the same as round_to's).
 template <typename T, int G>
 __device__ __forceinline__ void round_group(const float (&v)[G], const uint32_t (&r)[G], bool stochastic, T (&out)[G]) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value && G % 2 == 0) {
+    if (stochastic) {
+#pragma unroll
+      for (int j = 0; j < G; j += 2)
+        reinterpret_cast<uint32_t*>(out)[j / 2] =
+            __byte_perm(bf16_stochastic_word(v[j], r[j]), bf16_stochastic_word(v[j + 1], r[j + 1]), 0x7632);
+      return;
+    }
+  }
 #pragma unroll
   for (int j = 0; j < G; ++j) out[j] = round_to<T>(v[j], r[j], stochastic);
 }

@@ -53,8 +53,11 @@ struct RowAccess {
       uint4 x = make_uint4(0, 0, 0, 0);
       if constexpr (kRound)
         x = unit_words(static_cast<int64_t>((quad >> 1) + q), kRoundingStream, tensor_id, rounding_key);
+      uint32_t r[8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) out[8 * q + i] = round_to<DT>(v[8 * q + i], rounding_half(x, i), kRound);
+      for (int i = 0; i < 8; ++i) r[i] = rounding_half(x, i);
+      round_group<DT, 8>(reinterpret_cast<const float(&)[8]>(v[8 * q]), r, kRound,
+                         reinterpret_cast<DT(&)[8]>(out[8 * q]));
     }
     if (interior(e)) store_vec<DT, G>(dst + e, out);
     else store_elems<DT, G>(dst + e, lo - e, hi - e, out);
