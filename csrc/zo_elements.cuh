@@ -26,11 +26,18 @@ __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
 
+// bf16 stochastic rounding of v as the fp32 word whose high half is the result: bits + the 16 random bits (the
+// carry rounds up), or, for NaN, v with its quiet bit set (stays NaN in the high half whatever its payload).
+__device__ __forceinline__ uint32_t bf16_stochastic_word(float v, uint32_t r) {
+  const uint32_t bits = __float_as_uint(v);
+  return v == v ? bits + (r >> 16) : (bits | 0x00400000u);
+}
+
 // fp32 -> T, round to nearest even or stochastic with random word r (unbiased: see reference.round_stochastic).
 template <typename T> __device__ __forceinline__ T round_to(float v, uint32_t r, bool stochastic);
 template <> __device__ __forceinline__ float round_to<float>(float v, uint32_t, bool) { return v; }
 template <> __device__ __forceinline__ __nv_bfloat16 round_to<__nv_bfloat16>(float v, uint32_t r, bool stochastic) {
-  if (stochastic && v == v) v = __uint_as_float((__float_as_uint(v) + (r >> 16)) & 0xFFFF0000u);
+  if (stochastic) return __ushort_as_bfloat16(static_cast<unsigned short>(bf16_stochastic_word(v, r) >> 16));
   return __float2bfloat16_rn(v);
 }
 template <> __device__ __forceinline__ __half round_to<__half>(float v, uint32_t r, bool stochastic) {
@@ -86,15 +93,8 @@ __device__ __forceinline__ void to_f32(const ST (&raw)[G], float (&v)[G]) {
   for (int j = 0; j < G; ++j) v[j] = to_f32(raw[j]);
 }
 
-// bf16 stochastic rounding of v as the fp32 word whose high half is the result: bits + the 16 random bits (the
-// carry rounds up), or, for NaN, v with its quiet bit set (stays NaN in the high half whatever its payload).
-__device__ __forceinline__ uint32_t bf16_stochastic_word(float v, uint32_t r) {
-  const uint32_t bits = __float_as_uint(v);
-  return v == v ? bits + (r >> 16) : (bits | 0x00400000u);
-}
-
 // out[j] = round_to<T>(v[j], r[j], stochastic). bf16 with stochastic rounding takes the high halves of two
-// elements' words with one byte permute (no conversion instructions; the values are the same as round_to's).
+// elements' bf16_stochastic_words with one byte permute (round_to takes one element's).
 template <typename T, int G>
 __device__ __forceinline__ void round_group(const float (&v)[G], const uint32_t (&r)[G], bool stochastic, T (&out)[G]) {
   if constexpr (std::is_same<T, __nv_bfloat16>::value && G % 2 == 0) {
