@@ -195,6 +195,15 @@ __device__ __forceinline__ void store_16_bytes(T* p, const T (&v)[16 / sizeof(T)
   asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(x.x), "r"(x.y), "r"(x.z), "r"(x.w) : "memory");
 }
 
+// 16 bytes at p (aligned) with L2's 256-byte prefetch hint: a tile's segment of a weight row is 128 bytes, so the
+// hint brings the neighbouring tile's segment of that row from DRAM with this one's.
+template <typename T>
+__device__ __forceinline__ void load_16_bytes_l2_256(const T* p, T (&v)[16 / sizeof(T)]) {
+  uint4 x;
+  asm("ld.global.L2::256B.v4.b32 {%0, %1, %2, %3}, [%4];" : "=r"(x.x), "=r"(x.y), "=r"(x.z), "=r"(x.w) : "l"(p));
+  *reinterpret_cast<uint4*>(v) = x;
+}
+
 // Where basis entry V[col0 + c, k] of a staged tile goes: the B fragments of lane (g, t) for k step s and
 // n-tiles 2 p, 2 p + 1 are one float4 (b0, b1 of n-tile 2 p, then of 2 p + 1), read as a whole. The slot is
 // tc_basis_column_slot(c) + tc_basis_rank_slot(k), and the column part is a sum over the bits of c (the inverse
@@ -212,22 +221,30 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
   return (((i >> 4) * (RP / 8) + (j >> 3)) * 32 + 4 * (gi & 7) + (j & 3)) * 4 + (gi >> 3) + 2 * ((j >> 2) & 1);
 }
 
+// The tiles' B fragments: two buffers of one tile each, in dynamic shared memory (r = 64 needs 64 KB with M's).
+// Two buffers and one barrier per tile (not per stage of several tiles: 2-4 tiles per barrier measured slower on
+// the H100, bench/NOTES.md, twelfth session).
+__host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * kTcCols * rp * 4; }
+
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)
     lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
                       uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
   constexpr int kSteps = RP / 8, kBasisPerThread = kTcCols * RP / kThreads;
-  // M's A fragments for the block's rows (TF32 bits) and the tiles' B fragments: two buffers (one barrier per
-  // tile; H100: 1-3% faster than one) where they fit the 48 KB of static shared memory, else one (two barriers)
-  constexpr int kBasisBuffers = RP <= 32 ? 2 : 1;
+  // M's A fragments for the block's rows (TF32 bits, static shared memory) and the tiles' B fragments (two
+  // buffers, tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
+  constexpr int kTileFloats = kTcCols * RP;
   // A lane's 16 columns of a row are one 32-byte sector; stored as its two 16-byte chunks, each store instruction
   // writes half sectors. With kWholeSectorStores, lanes t and t ^ 1 swap a chunk: the even lane stores its first
   // chunk, then its partner's; the odd lane its partner's second chunk, then its own. H100: 3-5% faster at
   // nearest rounding, r <= 32; slower with stochastic rounding and at r = 64 (register pressure; bench/NOTES.md).
   constexpr bool kWholeSectorStores = !STOCHASTIC && RP <= 32;
+  // Weights loaded with L2's 256-byte hint (load_16_bytes_l2_256) at r <= 32. H100: 1-2% faster at r <= 32
+  // (nearest r = 8 1.837 -> 1.795 ms, stochastic 1.954 -> 1.930), slower at r = 64 (ptxas spills 4-8 bytes there).
+  constexpr bool kLoadHint = RP <= 32;
   __shared__ __align__(16) float m_frag[kTcRows * RP];
-  __shared__ __align__(16) float v_frag[kBasisBuffers][kTcCols * RP];
+  extern __shared__ __align__(16) float v_frag[];  // [2][kTileFloats]
   const LowrankRow row = table[blockIdx.x];
   if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
   WT* w = reinterpret_cast<WT*>(ptrs.w[row.tensor]);
@@ -250,8 +267,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr int kColsPerPass = kThreads / RP;
   const int k_mine = threadIdx.x % RP, c0 = threadIdx.x / RP;
   const int basis_slot = tc_basis_column_slot(c0) + tc_basis_rank_slot(k_mine);
-  float basis[kBasisPerThread];
-  auto load_basis = [&](int64_t col0) {
+  auto load_basis = [&](int64_t col0, float (&basis)[kBasisPerThread]) {
     const float* p = v + (col0 + c0) * r + k_mine;
     const int64_t cols_left = d_in - col0 - c0;
 #pragma unroll
@@ -266,23 +282,34 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int p = 0; p < 2; ++p)
-        if (rows[h] < d_out) load_raw<WT, 8>(w + rows[h] * d_in, tile * kTcCols + col_offset + 8 * p, d_in, raw[h][p]);
+        if (rows[h] < d_out) {
+          const int64_t col = tile * kTcCols + col_offset + 8 * p;
+          if (kLoadHint && col + 8 <= d_in && vec_aligned<WT, 8>(w + rows[h] * d_in + col))
+            load_16_bytes_l2_256(w + rows[h] * d_in + col, raw[h][p]);
+          else
+            load_raw<WT, 8>(w + rows[h] * d_in, col, d_in, raw[h][p]);
+        }
   };
-  auto stage_basis = [&](int buffer) {
+  // the program's tile u (counted from tile_begin) has buffer u % 2
+  auto stage_basis = [&](int64_t u, const float (&basis)[kBasisPerThread]) {
+    float* frag = v_frag + (u & 1) * kTileFloats;
 #pragma unroll
     for (int q = 0; q < kBasisPerThread; ++q)  // c0 < kColsPerPass: the column bits are disjoint
-      v_frag[buffer][basis_slot + tc_basis_column_slot(kColsPerPass * q)] = __uint_as_float(to_tf32(basis[q]));
+      frag[basis_slot + tc_basis_column_slot(kColsPerPass * q)] = __uint_as_float(to_tf32(basis[q]));
   };
-  if (row.tile_begin < row.tile_end) {
+  const int64_t tiles = row.tile_end - row.tile_begin;
+  float basis[kBasisPerThread];  // tile u + 1's entries, loaded during tile u - 1
+  if (tiles > 0) {
     load_weights(row.tile_begin);
-    load_basis(row.tile_begin * kTcCols);
-    stage_basis(0);
-    if (row.tile_begin + 1 < row.tile_end) load_basis((row.tile_begin + 1) * kTcCols);
+    load_basis(row.tile_begin * kTcCols, basis);
+    stage_basis(0, basis);
+    if (tiles > 1) load_basis((row.tile_begin + 1) * kTcCols, basis);
   }
   __syncthreads();  // M's fragments and the first tile's basis are written
-  for (int64_t tile = row.tile_begin; tile < row.tile_end; ++tile) {
+  for (int64_t u = 0; u < tiles; ++u) {
+    const int64_t tile = row.tile_begin + u;
     const int64_t col_lane = tile * kTcCols + col_offset;
-    const int buffer = kBasisBuffers == 2 ? static_cast<int>((tile - row.tile_begin) & 1) : 0;
+    const float* b_frag = v_frag + (u & 1) * kTileFloats;
     float acc[8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j)
@@ -294,7 +321,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
 #pragma unroll
       for (int p = 0; p < 4; ++p) {
-        const float4 b = *reinterpret_cast<const float4*>(&v_frag[buffer][((s * 4 + p) * 32 + lane) * 4]);
+        const float4 b = *reinterpret_cast<const float4*>(&b_frag[((s * 4 + p) * 32 + lane) * 4]);
         mma_tf32(acc[2 * p], a, b.x, b.y);
         mma_tf32(acc[2 * p + 1], a, b.z, b.w);
       }
@@ -306,15 +333,13 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int p = 0; p < 2; ++p)
 #pragma unroll
         for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
-    if (tile + 1 < row.tile_end) load_weights(tile + 1);
-    // the next tile's basis: into the other buffer (whose readers passed the last barrier), or into the only one
-    // once every warp's product is done
-    if (kBasisBuffers == 1) __syncthreads();
-    if (tile + 1 < row.tile_end) {
-      stage_basis(buffer ^ (kBasisBuffers - 1));
-      if (tile + 2 < row.tile_end) load_basis((tile + 2) * kTcCols);
+    if (u + 1 < tiles) load_weights(tile + 1);
+    // the next tile's basis, into the other buffer (whose readers passed the last barrier)
+    if (u + 1 < tiles) {
+      stage_basis(u + 1, basis);
+      if (u + 2 < tiles) load_basis((tile + 2) * kTcCols, basis);
     }
-    __syncthreads();
+    __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
     // each 16-byte chunk of a row: vector store where it is inside the row and aligned, else element-wise
     auto store_chunk = [&](int64_t weight_row, int64_t col, const WT (&chunk)[8]) {
       if (weight_row >= d_out || col >= d_in) return;
@@ -362,8 +387,8 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
-  auto launch = [&](auto kernel) {
-    kernel<<<grid, block, 0, stream>>>(a.ptrs, table, d, key, rkey);
+  auto launch = [&](auto kernel, int shared_bytes = 0) {
+    kernel<<<grid, block, shared_bytes, stream>>>(a.ptrs, table, d, key, rkey);
     return cudaGetLastError();
   };
   // pick(REGEN, STOCHASTIC) as std::true_type / std::false_type values for the launch's flags
@@ -378,7 +403,11 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
       auto tc = [&](auto rp) {
         return by_flags([&](auto regen, auto stochastic) {
           constexpr int kRp = decltype(rp)::value;
-          return launch(lowrank_tc_kernel<WT, kRp, decltype(regen)::value, decltype(stochastic)::value>);
+          auto kernel = lowrank_tc_kernel<WT, kRp, decltype(regen)::value, decltype(stochastic)::value>;
+          constexpr int kBytes = tc_basis_bytes(kRp);
+          const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+          if (e != cudaSuccess) return e;
+          return launch(kernel, kBytes);
         });
       };
       if (a.max_rank <= 8) return tc(std::integral_constant<int, 8>{});

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# -D-flag variants of the tensor-core low-rank kernel (csrc/zo_lowrank.cu), each a copy of this tree built with its
+# flags, all built at once; bench_lowrank CUDA K = 1 on each, a table of them all, then the CUDA low-rank tests on
+# TEST_VARIANT (default: the first). VARIANTS="name:flags;name:flags" (flags may be empty). OLD=1 adds the
+# committed tree as variant "old" (ship it as _old/: `git archive HEAD csrc zokernels setup.py bench tests | tar -x
+# -C _old`, untracked; delete it afterwards). Twelfth session: basis stages (ZK_TC_STAGE_BYTES, since withdrawn),
+# L2 prefetch (ZK_TC_PREFETCH_TILES) and the L2::256B load hint (ZK_TC_LOAD_L2_256B).
+source bench/exp/device_run.sh
+VARIANTS=${VARIANTS:-"base:"}
+names=()
+IFS=';' read -ra specs <<< "$VARIANTS"
+for spec in "${specs[@]}"; do
+  name=${spec%%:*}; flags=${spec#*:}; names+=("$name")
+  copy_tree /tmp/v_$name; build /tmp/v_$name "$flags" $name 4 &
+done
+[[ "${OLD:-0}" == 1 ]] && { names+=(old); rm -rf /tmp/v_old; cp -r "$ROOT/_old" /tmp/v_old; build /tmp/v_old "" old 4 & }
+wait
+grep -h "error" "$OUT"/build_*.log | head -5
+rm -f "$OUT"/build_*.log  # the tool returns at most 8 files
+for v in "${names[@]}"; do
+  bench_lowrank /tmp/v_$v "$v" --ks 1 --backend cuda > /dev/null
+  rm -f "$OUT/lowrank_$v.log"
+  echo "lowrank $v done ${SECONDS}s"
+done
+python3 - "$OUT" "${names[@]}" <<'PY'
+import json, sys
+out, variants = sys.argv[1], sys.argv[2:]
+rows = {}
+for v in variants:
+    try: data = json.load(open(f"{out}/lowrank_{v}.json"))
+    except Exception as e: print(v, "missing", e); continue
+    print(v, "copy roofline %.3f ms" % data["roofline_ms"])
+    for r in data["rows"]:
+        if r["calls"] == "one call":
+            rows.setdefault((r["rounding"], r["r"], r["K"]), {})[v] = (r["ms"], r["x_roofline"])
+print("rounding r K | " + " | ".join(variants))
+for key in sorted(rows):
+    print(*key, "|", " | ".join("%.3f (%.2fx)" % rows[key].get(v, (float("nan"),) * 2) for v in variants))
+PY
+if [[ "${TESTS:-1}" == 1 ]]; then
+  t=/tmp/v_${TEST_VARIANT:-${names[0]}}
+  (cd $t && PYTHONPATH=$t timeout $((590 - SECONDS)) python3 -m pytest -q -x tests/test_lowrank.py \
+    tests/test_cuda_backend.py -k cuda > "$OUT/pytest_cuda.log" 2>&1); echo "tests rc=$?: $(tail -1 "$OUT/pytest_cuda.log")"
+fi
+echo "total ${SECONDS}s"
