@@ -191,4 +191,5 @@ TORCH_LIBRARY_IMPL(zokernels, Meta, m) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "zokernels CUDA kernels (ops under torch.ops.zokernels)";
   m.attr("max_tensors_per_launch") = zk::kMaxTensorsPerLaunch;  // as built: 512 with CUDA >= 12.1, else 128
+  m.attr("lowrank_tc_wide_max_rank") = zk::lowrank_tc_wide_max_rank();  // tensor-core blocks' geometry by padded rank
 }

@@ -162,16 +162,20 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 
 // Tensor-core variant for 16-bit weights at ranks <= kTcMaxRank: mma.sync m16n8k8 on TF32 operands (M and V
 // rounded to nearest, 10-bit mantissas: cuda_backend.lowrank_product_error), fp32 accumulation. One block per
-// table row of kTcRows rows (warp w: rows 16 w .. 16 w + 15; M formed once, kept as fragments in shared memory)
-// and column tiles of kTcCols (the next tile's weights and basis rows loaded during this tile's product and
-// rounding). Columns are permuted inside a tile so that the accumulator fragments are contiguous in memory:
-// n-tile j's column n is tile column 16 (n / 2) + 2 j + n % 2, so lane (g, t) holds columns
+// table row of tc_rows(RP) rows (M formed once, kept as fragments in shared memory) and column tiles of
+// tc_cols(RP) (the next tile's weights and basis rows loaded during this tile's product and rounding); each warp
+// takes 16 rows of 64 columns of a tile. Columns are permuted inside those 64 so that the accumulator fragments are
+// contiguous in memory: n-tile j's column n is column 16 (n / 2) + 2 j + n % 2, so lane (g, t) holds columns
 // 16 t .. 16 t + 15 of rows g and g + 8. Its weight elements are then two 16-byte vectors per row, and each
 // Philox unit of the stochastic-rounding words (8 consecutive elements) belongs to one lane: no word is computed
 // twice and none moves between lanes.
-constexpr int kTcRows = 128;
-constexpr int kTcCols = 64;
-static_assert(kTcRows == 16 * (kThreads / 32), "one m16 tile per warp");
+// Block geometry per padded rank: tall (128 rows, 64-column tiles: warp w takes rows 16 w .. + 15) or, at padded
+// ranks <= kTcWideMaxRank, wide (64 rows, 128-column tiles: warp w takes rows 16 (w % 4) .. + 15 and the tile's
+// columns 64 (w / 4) .. + 63). Every warp computes a 16 x 64 piece either way.
+__host__ __device__ constexpr bool tc_wide(int rp) { return rp <= kTcWideMaxRank; }
+__host__ __device__ constexpr int tc_rows(int rp) { return tc_wide(rp) ? 64 : 128; }
+__host__ __device__ constexpr int tc_cols(int rp) { return tc_wide(rp) ? 128 : 64; }
+static_assert(kThreads == 256, "8 warps of 16 x 64");
 
 __device__ __forceinline__ uint32_t to_tf32(float x) {
   uint32_t y;
@@ -224,17 +228,18 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
 // The tiles' B fragments: two buffers of one tile each, in dynamic shared memory (r = 64 needs 64 KB with M's).
 // Two buffers and one barrier per tile (not per stage of several tiles: 2-4 tiles per barrier measured slower on
 // the H100, bench/NOTES.md, twelfth session).
-__host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * kTcCols * rp * 4; }
+__host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * tc_cols(rp) * rp * 4; }
 
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)
     lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
                       uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
-  constexpr int kSteps = RP / 8, kBasisPerThread = kTcCols * RP / kThreads;
+  constexpr int kRows = tc_rows(RP), kCols = tc_cols(RP), kRowGroups = kRows / 16;
+  constexpr int kSteps = RP / 8, kBasisPerThread = kCols * RP / kThreads;
   // M's A fragments for the block's rows (TF32 bits, static shared memory) and the tiles' B fragments (two
   // buffers, tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
-  constexpr int kTileFloats = kTcCols * RP;
+  constexpr int kTileFloats = kCols * RP;
   // A lane's 16 columns of a row are one 32-byte sector; stored as its two 16-byte chunks, each store instruction
   // writes half sectors. With kWholeSectorStores, lanes t and t ^ 1 swap a chunk: the even lane stores its first
   // chunk, then its partner's; the odd lane its partner's second chunk, then its own. H100: 3-5% faster at
@@ -243,7 +248,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   // Weights loaded with L2's 256-byte hint (load_16_bytes_l2_256) at r <= 32. H100: 1-2% faster at r <= 32
   // (nearest r = 8 1.837 -> 1.795 ms, stochastic 1.954 -> 1.930), slower at r = 64 (ptxas spills 4-8 bytes there).
   constexpr bool kLoadHint = RP <= 32;
-  __shared__ __align__(16) float m_frag[kTcRows * RP];
+  __shared__ __align__(16) float m_frag[kRows * RP];
   extern __shared__ __align__(16) float v_frag[];  // [2][kTileFloats]
   const LowrankRow row = table[blockIdx.x];
   if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
@@ -253,11 +258,12 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int64_t d_in = row.d_in, d_out = row.d_out, row0 = row.row0;
   const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int warp_rows = warp % kRowGroups, warp_cols = warp / kRowGroups;  // 16-row group, 64-column half
 
   // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes)
   auto put_m = [&](int i, int j, float x) { m_frag[tc_factor_slot<RP>(i, j)] = __uint_as_float(to_tf32(x)); };
-  form_factor_rows<kTcRows, REGEN>(row, ptrs.f[row.tensor], d, key, put_m);
-  for (int e = threadIdx.x; e < kTcRows * (RP - r); e += kThreads) {
+  form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put_m);
+  for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
     const int i = e / (RP - r);
     put_m(i, r + e - i * (RP - r), 0.0f);
   }
@@ -266,7 +272,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   // (c0 = threadIdx.x / RP < kColsPerPass), loaded from global memory a tile ahead, coalesced along the rank
   constexpr int kColsPerPass = kThreads / RP;
   const int k_mine = threadIdx.x % RP, c0 = threadIdx.x / RP;
-  const int basis_slot = tc_basis_column_slot(c0) + tc_basis_rank_slot(k_mine);
+  // a tile column's slot: its 64-column half's fragments, then the half's column slot (additive over the bits of c)
+  auto column_slot = [](int c) { return (c >> 6) * (64 * RP) + tc_basis_column_slot(c & 63); };
+  const int basis_slot = column_slot(c0) + tc_basis_rank_slot(k_mine);
   auto load_basis = [&](int64_t col0, float (&basis)[kBasisPerThread]) {
     const float* p = v + (col0 + c0) * r + k_mine;
     const int64_t cols_left = d_in - col0 - c0;
@@ -274,8 +282,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int q = 0; q < kBasisPerThread; ++q)
       basis[q] = k_mine < r && kColsPerPass * q < cols_left ? p[static_cast<int64_t>(kColsPerPass * q) * r] : 0.0f;
   };
-  const int64_t rows[2] = {row0 + 16 * warp + (lane >> 2), row0 + 16 * warp + (lane >> 2) + 8};
-  const int64_t col_offset = 16 * (lane & 3);
+  const int64_t rows[2] = {row0 + 16 * warp_rows + (lane >> 2), row0 + 16 * warp_rows + (lane >> 2) + 8};
+  const int64_t col_offset = 64 * warp_cols + 16 * (lane & 3);
   WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 8 .. + 15 of a tile
   auto load_weights = [&](int64_t tile) {
 #pragma unroll
@@ -283,7 +291,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int p = 0; p < 2; ++p)
         if (rows[h] < d_out) {
-          const int64_t col = tile * kTcCols + col_offset + 8 * p;
+          const int64_t col = tile * kCols + col_offset + 8 * p;
           if (kLoadHint && col + 8 <= d_in && vec_aligned<WT, 8>(w + rows[h] * d_in + col))
             load_16_bytes_l2_256(w + rows[h] * d_in + col, raw[h][p]);
           else
@@ -295,21 +303,21 @@ __global__ void __launch_bounds__(kThreads, 2)
     float* frag = v_frag + (u & 1) * kTileFloats;
 #pragma unroll
     for (int q = 0; q < kBasisPerThread; ++q)  // c0 < kColsPerPass: the column bits are disjoint
-      frag[basis_slot + tc_basis_column_slot(kColsPerPass * q)] = __uint_as_float(to_tf32(basis[q]));
+      frag[basis_slot + column_slot(kColsPerPass * q)] = __uint_as_float(to_tf32(basis[q]));
   };
   const int64_t tiles = row.tile_end - row.tile_begin;
   float basis[kBasisPerThread];  // tile u + 1's entries, loaded during tile u - 1
   if (tiles > 0) {
     load_weights(row.tile_begin);
-    load_basis(row.tile_begin * kTcCols, basis);
+    load_basis(row.tile_begin * kCols, basis);
     stage_basis(0, basis);
-    if (tiles > 1) load_basis((row.tile_begin + 1) * kTcCols, basis);
+    if (tiles > 1) load_basis((row.tile_begin + 1) * kCols, basis);
   }
   __syncthreads();  // M's fragments and the first tile's basis are written
   for (int64_t u = 0; u < tiles; ++u) {
     const int64_t tile = row.tile_begin + u;
-    const int64_t col_lane = tile * kTcCols + col_offset;
-    const float* b_frag = v_frag + (u & 1) * kTileFloats;
+    const int64_t col_lane = tile * kCols + col_offset;
+    const float* b_frag = v_frag + (u & 1) * kTileFloats + warp_cols * (64 * RP);
     float acc[8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j)
@@ -317,7 +325,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
 #pragma unroll
     for (int s = 0; s < kSteps; ++s) {
-      const uint4 a4 = *reinterpret_cast<const uint4*>(&m_frag[((warp * kSteps + s) * 32 + lane) * 4]);
+      const uint4 a4 = *reinterpret_cast<const uint4*>(&m_frag[((warp_rows * kSteps + s) * 32 + lane) * 4]);
       const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
 #pragma unroll
       for (int p = 0; p < 4; ++p) {
@@ -337,7 +345,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     // the next tile's basis, into the other buffer (whose readers passed the last barrier)
     if (u + 1 < tiles) {
       stage_basis(u + 1, basis);
-      if (u + 2 < tiles) load_basis((tile + 2) * kTcCols, basis);
+      if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
     }
     __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
     // each 16-byte chunk of a row: vector store where it is inside the row and aligned, else element-wise
@@ -420,6 +428,8 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
     return launch(lowrank_kernel<WT, decltype(regen)::value, decltype(stochastic)::value>);
   });
 }
+
+int lowrank_tc_wide_max_rank() { return kTcWideMaxRank; }
 
 cudaError_t launch_lowrank(const LowrankArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;

@@ -18,7 +18,7 @@ NAME = "cuda"
 CHUNK = 32 * 1024  # elements per block (a multiple of every GROUP); H100: 32K against 64K, bench/NOTES.md
 GROUP = {"gaussian": 8, "rademacher": 128}  # spans start on these multiples of the global index (kernel groups)
 _TABLES = TableCache()
-_state = {"loaded": False, "error": None, "source": None, "max_tensors": None}
+_state = {"loaded": False, "error": None, "source": None, "max_tensors": None, "tc_wide_max_rank": None}
 
 
 def _load():
@@ -37,6 +37,7 @@ def _load():
             _state["source"] = "JIT build (torch.utils.cpp_extension.load)"
         torch.ops.zokernels.combine_  # noqa: B018  (raises if the registration did not happen)
         _state["max_tensors"] = int(module.max_tensors_per_launch)
+        _state["tc_wide_max_rank"] = int(module.lowrank_tc_wide_max_rank)
         _state["loaded"] = True
     except Exception as exc:  # a missing toolkit, ninja or compiler: fall back, never crash
         _state["error"] = exc
@@ -107,9 +108,9 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
 combine = functools.partial(combine_by_dtype, _launch)  # reference.combine's contract, a launch per dtype pair
 
 
-# (rows per block, columns per tile) of csrc/zo_lowrank.cu's kernels: the fp32 FMA kernel (kLowrankRows,
-# kLowrankCols) and the TF32 tensor-core kernel for 16-bit weights at ranks <= LOWRANK_TC_MAX_RANK (kTcRows, kTcCols)
-LOWRANK_GEOMETRY = {"fma": (32, 256), "tensor_core": (128, 64)}
+# (rows per block, columns per tile) of csrc/zo_lowrank.cu's fp32 FMA kernel (kLowrankRows, kLowrankCols); the
+# TF32 tensor-core kernel's (for 16-bit weights at ranks <= LOWRANK_TC_MAX_RANK) depend on the padded rank
+LOWRANK_FMA_GEOMETRY = (32, 256)
 LOWRANK_TC_MAX_RANK = 64  # csrc/zo_kernels.h kTcMaxRank
 LOWRANK_MIN_PROGRAMS = 1024  # as the Triton kernel: below this many row blocks, column tiles are split
 # TF32 operands rounded to nearest (10 stored mantissa bits, unit roundoff 2^-11): a product of two is off by at
@@ -123,14 +124,24 @@ def lowrank_kernel(dtype, r) -> str:
     return "tensor_core" if dtype != torch.float32 and r <= LOWRANK_TC_MAX_RANK else "fma"
 
 
-def _lowrank_table(ws, ranks, tensor_ids, kernel):
+def lowrank_geometry(kernel, r_pad) -> tuple:
+    """(rows per block, columns per tile) of `kernel` for a launch of padded rank r_pad: the tensor-core kernel's
+    wide blocks (64, 128) up to the rank the extension was built with (its lowrank_tc_wide_max_rank,
+    csrc/zo_kernels.h kTcWideMaxRank), its tall ones (128, 64) above."""
+    if kernel == "fma":
+        return LOWRANK_FMA_GEOMETRY
+    return (64, 128) if r_pad <= _state["tc_wide_max_rank"] else (128, 64)
+
+
+def _lowrank_table(ws, ranks, tensor_ids, kernel, r_pad):
     """int64 [programs, 8] device table (t, row0, tile_begin, tile_end, d_out, d_in, r, tensor id) in `kernel`'s
-    geometry: no addresses, cached on the shapes, ranks and ids."""
+    geometry for padded rank r_pad: no addresses, cached on the shapes, ranks and ids."""
     shapes = [tuple(w.shape) for w in ws]
-    key = ("lowrank", kernel, ws[0].device, LOWRANK_MIN_PROGRAMS, tuple(zip(shapes, ranks, tensor_ids)))
+    geometry = lowrank_geometry(kernel, r_pad)
+    key = ("lowrank", geometry, ws[0].device, LOWRANK_MIN_PROGRAMS, tuple(zip(shapes, ranks, tensor_ids)))
 
     def build():
-        blocks = lowrank_blocks(shapes, *LOWRANK_GEOMETRY[kernel], LOWRANK_MIN_PROGRAMS)
+        blocks = lowrank_blocks(shapes, *geometry, LOWRANK_MIN_PROGRAMS)
         meta = torch.tensor([[d_out, d_in, r, tid] for (d_out, d_in), r, tid in zip(shapes, ranks, tensor_ids)],
                             dtype=torch.int64)
         return to_device(torch.cat([blocks, meta[blocks[:, 0]]], dim=1), ws[0].device)
@@ -160,11 +171,11 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             kernel = lowrank_kernel(w.dtype, v.shape[1])
             groups.setdefault((w.dtype, kernel, kernel == "tensor_core" and padded_rank(v.shape[1], 8)), []).append(t)
     per_launch = max_tensors_per_launch()
-    for (_, kernel, _), idx in groups.items():
+    for (_, kernel, r_pad), idx in groups.items():
         for lo in range(0, len(idx), per_launch):
             part = idx[lo:lo + per_launch]
             ws, vs = [weights[t] for t in part], _float32([bases[t] for t in part])
-            table = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in part], kernel)
+            table = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in part], kernel, r_pad)
             torch.ops.zokernels.lowrank_combine_(ws, vs, [] if regen else _float32([factors[t] for t in part]), table,
                                                  coeff_arg, scale, stream_arg, stream0, k, *key_words(seed),
                                                  *key_words(rounding_seed), rounding == "stochastic",
