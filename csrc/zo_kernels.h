@@ -52,10 +52,21 @@ constexpr int kTcMaxRank = 64;  // the tensor-core kernel's largest rank (cuda_b
 #endif
 constexpr int kTcWideMaxRank = ZK_TC_WIDE_MAX_RANK;
 int lowrank_tc_wide_max_rank();
+// Padded ranks from this up take the tensor-core kernel's fp16 product (M and V scaled by powers of two, rounded to
+// fp16, mma m16n8k16: half the tensor instructions of TF32 at the same 11 significant bits), smaller ones TF32;
+// above kTcMaxRank: TF32 at every rank. Reported by lowrank_tc_half_min_rank() (cuda_backend: the basis amax it
+// needs, and lowrank_product_error's underflow term). H100, OPT-1.3B's linears, K = 1: fp16 at r = 64 stochastic
+// 2.643 -> 2.264 ms, nearest 2.150 -> 2.116; at r = 32 slower (nearest 1.834 -> 2.199), so 64.
+#ifndef ZK_TC_HALF_MIN_RANK
+#define ZK_TC_HALF_MIN_RANK 64
+#endif
+constexpr int kTcHalfMinRank = ZK_TC_HALF_MIN_RANK;
+int lowrank_tc_half_min_rank();
 struct LowrankPtrs {
   void* w[kMaxTensorsPerLaunch];
   const float* v[kMaxTensorsPerLaunch];  // V_t [d_in, r] row-major
   const float* f[kMaxTensorsPerLaunch];  // M_t [d_out, r] row-major when not regenerated, else unused
+  const float* v_amax;  // device float32 [tensors]: max|V_t|, for the tensor-core kernel's fp16 product (else null)
 };
 
 struct LowrankArgs {

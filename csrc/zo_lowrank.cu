@@ -5,7 +5,7 @@
 // block forms its rows of M once (transposed, in shared memory), then per column tile stages V's rows in
 // kRankChunk slices and each thread accumulates a 4 x 8 piece of M V^T in registers (fp32 FMA), adds it to the
 // weight elements it loaded before the product, and stores them rounded. That FMA kernel takes float32 weights
-// and ranks above 64; 16-bit weights at r <= 64 take the TF32 tensor-core kernel further down.
+// and ranks above 64; 16-bit weights at r <= 64 take the tensor-core kernel further down.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -161,7 +161,8 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 }
 
 // Tensor-core variant for 16-bit weights at ranks <= kTcMaxRank: mma.sync m16n8k8 on TF32 operands (M and V
-// rounded to nearest, 10-bit mantissas: cuda_backend.lowrank_product_error), fp32 accumulation. One block per
+// rounded to nearest, 10-bit mantissas: cuda_backend.lowrank_product_error), or from padded rank kTcHalfMinRank
+// up m16n8k16 on fp16 operands scaled by powers of two; fp32 accumulation. One block per
 // table row of tc_rows(RP) rows (M formed once, kept as fragments in shared memory) and column tiles of
 // tc_cols(RP) (the next tile's weights and basis rows loaded during this tile's product and rounding); each warp
 // takes 16 rows of 64 columns of a tile. Columns are permuted inside those 64 so that the accumulator fragments are
@@ -191,6 +192,23 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
 }
 
+// c += a b for one m16n8k16 tile on fp16 operands (fragments as the PTX ISA's mma.m16n8k16 .f16 layout: a holds
+// rows g, g + 8 at k 2 t, 2 t + 1 and then 2 t + 8, + 9 as half pairs; b0 and b1 k 2 t, + 1 and 2 t + 8, + 9 of
+// column g). The accumulator layout is that of m16n8k8.
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// (s, 1 / s) for amax_bits, the bits of max|x| (non-negative float; NaN compares largest): s the power of two
+// with amax < s <= 2 amax (at most 2^127), as triton_backend._pow2_scale, so |x / s| < 1 fits fp16 exactly scaled.
+__device__ __forceinline__ float2 pow2_scale(uint32_t amax_bits) {
+  const uint32_t e = min((amax_bits >> 23) & 0xFFu, 253u);
+  return make_float2(__uint_as_float((e + 1) << 23), __uint_as_float((253 - e) << 23));
+}
+
 // 16 bytes at p (aligned), one st.global.v4: with the weights of the next tile in flight, ptxas split the
 // vector store of a plain assignment into four 4-byte stores (H100, nearest rounding: 1.5x slower; bench/NOTES.md).
 template <typename T>
@@ -212,6 +230,22 @@ __device__ __forceinline__ void load_16_bytes_l2_256(const T* p, T (&v)[16 / siz
 // n-tiles 2 p, 2 p + 1 are one float4 (b0, b1 of n-tile 2 p, then of 2 p + 1), read as a whole. The slot is
 // tc_basis_column_slot(c) + tc_basis_rank_slot(k), and the column part is a sum over the bits of c (the inverse
 // of the column permutation above: c = 16 (n / 2) + 2 j + n % 2), so columns with disjoint bits add.
+// The fp16 product's slots, in halves: per k step of 16 and n-tile pair p, lane (g, t)'s B fragments are one uint4
+// (k 2 t, 2 t + 1, 2 t + 8, 2 t + 9 of n-tile 2 p, then of 2 p + 1); additive over the bits of c likewise.
+__host__ __device__ constexpr int tc_half_basis_column_slot(int c) {
+  return 256 * ((c >> 2) & 3) + 64 * (c >> 4) + 32 * (c & 1) + 4 * ((c >> 1) & 1);
+}
+__device__ __forceinline__ int tc_half_basis_rank_slot(int k) {
+  return 1024 * (k >> 4) + 8 * ((k & 7) >> 1) + (k & 1) + 2 * ((k >> 3) & 1);
+}
+// M[row0 + i, j] in halves: the A fragment of row group i / 16, lane (g, t) for k step j / 16 is one uint4.
+template <int RP>
+__device__ __forceinline__ int tc_half_factor_slot(int i, int j) {
+  const int gi = i & 15;
+  return (((i >> 4) * (RP / 16) + (j >> 4)) * 32 + 4 * (gi & 7) + ((j & 7) >> 1)) * 8 + (j & 1) + 2 * (gi >> 3) +
+         4 * ((j >> 3) & 1);
+}
+
 __host__ __device__ constexpr int tc_basis_column_slot(int c) {
   return 16 * (c & 1) + 2 * ((c >> 1) & 1) + 128 * ((c >> 2) & 3) + 32 * ((c >> 4) & 3);
 }
@@ -236,10 +270,14 @@ __global__ void __launch_bounds__(kThreads, 2)
                       uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
   constexpr int kRows = tc_rows(RP), kCols = tc_cols(RP), kRowGroups = kRows / 16;
-  constexpr int kSteps = RP / 8, kBasisPerThread = kCols * RP / kThreads;
-  // M's A fragments for the block's rows (TF32 bits, static shared memory) and the tiles' B fragments (two
-  // buffers, tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
-  constexpr int kTileFloats = kCols * RP;
+  // fp16 product (kHalf: k steps of 16, fragments in halves) or TF32 (k steps of 8, fragments as float bits)
+  constexpr bool kHalf = RP >= kTcHalfMinRank;
+  static_assert(!kHalf || RP % 16 == 0, "fp16 k steps of 16");
+  constexpr int kSteps = RP / (kHalf ? 16 : 8), kBasisPerThread = kCols * RP / kThreads;
+  // M's A fragments for the block's rows (static shared memory) and the tiles' B fragments (two buffers,
+  // tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
+  constexpr int kTileFloats = kHalf ? kCols * RP / 2 : kCols * RP;
+  static_assert(kRows <= 2 * kCols, "the fp16 path forms M in float32 in the basis buffers first");
   // A lane's 16 columns of a row are one 32-byte sector; stored as its two 16-byte chunks, each store instruction
   // writes half sectors. With kWholeSectorStores, lanes t and t ^ 1 swap a chunk: the even lane stores its first
   // chunk, then its partner's; the odd lane its partner's second chunk, then its own. H100: 3-5% faster at
@@ -248,7 +286,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   // Weights loaded with L2's 256-byte hint (load_16_bytes_l2_256) at r <= 32. H100: 1-2% faster at r <= 32
   // (nearest r = 8 1.837 -> 1.795 ms, stochastic 1.954 -> 1.930), slower at r = 64 (ptxas spills 4-8 bytes there).
   constexpr bool kLoadHint = RP <= 32;
-  __shared__ __align__(16) float m_frag[kRows * RP];
+  __shared__ __align__(16) float m_frag[kHalf ? kRows * RP / 2 : kRows * RP];
+  __shared__ uint32_t m_amax_bits;  // fp16 path: bits of max|M| over the block's rows
   extern __shared__ __align__(16) float v_frag[];  // [2][kTileFloats]
   const LowrankRow row = table[blockIdx.x];
   if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
@@ -260,21 +299,53 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int warp_rows = warp % kRowGroups, warp_cols = warp / kRowGroups;  // 16-row group, 64-column half
 
-  // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes)
-  auto put_m = [&](int i, int j, float x) { m_frag[tc_factor_slot<RP>(i, j)] = __uint_as_float(to_tf32(x)); };
-  form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put_m);
-  for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
-    const int i = e / (RP - r);
-    put_m(i, r + e - i * (RP - r), 0.0f);
+  // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes). The fp16 path scales M by
+  // 1 / s_M and V by 1 / s_V (pow2_scale of max|M| over the block's rows and of max|V_t|) and the product back by
+  // s_M s_V, as triton_backend's fp16 product (its error bound: cuda_backend.lowrank_product_error).
+  float product_scale = 1.0f, v_inverse = 1.0f;
+  if constexpr (kHalf) {
+    float* m32 = v_frag;  // M [kRows, RP] in float32 until the basis is staged
+    if (threadIdx.x == 0) m_amax_bits = 0u;
+    uint32_t amax = 0u;  // bits of |x|: non-negative floats order as their bits (NaN above infinity)
+    auto put_m = [&](int i, int j, float x) {
+      m32[i * RP + j] = x;
+      amax = max(amax, __float_as_uint(fabsf(x)));
+    };
+    form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put_m);
+    for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
+      const int i = e / (RP - r);
+      put_m(i, r + e - i * (RP - r), 0.0f);
+    }
+    amax = __reduce_max_sync(0xffffffffu, amax);
+    __syncthreads();  // m_amax_bits initialised
+    if (lane == 0) atomicMax(&m_amax_bits, amax);
+    __syncthreads();  // M and its max complete
+    const float2 m_scale = pow2_scale(m_amax_bits), v_scale = pow2_scale(__float_as_uint(ptrs.v_amax[row.tensor]));
+    product_scale = m_scale.x * v_scale.x;
+    v_inverse = v_scale.y;
+    __half* m_half = reinterpret_cast<__half*>(m_frag);
+    for (int e = threadIdx.x; e < kRows * RP; e += kThreads)
+      m_half[tc_half_factor_slot<RP>(e / RP, e % RP)] = __float2half_rn(m32[e] * m_scale.y);
+    __syncthreads();  // M's float32 copy read before the basis overwrites it
+  } else {
+    auto put_m = [&](int i, int j, float x) { m_frag[tc_factor_slot<RP>(i, j)] = __uint_as_float(to_tf32(x)); };
+    form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put_m);
+    for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
+      const int i = e / (RP - r);
+      put_m(i, r + e - i * (RP - r), 0.0f);
+    }
   }
 
   // this thread's share of a tile's basis entries: rank k = threadIdx.x % RP of columns c0 + kColsPerPass q
   // (c0 = threadIdx.x / RP < kColsPerPass), loaded from global memory a tile ahead, coalesced along the rank
   constexpr int kColsPerPass = kThreads / RP;
   const int k_mine = threadIdx.x % RP, c0 = threadIdx.x / RP;
-  // a tile column's slot: its 64-column half's fragments, then the half's column slot (additive over the bits of c)
-  auto column_slot = [](int c) { return (c >> 6) * (64 * RP) + tc_basis_column_slot(c & 63); };
-  const int basis_slot = column_slot(c0) + tc_basis_rank_slot(k_mine);
+  // a tile column's slot (floats, or halves for kHalf): its 64-column half's fragments, then the half's column
+  // slot (additive over the bits of c)
+  auto column_slot = [](int c) {
+    return (c >> 6) * (64 * RP) + (kHalf ? tc_half_basis_column_slot(c & 63) : tc_basis_column_slot(c & 63));
+  };
+  const int basis_slot = column_slot(c0) + (kHalf ? tc_half_basis_rank_slot(k_mine) : tc_basis_rank_slot(k_mine));
   auto load_basis = [&](int64_t col0, float (&basis)[kBasisPerThread]) {
     const float* p = v + (col0 + c0) * r + k_mine;
     const int64_t cols_left = d_in - col0 - c0;
@@ -302,8 +373,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   auto stage_basis = [&](int64_t u, const float (&basis)[kBasisPerThread]) {
     float* frag = v_frag + (u & 1) * kTileFloats;
 #pragma unroll
-    for (int q = 0; q < kBasisPerThread; ++q)  // c0 < kColsPerPass: the column bits are disjoint
-      frag[basis_slot + column_slot(kColsPerPass * q)] = __uint_as_float(to_tf32(basis[q]));
+    for (int q = 0; q < kBasisPerThread; ++q) {  // c0 < kColsPerPass: the column bits are disjoint
+      const int slot = basis_slot + column_slot(kColsPerPass * q);
+      if constexpr (kHalf) reinterpret_cast<__half*>(frag)[slot] = __float2half_rn(basis[q] * v_inverse);
+      else frag[slot] = __uint_as_float(to_tf32(basis[q]));
+    }
   };
   const int64_t tiles = row.tile_end - row.tile_begin;
   float basis[kBasisPerThread];  // tile u + 1's entries, loaded during tile u - 1
@@ -317,21 +391,26 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int64_t u = 0; u < tiles; ++u) {
     const int64_t tile = row.tile_begin + u;
     const int64_t col_lane = tile * kCols + col_offset;
-    const float* b_frag = v_frag + (u & 1) * kTileFloats + warp_cols * (64 * RP);
+    const float* b_frag = v_frag + (u & 1) * kTileFloats + warp_cols * (kTileFloats * 64 / kCols);
     float acc[8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
 #pragma unroll
-    for (int s = 0; s < kSteps; ++s) {
-      const uint4 a4 = *reinterpret_cast<const uint4*>(&m_frag[((warp_rows * kSteps + s) * 32 + lane) * 4]);
+    for (int s = 0; s < kSteps; ++s) {  // a lane's fragments of a k step: one uint4 of M, one per n-tile pair
+      const uint4 a4 = reinterpret_cast<const uint4*>(m_frag)[(warp_rows * kSteps + s) * 32 + lane];
       const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
 #pragma unroll
       for (int p = 0; p < 4; ++p) {
-        const float4 b = *reinterpret_cast<const float4*>(&b_frag[((s * 4 + p) * 32 + lane) * 4]);
-        mma_tf32(acc[2 * p], a, b.x, b.y);
-        mma_tf32(acc[2 * p + 1], a, b.z, b.w);
+        const uint4 b = reinterpret_cast<const uint4*>(b_frag)[(s * 4 + p) * 32 + lane];
+        if constexpr (kHalf) {
+          mma_f16(acc[2 * p], a, b.x, b.y);
+          mma_f16(acc[2 * p + 1], a, b.z, b.w);
+        } else {
+          mma_tf32(acc[2 * p], a, __uint_as_float(b.x), __uint_as_float(b.y));
+          mma_tf32(acc[2 * p + 1], a, __uint_as_float(b.z), __uint_as_float(b.w));
+        }
       }
     }
     WT cur[2][2][8];  // this tile's weights, while the next tile's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
@@ -365,7 +444,8 @@ __global__ void __launch_bounds__(kThreads, 2)
         float out[8];
         to_f32<WT, 8>(cur[h][p], out);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) out[i] += acc[4 * p + (i >> 1)][2 * h + (i & 1)];  // column 8 p + i
+        for (int i = 0; i < 8; ++i)  // column 8 p + i
+          out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * product_scale : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
         uint32_t words[8];
         rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
         round_group<WT, 8>(out, words, STOCHASTIC, rounded[p]);
@@ -430,6 +510,7 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
 }
 
 int lowrank_tc_wide_max_rank() { return kTcWideMaxRank; }
+int lowrank_tc_half_min_rank() { return kTcHalfMinRank; }
 
 cudaError_t launch_lowrank(const LowrankArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;

@@ -18,7 +18,8 @@ NAME = "cuda"
 CHUNK = 32 * 1024  # elements per block (a multiple of every GROUP); H100: 32K against 64K, bench/NOTES.md
 GROUP = {"gaussian": 8, "rademacher": 128}  # spans start on these multiples of the global index (kernel groups)
 _TABLES = TableCache()
-_state = {"loaded": False, "error": None, "source": None, "max_tensors": None, "tc_wide_max_rank": None}
+_state = {"loaded": False, "error": None, "source": None, "max_tensors": None, "tc_wide_max_rank": None,
+          "tc_half_min_rank": None}
 
 
 def _load():
@@ -38,6 +39,7 @@ def _load():
         torch.ops.zokernels.combine_  # noqa: B018  (raises if the registration did not happen)
         _state["max_tensors"] = int(module.max_tensors_per_launch)
         _state["tc_wide_max_rank"] = int(module.lowrank_tc_wide_max_rank)
+        _state["tc_half_min_rank"] = int(module.lowrank_tc_half_min_rank)
         _state["loaded"] = True
     except Exception as exc:  # a missing toolkit, ninja or compiler: fall back, never crash
         _state["error"] = exc
@@ -149,10 +151,22 @@ def _lowrank_table(ws, ranks, tensor_ids, kernel, r_pad):
     return _TABLES.get_or_build(key, build)
 
 
+def lowrank_half_product(kernel, r_pad) -> bool:
+    """Whether a launch of `kernel` at padded rank r_pad takes the tensor-core kernel's fp16 product: from the
+    padded rank the extension was built with (its lowrank_tc_half_min_rank, csrc/zo_kernels.h kTcHalfMinRank)."""
+    return kernel == "tensor_core" and r_pad >= _state["tc_half_min_rank"]
+
+
 def lowrank_product_error(dtype) -> tuple:
     """(relative, underflow) as triton_backend's: float32 weights take the fp32 FMA kernel (no error beyond fp32
-    accumulation); 16-bit weights the TF32 tensor-core kernel up to rank 64 (TF32_PRODUCT_ERROR), FMA above."""
-    return (0.0, 0.0) if dtype == torch.float32 else (TF32_PRODUCT_ERROR, 0.0)
+    accumulation); 16-bit weights the tensor-core kernel up to rank 64, FMA above. Its TF32 and fp16 products both
+    round operands to 11 significant bits (TF32_PRODUCT_ERROR); the fp16 one (M and V scaled by powers of two,
+    as Triton's) adds underflow 2^-24 (max|V| sum_j |M_ij| + max|M| sum_j |V_cj|) where the extension has it (or
+    is not loaded yet: the bound then covers both)."""
+    if dtype == torch.float32:
+        return 0.0, 0.0
+    half = _state["tc_half_min_rank"] is None or _state["tc_half_min_rank"] <= LOWRANK_TC_MAX_RANK
+    return TF32_PRODUCT_ERROR, 2.0**-24 if half else 0.0
 
 
 def _float32(tensors):
@@ -176,8 +190,9 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             part = idx[lo:lo + per_launch]
             ws, vs = [weights[t] for t in part], _float32([bases[t] for t in part])
             table = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in part], kernel, r_pad)
+            amax = torch.stack(torch._foreach_norm(vs, float("inf"))) if lowrank_half_product(kernel, r_pad) else None
             torch.ops.zokernels.lowrank_combine_(ws, vs, [] if regen else _float32([factors[t] for t in part]), table,
-                                                 coeff_arg, scale, stream_arg, stream0, k, *key_words(seed),
+                                                 amax, coeff_arg, scale, stream_arg, stream0, k, *key_words(seed),
                                                  *key_words(rounding_seed), rounding == "stochastic",
                                                  kernel == "tensor_core")
 
