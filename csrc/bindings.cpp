@@ -97,11 +97,9 @@ void combine_(at::TensorList dsts, at::TensorList srcs, const at::Tensor& table,
 
 // weights: the [d_out, d_in] tensors the table's rows index (one dtype, at most kMaxTensorsPerLaunch); bases V_t
 // [d_in, r_t] float32; factors: M_t [d_out, r_t] float32, or empty to regenerate M_t from the streams (K >= 1).
-// table: int64 [rows, 8] built by zokernels/backends/cuda_backend.py for these shapes. basis_amax: float32
-// [len(bases)] of max|V_t|, needed where the tensor-core kernel takes the fp16 product (padded rank >=
-// lowrank_tc_half_min_rank), else ignored.
+// table: int64 [rows, 8] built by zokernels/backends/cuda_backend.py for these shapes.
 void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorList factors, const at::Tensor& table,
-                      const c10::optional<at::Tensor>& basis_amax, const c10::optional<at::Tensor>& coeffs, double scale, const c10::optional<at::Tensor>& streams,
+                      const c10::optional<at::Tensor>& coeffs, double scale, const c10::optional<at::Tensor>& streams,
                       int64_t stream0, int64_t K, int64_t k0, int64_t k1, int64_t rk0, int64_t rk1, bool stochastic,
                       bool tensor_core) {
   TORCH_CHECK(!weights.empty() && weights.size() == bases.size() && (factors.empty() || factors.size() == weights.size()),
@@ -128,6 +126,7 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
                         zk::kMaxLowrankRank));
     a.ptrs.w[t] = w.data_ptr();
     a.ptrs.v[t] = v.data_ptr<float>();
+    a.v_numel[t] = v.numel();
     a.max_rank = std::max(a.max_rank, static_cast<int>(v.size(1)));
     if (!regenerate) {
       const at::Tensor& f = factors[t];
@@ -140,14 +139,13 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
   TORCH_CHECK(!tensor_core || (a.w_dtype != zk::DType::kFloat32 && a.max_rank <= zk::kTcMaxRank),
               message("zokernels cuda: the tensor-core low-rank kernel takes 16-bit weights and ranks <= ",
                       zk::kTcMaxRank, " (got ", weights[0].scalar_type(), ", rank ", a.max_rank, ")"));
-  int padded_rank = 8;  // the kernel's compiled rank (launch_lowrank: 8, 16, 32 or 64)
+  a.tensors = static_cast<int>(weights.size());
+  int padded_rank = 8;  // the tensor-core kernel's compiled rank (launch_lowrank: 8, 16, 32 or 64)
   while (padded_rank < a.max_rank) padded_rank *= 2;
+  at::Tensor amax;  // max|V_t| of the fp16 product, formed by launch_lowrank (freed after the launches: stream order)
   if (tensor_core && padded_rank >= zk::lowrank_tc_half_min_rank()) {
-    TORCH_CHECK(basis_amax.has_value() && basis_amax->is_cuda() && basis_amax->scalar_type() == at::kFloat &&
-                    basis_amax->is_contiguous() && basis_amax->numel() == static_cast<int64_t>(bases.size()),
-                message("zokernels cuda: the fp16 tensor-core product (padded rank ", padded_rank,
-                        ") needs basis_amax, a contiguous CUDA float32 tensor of ", bases.size(), " elements"));
-    a.ptrs.v_amax = basis_amax->data_ptr<float>();
+    amax = at::empty({a.tensors}, table.options().dtype(at::kInt));
+    a.amax_scratch = reinterpret_cast<uint32_t*>(amax.data_ptr<int>());
   }
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
@@ -174,7 +172,7 @@ void combine_meta(at::TensorList, at::TensorList, const at::Tensor&, const c10::
                   const c10::optional<at::Tensor>&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool) {}
 
 void lowrank_combine_meta(at::TensorList, at::TensorList, at::TensorList, const at::Tensor&,
-                          const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&, double, const c10::optional<at::Tensor>&, int64_t, int64_t,
+                          const c10::optional<at::Tensor>&, double, const c10::optional<at::Tensor>&, int64_t, int64_t,
                           int64_t, int64_t, int64_t, int64_t, bool, bool) {}
 
 }  // namespace
@@ -182,8 +180,7 @@ void lowrank_combine_meta(at::TensorList, at::TensorList, at::TensorList, const 
 TORCH_LIBRARY(zokernels, m) {
   m.def("combine_(Tensor(a!)[] dsts, Tensor[] srcs, Tensor table, Tensor? coeffs, float scale, Tensor? streams, "
         "int stream0, int K, int k0, int k1, int rk0, int rk1, bool gaussian, bool stochastic) -> ()");
-  m.def("lowrank_combine_(Tensor(a!)[] weights, Tensor[] bases, Tensor[] factors, Tensor table, Tensor? basis_amax, "
-        "Tensor? coeffs, "
+  m.def("lowrank_combine_(Tensor(a!)[] weights, Tensor[] bases, Tensor[] factors, Tensor table, Tensor? coeffs, "
         "float scale, Tensor? streams, int stream0, int K, int k0, int k1, int rk0, int rk1, bool stochastic, "
         "bool tensor_core) -> ()");
   m.def("philox_words(Tensor counters, int k0, int k1) -> Tensor");
@@ -203,6 +200,7 @@ TORCH_LIBRARY_IMPL(zokernels, Meta, m) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "zokernels CUDA kernels (ops under torch.ops.zokernels)";
   m.attr("max_tensors_per_launch") = zk::kMaxTensorsPerLaunch;  // as built: 512 with CUDA >= 12.1, else 128
-  m.attr("lowrank_tc_wide_max_rank") = zk::lowrank_tc_wide_max_rank();  // tensor-core blocks' geometry by padded rank
+  m.def("lowrank_tc_geometry", &zk::lowrank_tc_geometry, "(rows per block, columns per tile) of the tensor-core "
+        "low-rank kernel at a padded rank (8, 16, 32 or 64), as built");
   m.attr("lowrank_tc_half_min_rank") = zk::lowrank_tc_half_min_rank();  // fp16 product from this padded rank up
 }

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace zk {
 
@@ -45,18 +46,19 @@ constexpr int kTcMaxRank = 64;  // the tensor-core kernel's largest rank (cuda_b
 // Padded ranks up to this take the tensor-core kernel's wide blocks (64 rows x 128-column tiles), larger ones its
 // tall blocks (128 x 64). H100, OPT-1.3B's linears, K = 1: wide at r <= 16 nearest 1.795 -> 1.725 ms, stochastic
 // r = 8 1.930 -> 1.892, r = 16 1.940 -> 1.923 (a row's segment per tile: 256 bytes instead of 128); at r = 32 the
-// same nearest and slower stochastic (2.00 -> 2.35 ms: 128 registers and a spill), so 16. Reported by lowrank_tc_wide_max_rank(), compiled with the kernel (an nvcc-only -D flag
-// reaches it), as the extension's attribute of that name (cuda_backend.lowrank_geometry builds tables to match).
+// same nearest and slower stochastic (2.00 -> 2.35 ms: 128 registers and a spill), so 16. The geometry per padded
+// rank is reported by lowrank_tc_geometry(), compiled with the kernel (an nvcc-only -D flag reaches it), as the
+// extension's function of that name (cuda_backend.lowrank_geometry builds tables to match).
 #ifndef ZK_TC_WIDE_MAX_RANK
 #define ZK_TC_WIDE_MAX_RANK 16
 #endif
 constexpr int kTcWideMaxRank = ZK_TC_WIDE_MAX_RANK;
-int lowrank_tc_wide_max_rank();
+std::pair<int, int> lowrank_tc_geometry(int rp);  // (rows per block, columns per tile) at padded rank rp
 // Padded ranks from this up take the tensor-core kernel's fp16 product (M and V scaled by powers of two, rounded to
 // fp16, mma m16n8k16: half the tensor instructions of TF32 at the same 11 significant bits), smaller ones TF32;
-// above kTcMaxRank: TF32 at every rank. Reported by lowrank_tc_half_min_rank() (cuda_backend: the basis amax it
-// needs, and lowrank_product_error's underflow term). H100, OPT-1.3B's linears, K = 1: fp16 at r = 64 stochastic
-// 2.643 -> 2.264 ms, nearest 2.150 -> 2.116; at r = 32 slower (nearest 1.834 -> 2.199), so 64.
+// above kTcMaxRank: TF32 at every rank. max|V_t| comes from a small launch first (launch_lowrank). Reported by
+// lowrank_tc_half_min_rank() (cuda_backend.lowrank_product_error's underflow term). H100, OPT-1.3B's linears, K = 1: fp16 at r = 64 stochastic
+// 2.641 -> 2.215 device ms, nearest 2.137 -> 2.113; at r = 32 slower (nearest 1.833 -> 1.887), so 64.
 #ifndef ZK_TC_HALF_MIN_RANK
 #define ZK_TC_HALF_MIN_RANK 64
 #endif
@@ -66,7 +68,7 @@ struct LowrankPtrs {
   void* w[kMaxTensorsPerLaunch];
   const float* v[kMaxTensorsPerLaunch];  // V_t [d_in, r] row-major
   const float* f[kMaxTensorsPerLaunch];  // M_t [d_out, r] row-major when not regenerated, else unused
-  const float* v_amax;  // device float32 [tensors]: max|V_t|, for the tensor-core kernel's fp16 product (else null)
+  const float* v_amax;  // device float32 [tensors]: max|V_t| for the fp16 product (launch_lowrank forms it)
 };
 
 struct LowrankArgs {
@@ -74,7 +76,11 @@ struct LowrankArgs {
   bool regenerate, stochastic;  // regenerate: M_t = sum_k c_k N_{t,k} from the streams; else M_t = f[t]
   bool tensor_core;  // the TF32 tensor-core kernel (16-bit weights, max_rank <= 64; its table geometry), else FMA
   int max_rank;      // the largest r of the launch
+  int tensors;       // weights in the launch
   LowrankPtrs ptrs;
+  int64_t v_numel[kMaxTensorsPerLaunch];  // d_in * r of each basis
+  uint32_t* amax_scratch;  // device [tensors] for max|V_t| where the fp16 product runs (padded rank >=
+                           // kTcHalfMinRank), else unused
   const int64_t* table;  // [rows, 8] (tensor, row0, tile_begin, tile_end, d_out, d_in, rank, tensor_id)
   int64_t rows;
   const float* coeffs;   // as CombineArgs (regenerate only)

@@ -173,6 +173,8 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // Block geometry per padded rank: tall (128 rows, 64-column tiles: warp w takes rows 16 w .. + 15) or, at padded
 // ranks <= kTcWideMaxRank, wide (64 rows, 128-column tiles: warp w takes rows 16 (w % 4) .. + 15 and the tile's
 // columns 64 (w / 4) .. + 63). Every warp computes a 16 x 64 piece either way.
+// (Deep blocks of 256 rows and 16 warps at r >= 32, each tile's basis staged once for twice the rows, were
+// slower on the H100: r = 64 2.113 -> 2.159 device ms nearest, bench/NOTES.md.)
 __host__ __device__ constexpr bool tc_wide(int rp) { return rp <= kTcWideMaxRank; }
 __host__ __device__ constexpr int tc_rows(int rp) { return tc_wide(rp) ? 64 : 128; }
 __host__ __device__ constexpr int tc_cols(int rp) { return tc_wide(rp) ? 128 : 64; }
@@ -270,6 +272,7 @@ __global__ void __launch_bounds__(kThreads, 2)
                       uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
   constexpr int kRows = tc_rows(RP), kCols = tc_cols(RP), kRowGroups = kRows / 16;
+  static_assert(kRows <= 2 * kCols, "the fp16 path forms M in float32 in the basis buffers first");
   // fp16 product (kHalf: k steps of 16, fragments in halves) or TF32 (k steps of 8, fragments as float bits)
   constexpr bool kHalf = RP >= kTcHalfMinRank;
   static_assert(!kHalf || RP % 16 == 0, "fp16 k steps of 16");
@@ -277,7 +280,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   // M's A fragments for the block's rows (static shared memory) and the tiles' B fragments (two buffers,
   // tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
   constexpr int kTileFloats = kHalf ? kCols * RP / 2 : kCols * RP;
-  static_assert(kRows <= 2 * kCols, "the fp16 path forms M in float32 in the basis buffers first");
   // A lane's 16 columns of a row are one 32-byte sector; stored as its two 16-byte chunks, each store instruction
   // writes half sectors. With kWholeSectorStores, lanes t and t ^ 1 swap a chunk: the even lane stores its first
   // chunk, then its partner's; the odd lane its partner's second chunk, then its own. H100: 3-5% faster at
@@ -469,14 +471,43 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
+// out[t] = bits of max|V_t| (non-negative floats order as their bits, NaN above infinity; out zeroed first): a
+// grid of (splits, tensors) blocks, each striding over its tensor.
+struct BasisAmaxArgs {
+  const float* v[kMaxTensorsPerLaunch];
+  int64_t numel[kMaxTensorsPerLaunch];
+};
+__global__ void __launch_bounds__(kThreads) basis_amax_kernel(const __grid_constant__ BasisAmaxArgs a, uint32_t* out) {
+  const int t = blockIdx.y;
+  uint32_t m = 0u;
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < a.numel[t]; i += int64_t{gridDim.x} * kThreads)
+    m = max(m, __float_as_uint(fabsf(a.v[t][i])));
+  m = __reduce_max_sync(0xffffffffu, m);
+  if ((threadIdx.x & 31) == 0 && m != 0u) atomicMax(out + t, m);
+}
+
+static cudaError_t launch_basis_amax(const LowrankArgs& a, cudaStream_t stream) {
+  BasisAmaxArgs args;
+  for (int t = 0; t < a.tensors; ++t) {
+    args.v[t] = a.ptrs.v[t];
+    args.numel[t] = a.v_numel[t];
+  }
+  const cudaError_t e = cudaMemsetAsync(a.amax_scratch, 0, sizeof(uint32_t) * a.tensors, stream);
+  if (e != cudaSuccess) return e;
+  basis_amax_kernel<<<dim3(8, static_cast<unsigned>(a.tensors)), kThreads, 0, stream>>>(args, a.amax_scratch);
+  return cudaGetLastError();
+}
+
 template <typename WT>
 static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t stream) {
   const LowrankRow* table = reinterpret_cast<const LowrankRow*>(a.table);
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
+  LowrankPtrs ptrs = a.ptrs;
+  ptrs.v_amax = reinterpret_cast<const float*>(a.amax_scratch);
   auto launch = [&](auto kernel, int shared_bytes = 0) {
-    kernel<<<grid, block, shared_bytes, stream>>>(a.ptrs, table, d, key, rkey);
+    kernel<<<grid, block, shared_bytes, stream>>>(ptrs, table, d, key, rkey);
     return cudaGetLastError();
   };
   // pick(REGEN, STOCHASTIC) as std::true_type / std::false_type values for the launch's flags
@@ -493,7 +524,8 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
           constexpr int kRp = decltype(rp)::value;
           auto kernel = lowrank_tc_kernel<WT, kRp, decltype(regen)::value, decltype(stochastic)::value>;
           constexpr int kBytes = tc_basis_bytes(kRp);
-          const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+          cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+          if (e == cudaSuccess && kRp >= kTcHalfMinRank) e = launch_basis_amax(a, stream);
           if (e != cudaSuccess) return e;
           return launch(kernel, kBytes);
         });
@@ -509,7 +541,7 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
   });
 }
 
-int lowrank_tc_wide_max_rank() { return kTcWideMaxRank; }
+std::pair<int, int> lowrank_tc_geometry(int rp) { return {tc_rows(rp), tc_cols(rp)}; }
 int lowrank_tc_half_min_rank() { return kTcHalfMinRank; }
 
 cudaError_t launch_lowrank(const LowrankArgs& a, cudaStream_t stream) {

@@ -18,7 +18,7 @@ NAME = "cuda"
 CHUNK = 32 * 1024  # elements per block (a multiple of every GROUP); H100: 32K against 64K, bench/NOTES.md
 GROUP = {"gaussian": 8, "rademacher": 128}  # spans start on these multiples of the global index (kernel groups)
 _TABLES = TableCache()
-_state = {"loaded": False, "error": None, "source": None, "max_tensors": None, "tc_wide_max_rank": None,
+_state = {"loaded": False, "error": None, "source": None, "max_tensors": None, "tc_geometry": None,
           "tc_half_min_rank": None}
 
 
@@ -38,7 +38,7 @@ def _load():
             _state["source"] = "JIT build (torch.utils.cpp_extension.load)"
         torch.ops.zokernels.combine_  # noqa: B018  (raises if the registration did not happen)
         _state["max_tensors"] = int(module.max_tensors_per_launch)
-        _state["tc_wide_max_rank"] = int(module.lowrank_tc_wide_max_rank)
+        _state["tc_geometry"] = {rp: tuple(module.lowrank_tc_geometry(rp)) for rp in (8, 16, 32, 64)}
         _state["tc_half_min_rank"] = int(module.lowrank_tc_half_min_rank)
         _state["loaded"] = True
     except Exception as exc:  # a missing toolkit, ninja or compiler: fall back, never crash
@@ -128,11 +128,11 @@ def lowrank_kernel(dtype, r) -> str:
 
 def lowrank_geometry(kernel, r_pad) -> tuple:
     """(rows per block, columns per tile) of `kernel` for a launch of padded rank r_pad: the tensor-core kernel's
-    wide blocks (64, 128) up to the rank the extension was built with (its lowrank_tc_wide_max_rank,
-    csrc/zo_kernels.h kTcWideMaxRank), its tall ones (128, 64) above."""
+    as the extension was built (its lowrank_tc_geometry: wide (64, 128) blocks at low ranks, tall (128, 64)
+    above; csrc/zo_lowrank.cu)."""
     if kernel == "fma":
         return LOWRANK_FMA_GEOMETRY
-    return (64, 128) if r_pad <= _state["tc_wide_max_rank"] else (128, 64)
+    return _state["tc_geometry"][r_pad]
 
 
 def _lowrank_table(ws, ranks, tensor_ids, kernel, r_pad):
@@ -149,12 +149,6 @@ def _lowrank_table(ws, ranks, tensor_ids, kernel, r_pad):
         return to_device(torch.cat([blocks, meta[blocks[:, 0]]], dim=1), ws[0].device)
 
     return _TABLES.get_or_build(key, build)
-
-
-def lowrank_half_product(kernel, r_pad) -> bool:
-    """Whether a launch of `kernel` at padded rank r_pad takes the tensor-core kernel's fp16 product: from the
-    padded rank the extension was built with (its lowrank_tc_half_min_rank, csrc/zo_kernels.h kTcHalfMinRank)."""
-    return kernel == "tensor_core" and r_pad >= _state["tc_half_min_rank"]
 
 
 def lowrank_product_error(dtype) -> tuple:
@@ -190,9 +184,8 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             part = idx[lo:lo + per_launch]
             ws, vs = [weights[t] for t in part], _float32([bases[t] for t in part])
             table = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in part], kernel, r_pad)
-            amax = torch.stack(torch._foreach_norm(vs, float("inf"))) if lowrank_half_product(kernel, r_pad) else None
             torch.ops.zokernels.lowrank_combine_(ws, vs, [] if regen else _float32([factors[t] for t in part]), table,
-                                                 amax, coeff_arg, scale, stream_arg, stream0, k, *key_words(seed),
+                                                 coeff_arg, scale, stream_arg, stream0, k, *key_words(seed),
                                                  *key_words(rounding_seed), rounding == "stochastic",
                                                  kernel == "tensor_core")
 
