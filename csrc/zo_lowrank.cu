@@ -305,19 +305,21 @@ __global__ void __launch_bounds__(kThreads, 2)
   // 1 / s_M and V by 1 / s_V (pow2_scale of max|M| over the block's rows and of max|V_t|) and the product back by
   // s_M s_V, as triton_backend's fp16 product (its error bound: cuda_backend.lowrank_product_error).
   float product_scale = 1.0f, v_inverse = 1.0f;
+  auto form_m = [&](auto put) {
+    form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put);
+    for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
+      const int i = e / (RP - r);
+      put(i, r + e - i * (RP - r), 0.0f);
+    }
+  };
   if constexpr (kHalf) {
     float* m32 = v_frag;  // M [kRows, RP] in float32 until the basis is staged
     if (threadIdx.x == 0) m_amax_bits = 0u;
     uint32_t amax = 0u;  // bits of |x|: non-negative floats order as their bits (NaN above infinity)
-    auto put_m = [&](int i, int j, float x) {
+    form_m([&](int i, int j, float x) {
       m32[i * RP + j] = x;
       amax = max(amax, __float_as_uint(fabsf(x)));
-    };
-    form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put_m);
-    for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
-      const int i = e / (RP - r);
-      put_m(i, r + e - i * (RP - r), 0.0f);
-    }
+    });
     amax = __reduce_max_sync(0xffffffffu, amax);
     __syncthreads();  // m_amax_bits initialised
     if (lane == 0) atomicMax(&m_amax_bits, amax);
@@ -330,12 +332,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       m_half[tc_half_factor_slot<RP>(e / RP, e % RP)] = __float2half_rn(m32[e] * m_scale.y);
     __syncthreads();  // M's float32 copy read before the basis overwrites it
   } else {
-    auto put_m = [&](int i, int j, float x) { m_frag[tc_factor_slot<RP>(i, j)] = __uint_as_float(to_tf32(x)); };
-    form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put_m);
-    for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
-      const int i = e / (RP - r);
-      put_m(i, r + e - i * (RP - r), 0.0f);
-    }
+    form_m([&](int i, int j, float x) { m_frag[tc_factor_slot<RP>(i, j)] = __uint_as_float(to_tf32(x)); });
   }
 
   // this thread's share of a tile's basis entries: rank k = threadIdx.x % RP of columns c0 + kColsPerPass q
