@@ -140,10 +140,8 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
               message("zokernels cuda: the tensor-core low-rank kernel takes 16-bit weights and ranks <= ",
                       zk::kTcMaxRank, " (got ", weights[0].scalar_type(), ", rank ", a.max_rank, ")"));
   a.tensors = static_cast<int>(weights.size());
-  int padded_rank = 8;  // the tensor-core kernel's compiled rank (launch_lowrank: 8, 16, 32 or 64)
-  while (padded_rank < a.max_rank) padded_rank *= 2;
   at::Tensor amax;  // max|V_t| of the fp16 product, formed by launch_lowrank (freed after the launches: stream order)
-  if (tensor_core && padded_rank >= zk::lowrank_tc_half_min_rank()) {
+  if (tensor_core && zk::lowrank_tc_padded_rank(a.max_rank) >= zk::lowrank_tc_half_min_rank()) {
     amax = at::empty({a.tensors}, table.options().dtype(at::kInt));
     a.amax_scratch = reinterpret_cast<uint32_t*>(amax.data_ptr<int>());
   }

@@ -57,13 +57,15 @@ std::pair<int, int> lowrank_tc_geometry(int rp);  // (rows per block, columns pe
 // Padded ranks from this up take the tensor-core kernel's fp16 product (M and V scaled by powers of two, rounded to
 // fp16, mma m16n8k16: half the tensor instructions of TF32 at the same 11 significant bits), smaller ones TF32;
 // above kTcMaxRank: TF32 at every rank. max|V_t| comes from a small launch first (launch_lowrank). Reported by
-// lowrank_tc_half_min_rank() (cuda_backend.lowrank_product_error's underflow term). H100, OPT-1.3B's linears, K = 1: fp16 at r = 64 stochastic
-// 2.641 -> 2.215 device ms, nearest 2.137 -> 2.113; at r = 32 slower (nearest 1.833 -> 1.887), so 64.
+// lowrank_tc_half_min_rank() (cuda_backend.lowrank_product_error's underflow term). H100, OPT-1.3B's linears,
+// K = 1: fp16 at r = 64 stochastic 2.641 -> 2.215 device ms, nearest 2.137 -> 2.113; at r = 32 slower (nearest
+// 1.833 -> 1.887), so 64.
 #ifndef ZK_TC_HALF_MIN_RANK
 #define ZK_TC_HALF_MIN_RANK 64
 #endif
 constexpr int kTcHalfMinRank = ZK_TC_HALF_MIN_RANK;
 int lowrank_tc_half_min_rank();
+int lowrank_tc_padded_rank(int max_rank);  // the rank the tensor-core kernel is compiled for: 8, 16, 32 or 64
 struct LowrankPtrs {
   void* w[kMaxTensorsPerLaunch];
   const float* v[kMaxTensorsPerLaunch];  // V_t [d_in, r] row-major

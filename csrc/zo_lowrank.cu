@@ -495,6 +495,12 @@ static cudaError_t launch_basis_amax(const LowrankArgs& a, cudaStream_t stream) 
   return cudaGetLastError();
 }
 
+int lowrank_tc_padded_rank(int max_rank) {
+  int rp = 8;
+  while (rp < max_rank) rp *= 2;
+  return rp;
+}
+
 template <typename WT>
 static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t stream) {
   const LowrankRow* table = reinterpret_cast<const LowrankRow*>(a.table);
@@ -527,10 +533,12 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
           return launch(kernel, kBytes);
         });
       };
-      if (a.max_rank <= 8) return tc(std::integral_constant<int, 8>{});
-      if (a.max_rank <= 16) return tc(std::integral_constant<int, 16>{});
-      if (a.max_rank <= 32) return tc(std::integral_constant<int, 32>{});
-      return tc(std::integral_constant<int, 64>{});
+      switch (lowrank_tc_padded_rank(a.max_rank)) {
+        case 8: return tc(std::integral_constant<int, 8>{});
+        case 16: return tc(std::integral_constant<int, 16>{});
+        case 32: return tc(std::integral_constant<int, 32>{});
+        default: return tc(std::integral_constant<int, 64>{});
+      }
     }
   }
   return by_flags([&](auto regen, auto stochastic) {

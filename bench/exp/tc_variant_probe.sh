@@ -3,8 +3,10 @@
 # flags, all built at once; bench_lowrank CUDA K = 1 on each, a table of them all, then the CUDA low-rank tests on
 # TEST_VARIANT (default: the first). VARIANTS="name:flags;name:flags" (flags may be empty). OLD=1 adds the
 # committed tree as variant "old" (ship it as _old/: `git archive HEAD csrc zokernels setup.py bench tests | tar -x
-# -C _old`, untracked; delete it afterwards). Twelfth session: basis stages (ZK_TC_STAGE_BYTES, since withdrawn),
-# L2 prefetch (ZK_TC_PREFETCH_TILES) and the L2::256B load hint (ZK_TC_LOAD_L2_256B).
+# -C _old`, untracked; delete it afterwards). Flags in the tree: ZK_TC_WIDE_MAX_RANK, ZK_TC_HALF_MIN_RANK. The
+# twelfth session's withdrawn flags (basis stages ZK_TC_STAGE_BYTES, L2 prefetch ZK_TC_PREFETCH_TILES, the L2::256B
+# hint ZK_TC_LOAD_L2_256B before it was made the default at r <= 32, deep blocks ZK_TC_DEEP_MIN_RANK) are in
+# bench/NOTES.md; their code is not in the tree.
 source bench/exp/device_run.sh
 VARIANTS=${VARIANTS:-"base:"}
 names=()
