@@ -45,8 +45,9 @@ constexpr int kMaxLowrankRank = 128;  // zokernels.ops.MAX_RANK
 constexpr int kTcMaxRank = 64;  // the tensor-core kernel's largest rank (cuda_backend.LOWRANK_TC_MAX_RANK)
 // Padded ranks up to this take the tensor-core kernel's wide blocks (64 rows x 128-column tiles), larger ones its
 // tall blocks (128 x 64). H100, OPT-1.3B's linears, K = 1: wide at r <= 16 nearest 1.795 -> 1.725 ms, stochastic
-// r = 8 1.930 -> 1.892, r = 16 1.940 -> 1.923 (a row's segment per tile: 256 bytes instead of 128); at r = 32 the
-// same nearest and slower stochastic (2.00 -> 2.35 ms: 128 registers and a spill), so 16. The geometry per padded
+// r = 8 1.930 -> 1.892, r = 16 1.940 -> 1.923 (a row's segment per tile: 256 bytes instead of 128); at r = 32
+// (thirteenth session, whole-sector columns) nearest 1.831 -> 1.791 device ms but stochastic 1.894 -> 2.327 (128
+// registers and a spill), so 16. The geometry per padded
 // rank is reported by lowrank_tc_geometry(), compiled with the kernel (an nvcc-only -D flag reaches it), as the
 // extension's function of that name (cuda_backend.lowrank_geometry builds tables to match).
 #ifndef ZK_TC_WIDE_MAX_RANK

@@ -166,10 +166,13 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // table row of tc_rows(RP) rows (M formed once, kept as fragments in shared memory) and column tiles of
 // tc_cols(RP) (the next tile's weights and basis rows loaded during this tile's product and rounding); each warp
 // takes 16 rows of 64 columns of a tile. Columns are permuted inside those 64 so that the accumulator fragments are
-// contiguous in memory: n-tile j's column n is column 16 (n / 2) + 2 j + n % 2, so lane (g, t) holds columns
-// 16 t .. 16 t + 15 of rows g and g + 8. Its weight elements are then two 16-byte vectors per row, and each
-// Philox unit of the stochastic-rounding words (8 consecutive elements) belongs to one lane: no word is computed
-// twice and none moves between lanes.
+// contiguous in memory and every load or store instruction covers whole 32-byte sectors: n-tile j's column n is
+// column 32 (j / 4) + 8 (n / 2) + 2 (j % 4) + n % 2, so lane (g, t) holds columns 8 t .. 8 t + 7 (chunk 0) and
+// 32 + 8 t .. + 7 (chunk 1) of rows g and g + 8. Its weight elements are then one 16-byte vector per chunk and
+// row, the four lanes of a row cover 64 contiguous bytes per instruction (before: 16 t .. 16 t + 15, half sectors
+// per instruction, twice the L2 store requests; bench/NOTES.md, thirteenth session), and each Philox unit of the
+// stochastic-rounding words (8 consecutive elements) belongs to one lane: no word is computed twice and none
+// moves between lanes.
 // Block geometry per padded rank: tall (128 rows, 64-column tiles: warp w takes rows 16 w .. + 15) or, at padded
 // ranks <= kTcWideMaxRank, wide (64 rows, 128-column tiles: warp w takes rows 16 (w % 4) .. + 15 and the tile's
 // columns 64 (w / 4) .. + 63). Every warp computes a 16 x 64 piece either way.
@@ -231,11 +234,12 @@ __device__ __forceinline__ void load_16_bytes_l2_256(const T* p, T (&v)[16 / siz
 // Where basis entry V[col0 + c, k] of a staged tile goes: the B fragments of lane (g, t) for k step s and
 // n-tiles 2 p, 2 p + 1 are one float4 (b0, b1 of n-tile 2 p, then of 2 p + 1), read as a whole. The slot is
 // tc_basis_column_slot(c) + tc_basis_rank_slot(k), and the column part is a sum over the bits of c (the inverse
-// of the column permutation above: c = 16 (n / 2) + 2 j + n % 2), so columns with disjoint bits add.
+// of the column permutation above: c = 32 (j / 4) + 8 (n / 2) + 2 (j % 4) + n % 2), so columns with disjoint
+// bits add.
 // The fp16 product's slots, in halves: per k step of 16 and n-tile pair p, lane (g, t)'s B fragments are one uint4
 // (k 2 t, 2 t + 1, 2 t + 8, 2 t + 9 of n-tile 2 p, then of 2 p + 1); additive over the bits of c likewise.
 __host__ __device__ constexpr int tc_half_basis_column_slot(int c) {
-  return 256 * ((c >> 2) & 3) + 64 * (c >> 4) + 32 * (c & 1) + 4 * ((c >> 1) & 1);
+  return 512 * (c >> 5) + 256 * ((c >> 2) & 1) + 64 * ((c >> 3) & 3) + 32 * (c & 1) + 4 * ((c >> 1) & 1);
 }
 __device__ __forceinline__ int tc_half_basis_rank_slot(int k) {
   return 1024 * (k >> 4) + 8 * ((k & 7) >> 1) + (k & 1) + 2 * ((k >> 3) & 1);
@@ -249,7 +253,7 @@ __device__ __forceinline__ int tc_half_factor_slot(int i, int j) {
 }
 
 __host__ __device__ constexpr int tc_basis_column_slot(int c) {
-  return 16 * (c & 1) + 2 * ((c >> 1) & 1) + 128 * ((c >> 2) & 3) + 32 * ((c >> 4) & 3);
+  return 256 * (c >> 5) + 128 * ((c >> 2) & 1) + 32 * ((c >> 3) & 3) + 16 * (c & 1) + 2 * ((c >> 1) & 1);
 }
 __device__ __forceinline__ int tc_basis_rank_slot(int k) { return 512 * (k >> 3) + 4 * (k & 3) + ((k >> 2) & 1); }
 
@@ -280,11 +284,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   // M's A fragments for the block's rows (static shared memory) and the tiles' B fragments (two buffers,
   // tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
   constexpr int kTileFloats = kHalf ? kCols * RP / 2 : kCols * RP;
-  // A lane's 16 columns of a row are one 32-byte sector; stored as its two 16-byte chunks, each store instruction
-  // writes half sectors. With kWholeSectorStores, lanes t and t ^ 1 swap a chunk: the even lane stores its first
-  // chunk, then its partner's; the odd lane its partner's second chunk, then its own. H100: 3-5% faster at
-  // nearest rounding, r <= 32; slower with stochastic rounding and at r = 64 (register pressure; bench/NOTES.md).
-  constexpr bool kWholeSectorStores = !STOCHASTIC && RP <= 32;
   // Weights loaded with L2's 256-byte hint (load_16_bytes_l2_256) at r <= 32. H100: 1-2% faster at r <= 32
   // (nearest r = 8 1.837 -> 1.795 ms, stochastic 1.954 -> 1.930), slower at r = 64 (ptxas spills 4-8 bytes there).
   constexpr bool kLoadHint = RP <= 32;
@@ -353,15 +352,15 @@ __global__ void __launch_bounds__(kThreads, 2)
       basis[q] = k_mine < r && kColsPerPass * q < cols_left ? p[static_cast<int64_t>(kColsPerPass * q) * r] : 0.0f;
   };
   const int64_t rows[2] = {row0 + 16 * warp_rows + (lane >> 2), row0 + 16 * warp_rows + (lane >> 2) + 8};
-  const int64_t col_offset = 64 * warp_cols + 16 * (lane & 3);
-  WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 8 .. + 15 of a tile
+  const int64_t col_offset = 64 * warp_cols + 8 * (lane & 3);
+  WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 32 .. + 39 of a tile
   auto load_weights = [&](int64_t tile) {
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int p = 0; p < 2; ++p)
         if (rows[h] < d_out) {
-          const int64_t col = tile * kCols + col_offset + 8 * p;
+          const int64_t col = tile * kCols + col_offset + 32 * p;
           if (kLoadHint && col + 8 <= d_in && vec_aligned<WT, 8>(w + rows[h] * d_in + col))
             load_16_bytes_l2_256(w + rows[h] * d_in + col, raw[h][p]);
           else
@@ -426,43 +425,24 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
     }
     __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
-    // each 16-byte chunk of a row: vector store where it is inside the row and aligned, else element-wise
-    auto store_chunk = [&](int64_t weight_row, int64_t col, const WT (&chunk)[8]) {
-      if (weight_row >= d_out || col >= d_in) return;
-      WT* dst = w + weight_row * d_in + col;
-      if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, chunk);
-      else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, chunk);
-    };
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      alignas(16) WT rounded[2][8];  // columns col_lane + 8 p + i (not formed past the weight: never stored)
 #pragma unroll
       for (int p = 0; p < 2; ++p) {
-        const int64_t col = col_lane + 8 * p;
+        const int64_t col = col_lane + 32 * p;
         if (rows[h] >= d_out || col >= d_in) continue;
         float out[8];
         to_f32<WT, 8>(cur[h][p], out);
 #pragma unroll
-        for (int i = 0; i < 8; ++i)  // column 8 p + i
+        for (int i = 0; i < 8; ++i)  // column col + i
           out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * product_scale : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
         uint32_t words[8];
         rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
-        round_group<WT, 8>(out, words, STOCHASTIC, rounded[p]);
-        if constexpr (!kWholeSectorStores) store_chunk(rows[h], col, rounded[p]);
-      }
-      if constexpr (kWholeSectorStores) {
-        const bool odd = lane & 1;
-        const uint32_t* first_own = reinterpret_cast<const uint32_t*>(rounded[0]);
-        const uint32_t* second_own = reinterpret_cast<const uint32_t*>(rounded[1]);
-        alignas(16) WT first[8], second[8];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const uint32_t got = __shfl_xor_sync(0xffffffffu, odd ? first_own[i] : second_own[i], 1);
-          reinterpret_cast<uint32_t*>(first)[i] = odd ? got : first_own[i];
-          reinterpret_cast<uint32_t*>(second)[i] = odd ? second_own[i] : got;
-        }
-        store_chunk(rows[h], col_lane + (odd ? -8 : 0), first);
-        store_chunk(rows[h], col_lane + (odd ? 8 : 16), second);
+        alignas(16) WT rounded[8];
+        round_group<WT, 8>(out, words, STOCHASTIC, rounded);
+        WT* dst = w + rows[h] * d_in + col;  // one vector store where the chunk is inside the row and aligned
+        if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, rounded);
+        else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
       }
     }
   }
