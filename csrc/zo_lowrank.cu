@@ -284,9 +284,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   // M's A fragments for the block's rows (static shared memory) and the tiles' B fragments (two buffers,
   // tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
   constexpr int kTileFloats = kHalf ? kCols * RP / 2 : kCols * RP;
-  // Weights loaded with L2's 256-byte hint (load_16_bytes_l2_256) at r <= 32. H100: 1-2% faster at r <= 32
-  // (nearest r = 8 1.837 -> 1.795 ms, stochastic 1.954 -> 1.930), slower at r = 64 (ptxas spills 4-8 bytes there).
-  constexpr bool kLoadHint = RP <= 32;
+  // Weights loaded with L2's 256-byte hint (load_16_bytes_l2_256) except at r = 64 with stochastic rounding. H100:
+  // 1-2% faster at r <= 32 (nearest r = 8 1.837 -> 1.795 ms, stochastic 1.954 -> 1.930); at r = 64 nearest 2.005
+  // -> 1.940 device ms, stochastic 2.184 -> 2.202 (thirteenth session, after the whole-sector columns).
+  constexpr bool kLoadHint = RP <= 32 || !STOCHASTIC;
   __shared__ __align__(16) float m_frag[kHalf ? kRows * RP / 2 : kRows * RP];
   __shared__ uint32_t m_amax_bits;  // fp16 path: bits of max|M| over the block's rows
   extern __shared__ __align__(16) float v_frag[];  // [2][kTileFloats]

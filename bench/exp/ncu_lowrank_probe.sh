@@ -2,10 +2,10 @@
 # Thirteenth session: where the low-rank kernels lose time against the copy roofline. A -lineinfo build of this
 # tree, then ncu --set full of one lowrank_combine_ launch (bench/ncu_target.py: four OPT-1.3B layers, K = 1) per
 # config in CONFIGS ("rank:rounding:backend ..."): the key metrics, and the SASS lines with the most stall samples
-# (and their reasons) of each. STEPS=1 then runs the step table (bench/bench_step.py).
+# (and their reasons) of each. STEPS=1 then runs the step table (bench/bench_step.py). FLAGS: nvcc -D flags.
 source bench/exp/device_run.sh
 CONFIGS=${CONFIGS:-"64:nearest:cuda 64:nearest:triton 32:stochastic:cuda 16:nearest:cuda"}
-build "$ROOT" "-lineinfo" lineinfo 16
+build "$ROOT" "${FLAGS:-}" ncu 16  # FLAGS: extra nvcc flags (-D variants); the build has -lineinfo
 for c in $CONFIGS; do
   IFS=: read -r rank rounding backend <<< "$c"
   name=r${rank}_${rounding}_${backend}
