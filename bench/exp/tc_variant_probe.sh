@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # -D-flag variants of the tensor-core low-rank kernel (csrc/zo_lowrank.cu), each a copy of this tree built with its
-# flags, all built at once; bench_lowrank CUDA K = 1 on each, a table of them all, then the CUDA low-rank tests on
-# TEST_VARIANT (default: the first). VARIANTS="name:flags;name:flags" (flags may be empty). OLD=1 adds the
-# committed tree as variant "old" (ship it as _old/: `git archive HEAD csrc zokernels setup.py bench tests | tar -x
-# -C _old`, untracked; delete it afterwards). Flags in the tree: ZK_TC_WIDE_MAX_RANK, ZK_TC_HALF_MIN_RANK. The
-# twelfth session's withdrawn flags (basis stages ZK_TC_STAGE_BYTES, L2 prefetch ZK_TC_PREFETCH_TILES, the L2::256B
-# hint ZK_TC_LOAD_L2_256B before it was made the default at r <= 32, deep blocks ZK_TC_DEEP_MIN_RANK) are in
-# bench/NOTES.md; their code is not in the tree.
+# flags, all built at once; bench_lowrank CUDA K = 1 on each, a table of them all, then the CUDA tests of TEST_FILES
+# (default: the low-rank and CUDA-backend tests) on TEST_VARIANT (default: the first). VARIANTS="name:flags;..."
+# (flags may be empty). OLD=1 adds the committed tree as variant "old" (ship it as _old/: `git archive HEAD csrc
+# zokernels setup.py bench tests | tar -x -C _old`; _old/ is git-ignored, so pass it in the device tool's carry).
+# Flags in the tree: ZK_TC_WIDE_MAX_RANK, ZK_TC_HALF_MIN_RANK. The withdrawn variants' flags and patches are in
+# bench/NOTES.md and bench/results/raw/*_REJECTED*; their code is not in the tree.
 source bench/exp/device_run.sh
 VARIANTS=${VARIANTS:-"base:"}
 names=()
@@ -41,7 +40,7 @@ for key in sorted(rows):
 PY
 if [[ "${TESTS:-1}" == 1 ]]; then
   t=/tmp/v_${TEST_VARIANT:-${names[0]}}
-  (cd $t && PYTHONPATH=$t timeout $((590 - SECONDS)) python3 -m pytest -q -x tests/test_lowrank.py \
-    tests/test_cuda_backend.py -k cuda > "$OUT/pytest_cuda.log" 2>&1); echo "tests rc=$?: $(tail -1 "$OUT/pytest_cuda.log")"
+  (cd $t && PYTHONPATH=$t timeout $((590 - SECONDS)) python3 -m pytest -q -x ${TEST_FILES:-tests/test_lowrank.py \
+    tests/test_cuda_backend.py} -k cuda > "$OUT/pytest_cuda.log" 2>&1); echo "tests rc=$?: $(tail -1 "$OUT/pytest_cuda.log")"
 fi
 echo "total ${SECONDS}s"
