@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # After a low-rank kernel change: build this tree, the low-rank benchmark of both backends (K = 1 and 4) with
-# --save-auto, memcheck of the CUDA low-rank tests, racecheck of the tensor-core kernel (bf16, nearest: r 16, 24
-# with the chunk swap, 64 without). SANITIZE=0 skips the sanitizers.
+# --save-auto, memcheck of the CUDA low-rank tests, racecheck of the tensor-core kernel (bf16, nearest: r 16 wide
+# blocks, 24 TF32 tall, 64 fp16). SANITIZE=0 skips the sanitizers; STEPS=1 adds the step table (bench/bench_step.py).
 source bench/exp/device_run.sh
 build "$ROOT" "" main
 bench_lowrank "$ROOT" triton_vs_cuda --backend triton,cuda --save-auto
@@ -13,5 +13,8 @@ if [[ "${SANITIZE:-1}" == 1 ]]; then
   timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x tests/test_lowrank.py \
     -k "cuda and bfloat16 and nearest and (many_column or across_row_blocks) and not 100" 2>&1 | tail -3 | tee "$OUT/racecheck_tc.log"
   echo "racecheck exit ${PIPESTATUS[0]}" | tee -a "$OUT/racecheck_tc.log"
+fi
+if [[ "${STEPS:-0}" == 1 ]]; then
+  timeout $((590 - SECONDS)) python3 bench/bench_step.py --out "$OUT/step.json" 2>&1 | tee "$OUT/step.log" | tail -12
 fi
 echo "total ${SECONDS}s"
