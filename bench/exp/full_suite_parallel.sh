@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on the GPU in three pytest processes at once (Triton compiles on the CPU cores), after an
-# ahead-of-time build; one log per group and the summary lines. Keeps a device call under its 600 s limit.
+# ahead-of-time build; one log per group and the summary lines. Keeps a device call under its 600 s limit. STEPS=1:
+# then the step table, where time is left.
 source bench/exp/device_run.sh
 build "$ROOT" "" main
 group() {  # name, test files
@@ -12,3 +13,6 @@ group ops tests/test_ops.py tests/test_subspace.py tests/test_examples.py tests/
 group steps tests/test_zo_agzo.py tests/test_zo_bszo.py tests/test_zo_mezo.py tests/test_zo_perturbation.py tests/test_zo_zoact.py &
 wait
 echo "suite ${SECONDS}s"
+if [[ "${STEPS:-0}" == 1 && $SECONDS -lt 470 ]]; then  # the step table after the suite (alone on the GPU)
+  timeout $((590 - SECONDS)) python3 bench/bench_step.py --out "$OUT/step.json" 2>&1 | tail -12
+fi
