@@ -135,15 +135,18 @@ def elementwise_class(row):
 
 
 def auto_choices(rows, op_class=elementwise_class):
-    """{op class: fastest backend} from one run's rows, for op classes measured on at least two backends."""
+    """{op class: fastest backend} from one run's rows, for op classes measured on at least two backends. Rows
+    rank by device_ms where they have it (the kernels' own time: a call inside a step is queued behind GPU work,
+    while the timed figure of a host-bound row is the benchmark host's time per call), else by ms."""
     best, seen = {}, {}
     for r in rows:
         key = op_class(r)
         if key is None:
             continue
         seen.setdefault(key, set()).add(r["backend"])
-        if key not in best or r["ms"] < best[key][1]:
-            best[key] = (r["backend"], r["ms"])
+        ms = r["ms"] if r.get("device_ms") is None else r["device_ms"]
+        if key not in best or ms < best[key][1]:
+            best[key] = (r["backend"], ms)
     return {key: b for key, (b, _) in sorted(best.items()) if len(seen[key]) >= 2}
 
 
