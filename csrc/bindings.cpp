@@ -126,7 +126,6 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
                         zk::kMaxLowrankRank));
     a.ptrs.w[t] = w.data_ptr();
     a.ptrs.v[t] = v.data_ptr<float>();
-    a.v_numel[t] = v.numel();
     a.max_rank = std::max(a.max_rank, static_cast<int>(v.size(1)));
     if (!regenerate) {
       const at::Tensor& f = factors[t];
@@ -140,11 +139,6 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
               message("zokernels cuda: the tensor-core low-rank kernel takes 16-bit weights and ranks <= ",
                       zk::kTcMaxRank, " (got ", weights[0].scalar_type(), ", rank ", a.max_rank, ")"));
   a.tensors = static_cast<int>(weights.size());
-  at::Tensor amax;  // max|V_t| of the fp16 product, formed by launch_lowrank (freed after the launches: stream order)
-  if (tensor_core && zk::lowrank_tc_padded_rank(a.max_rank) >= zk::lowrank_tc_half_min_rank()) {
-    amax = at::empty({a.tensors}, table.options().dtype(at::kInt));
-    a.amax_scratch = reinterpret_cast<uint32_t*>(amax.data_ptr<int>());
-  }
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
   set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);

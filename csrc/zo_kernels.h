@@ -55,23 +55,21 @@ constexpr int kTcMaxRank = 64;  // the tensor-core kernel's largest rank (cuda_b
 #endif
 constexpr int kTcWideMaxRank = ZK_TC_WIDE_MAX_RANK;
 std::pair<int, int> lowrank_tc_geometry(int rp);  // (rows per block, columns per tile) at padded rank rp
-// Padded ranks from this up take the tensor-core kernel's fp16 product (M and V scaled by powers of two, rounded to
-// fp16, mma m16n8k16: half the tensor instructions of TF32 at the same 11 significant bits), smaller ones TF32;
-// above kTcMaxRank: TF32 at every rank. max|V_t| comes from a small launch first (launch_lowrank). Reported by
+// Padded ranks from this up take the tensor-core kernel's fp16 product (M and each row of V scaled by powers of two,
+// rounded to fp16, mma m16n8k16: half the tensor instructions of TF32 at the same 11 significant bits), smaller ones
+// TF32; above kTcMaxRank: TF32 at every rank. Reported by
 // lowrank_tc_half_min_rank() (cuda_backend.lowrank_product_error's underflow term). H100, OPT-1.3B's linears,
 // K = 1: fp16 at r = 64 stochastic 2.641 -> 2.215 device ms, nearest 2.137 -> 2.113; at r = 32 slower (nearest
-// 1.833 -> 1.887), so 64.
+// 1.833 -> 1.887), so 64 (twelfth session; in the thirteenth TF32 at r = 64 was still slower: 1.938 -> 2.019).
 #ifndef ZK_TC_HALF_MIN_RANK
 #define ZK_TC_HALF_MIN_RANK 64
 #endif
 constexpr int kTcHalfMinRank = ZK_TC_HALF_MIN_RANK;
 int lowrank_tc_half_min_rank();
-int lowrank_tc_padded_rank(int max_rank);  // the rank the tensor-core kernel is compiled for: 8, 16, 32 or 64
 struct LowrankPtrs {
   void* w[kMaxTensorsPerLaunch];
   const float* v[kMaxTensorsPerLaunch];  // V_t [d_in, r] row-major
   const float* f[kMaxTensorsPerLaunch];  // M_t [d_out, r] row-major when not regenerated, else unused
-  const float* v_amax;  // device float32 [tensors]: max|V_t| for the fp16 product (launch_lowrank forms it)
 };
 
 struct LowrankArgs {
@@ -81,9 +79,6 @@ struct LowrankArgs {
   int max_rank;      // the largest r of the launch
   int tensors;       // weights in the launch
   LowrankPtrs ptrs;
-  int64_t v_numel[kMaxTensorsPerLaunch];  // d_in * r of each basis
-  uint32_t* amax_scratch;  // device [tensors] for max|V_t| where the fp16 product runs (padded rank >=
-                           // kTcHalfMinRank), else unused
   const int64_t* table;  // [rows, 8] (tensor, row0, tile_begin, tile_end, d_out, d_in, rank, tensor_id)
   int64_t rows;
   const float* coeffs;   // as CombineArgs (regenerate only)

@@ -290,6 +290,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr bool kLoadHint = RP <= 32 || !STOCHASTIC;
   __shared__ __align__(16) float m_frag[kHalf ? kRows * RP / 2 : kRows * RP];
   __shared__ uint32_t m_amax_bits;  // fp16 path: bits of max|M| over the block's rows
+  // fp16 path: s_M s_c per tile column c, where V's row c is staged as V[c, :] / s_c (three buffers: tile u + 2's are
+  // written while slow threads may still read tile u's in the rounding, which follows the barrier)
+  __shared__ __align__(16) float col_scale[kHalf ? 3 : 1][kHalf ? kCols : 4];
   extern __shared__ __align__(16) float v_frag[];  // [2][kTileFloats]
   const LowrankRow row = table[blockIdx.x];
   if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
@@ -302,9 +305,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int warp_rows = warp % kRowGroups, warp_cols = warp / kRowGroups;  // 16-row group, 64-column half
 
   // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes). The fp16 path scales M by
-  // 1 / s_M and V by 1 / s_V (pow2_scale of max|M| over the block's rows and of max|V_t|) and the product back by
-  // s_M s_V, as triton_backend's fp16 product (its error bound: cuda_backend.lowrank_product_error).
-  float product_scale = 1.0f, v_inverse = 1.0f;
+  // 1 / s_M and each row c of V by 1 / s_c (pow2_scale of max|M| over the block's rows and of max_k |V[c, k]|) and
+  // the product's column c back by s_M s_c: within triton_backend's bound for its per-basis s_V
+  // (cuda_backend.lowrank_product_error), as s_c <= s_V.
+  float m_scale_up = 1.0f;
   auto form_m = [&](auto put) {
     form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put);
     for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
@@ -324,9 +328,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();  // m_amax_bits initialised
     if (lane == 0) atomicMax(&m_amax_bits, amax);
     __syncthreads();  // M and its max complete
-    const float2 m_scale = pow2_scale(m_amax_bits), v_scale = pow2_scale(__float_as_uint(ptrs.v_amax[row.tensor]));
-    product_scale = m_scale.x * v_scale.x;
-    v_inverse = v_scale.y;
+    const float2 m_scale = pow2_scale(m_amax_bits);
+    m_scale_up = m_scale.x;
     __half* m_half = reinterpret_cast<__half*>(m_frag);
     for (int e = threadIdx.x; e < kRows * RP; e += kThreads)
       m_half[tc_half_factor_slot<RP>(e / RP, e % RP)] = __float2half_rn(m32[e] * m_scale.y);
@@ -335,10 +338,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     form_m([&](int i, int j, float x) { m_frag[tc_factor_slot<RP>(i, j)] = __uint_as_float(to_tf32(x)); });
   }
 
-  // this thread's share of a tile's basis entries: rank k = threadIdx.x % RP of columns c0 + kColsPerPass q
-  // (c0 = threadIdx.x / RP < kColsPerPass), loaded from global memory a tile ahead, coalesced along the rank
-  constexpr int kColsPerPass = kThreads / RP;
-  const int k_mine = threadIdx.x % RP, c0 = threadIdx.x / RP;
+  // this thread's share of a tile's basis entries, loaded from global memory a tile ahead, coalesced along the rank.
+  // TF32: rank k = threadIdx.x % RP of columns c0 + kColsPerPass q (c0 = threadIdx.x / RP < kColsPerPass). fp16:
+  // ranks lane + 32 i of columns warp + 8 q, entry q kRankPasses + i, so that a column's max over its ranks is one
+  // warp reduction.
+  constexpr int kColsPerPass = kHalf ? kThreads / 32 : kThreads / RP, kRankPasses = kHalf ? RP / 32 : 1;
+  static_assert(!kHalf || RP % 32 == 0, "fp16 staging: ranks in passes of 32");
+  const int k_mine = kHalf ? lane : threadIdx.x % RP, c0 = kHalf ? warp : threadIdx.x / RP;
   // a tile column's slot (floats, or halves for kHalf): its 64-column half's fragments, then the half's column
   // slot (additive over the bits of c)
   auto column_slot = [](int c) {
@@ -349,8 +355,11 @@ __global__ void __launch_bounds__(kThreads, 2)
     const float* p = v + (col0 + c0) * r + k_mine;
     const int64_t cols_left = d_in - col0 - c0;
 #pragma unroll
-    for (int q = 0; q < kBasisPerThread; ++q)
-      basis[q] = k_mine < r && kColsPerPass * q < cols_left ? p[static_cast<int64_t>(kColsPerPass * q) * r] : 0.0f;
+    for (int q = 0; q < kBasisPerThread / kRankPasses; ++q)
+#pragma unroll
+      for (int i = 0; i < kRankPasses; ++i)
+        basis[q * kRankPasses + i] = k_mine + 32 * i < r && kColsPerPass * q < cols_left
+                                         ? p[static_cast<int64_t>(kColsPerPass * q) * r + 32 * i] : 0.0f;
   };
   const int64_t rows[2] = {row0 + 16 * warp_rows + (lane >> 2), row0 + 16 * warp_rows + (lane >> 2) + 8};
   const int64_t col_offset = 64 * warp_cols + 8 * (lane & 3);
@@ -368,14 +377,25 @@ __global__ void __launch_bounds__(kThreads, 2)
             load_raw<WT, 8>(w + rows[h] * d_in, col, d_in, raw[h][p]);
         }
   };
-  // the program's tile u (counted from tile_begin) has buffer u % 2
+  // the program's tile u (counted from tile_begin) has buffer u % 2 (its column scales u % 3)
   auto stage_basis = [&](int64_t u, const float (&basis)[kBasisPerThread]) {
     float* frag = v_frag + (u & 1) * kTileFloats;
 #pragma unroll
-    for (int q = 0; q < kBasisPerThread; ++q) {  // c0 < kColsPerPass: the column bits are disjoint
+    for (int q = 0; q < kBasisPerThread / kRankPasses; ++q) {  // c0 < kColsPerPass: the column bits are disjoint
       const int slot = basis_slot + column_slot(kColsPerPass * q);
-      if constexpr (kHalf) reinterpret_cast<__half*>(frag)[slot] = __float2half_rn(basis[q] * v_inverse);
-      else frag[slot] = __uint_as_float(to_tf32(basis[q]));
+      if constexpr (kHalf) {
+        uint32_t amax = 0u;  // max_k |V[c, k]| of this column (bits)
+#pragma unroll
+        for (int i = 0; i < kRankPasses; ++i) amax = max(amax, __float_as_uint(fabsf(basis[q * kRankPasses + i])));
+        const float2 s = pow2_scale(__reduce_max_sync(0xffffffffu, amax));
+#pragma unroll
+        for (int i = 0; i < kRankPasses; ++i)
+          reinterpret_cast<__half*>(frag)[slot + tc_half_basis_rank_slot(32 * i)] =
+              __float2half_rn(basis[q * kRankPasses + i] * s.y);
+        if (lane == 0) col_scale[u % 3][c0 + kColsPerPass * q] = m_scale_up * s.x;
+      } else {
+        frag[slot] = __uint_as_float(to_tf32(basis[q]));
+      }
     }
   };
   const int64_t tiles = row.tile_end - row.tile_begin;
@@ -434,9 +454,17 @@ __global__ void __launch_bounds__(kThreads, 2)
         if (rows[h] >= d_out || col >= d_in) continue;
         float out[8];
         to_f32<WT, 8>(cur[h][p], out);
+        float scale[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};  // s_M s_c of the fp16 product
+        if constexpr (kHalf) {
+          const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][col_offset + 32 * p]);
+          const float4 s0 = cs[0], s1 = cs[1];
+          const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+#pragma unroll
+          for (int i = 0; i < 8; ++i) scale[i] = sv[i];
+        }
 #pragma unroll
         for (int i = 0; i < 8; ++i)  // column col + i
-          out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * product_scale : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
+          out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * scale[i] : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
         uint32_t words[8];
         rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
         alignas(16) WT rounded[8];
@@ -449,34 +477,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
-// out[t] = bits of max|V_t| (non-negative floats order as their bits, NaN above infinity; out zeroed first): a
-// grid of (splits, tensors) blocks, each striding over its tensor.
-struct BasisAmaxArgs {
-  const float* v[kMaxTensorsPerLaunch];
-  int64_t numel[kMaxTensorsPerLaunch];
-};
-__global__ void __launch_bounds__(kThreads) basis_amax_kernel(const __grid_constant__ BasisAmaxArgs a, uint32_t* out) {
-  const int t = blockIdx.y;
-  uint32_t m = 0u;
-  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < a.numel[t]; i += int64_t{gridDim.x} * kThreads)
-    m = max(m, __float_as_uint(fabsf(a.v[t][i])));
-  m = __reduce_max_sync(0xffffffffu, m);
-  if ((threadIdx.x & 31) == 0 && m != 0u) atomicMax(out + t, m);
-}
-
-static cudaError_t launch_basis_amax(const LowrankArgs& a, cudaStream_t stream) {
-  BasisAmaxArgs args;
-  for (int t = 0; t < a.tensors; ++t) {
-    args.v[t] = a.ptrs.v[t];
-    args.numel[t] = a.v_numel[t];
-  }
-  const cudaError_t e = cudaMemsetAsync(a.amax_scratch, 0, sizeof(uint32_t) * a.tensors, stream);
-  if (e != cudaSuccess) return e;
-  basis_amax_kernel<<<dim3(8, static_cast<unsigned>(a.tensors)), kThreads, 0, stream>>>(args, a.amax_scratch);
-  return cudaGetLastError();
-}
-
-int lowrank_tc_padded_rank(int max_rank) {
+// the rank the tensor-core kernel is compiled for: 8, 16, 32 or 64 (cuda_backend groups weights by it too)
+static int lowrank_tc_padded_rank(int max_rank) {
   int rp = 8;
   while (rp < max_rank) rp *= 2;
   return rp;
@@ -488,8 +490,7 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
-  LowrankPtrs ptrs = a.ptrs;
-  ptrs.v_amax = reinterpret_cast<const float*>(a.amax_scratch);
+  const LowrankPtrs& ptrs = a.ptrs;
   auto launch = [&](auto kernel, int shared_bytes = 0) {
     kernel<<<grid, block, shared_bytes, stream>>>(ptrs, table, d, key, rkey);
     return cudaGetLastError();
@@ -508,8 +509,7 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
           constexpr int kRp = decltype(rp)::value;
           auto kernel = lowrank_tc_kernel<WT, kRp, decltype(regen)::value, decltype(stochastic)::value>;
           constexpr int kBytes = tc_basis_bytes(kRp);
-          cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
-          if (e == cudaSuccess && kRp >= kTcHalfMinRank) e = launch_basis_amax(a, stream);
+          const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
           if (e != cudaSuccess) return e;
           return launch(kernel, kBytes);
         });
