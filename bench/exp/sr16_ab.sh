@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A/B of this tree against the committed one, shipped in _old/ (`git archive HEAD csrc zokernels setup.py bench tests
-# | tar -x -C _old`, untracked; delete it afterwards). First used for the 16-bit stochastic-rounding contract (one
+# | tar -x -C _old`; git-ignored: pass it in the device tool's carry). First used for the 16-bit stochastic-rounding contract (one
 # Philox call per 8 elements) against the 32-bit one. Both trees built at once; the low-rank benchmark (K = 1) and
 # the Gaussian probe on each, new first. BACKENDS (default "triton cuda") picks the backends timed; TESTS=1 then
 # runs this tree's CUDA parity and rounding tests.
