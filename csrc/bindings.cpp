@@ -138,7 +138,6 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
   TORCH_CHECK(!tensor_core || (a.w_dtype != zk::DType::kFloat32 && a.max_rank <= zk::kTcMaxRank),
               message("zokernels cuda: the tensor-core low-rank kernel takes 16-bit weights and ranks <= ",
                       zk::kTcMaxRank, " (got ", weights[0].scalar_type(), ", rank ", a.max_rank, ")"));
-  a.tensors = static_cast<int>(weights.size());
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
   set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);

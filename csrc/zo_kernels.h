@@ -75,9 +75,8 @@ struct LowrankPtrs {
 struct LowrankArgs {
   DType w_dtype;
   bool regenerate, stochastic;  // regenerate: M_t = sum_k c_k N_{t,k} from the streams; else M_t = f[t]
-  bool tensor_core;  // the TF32 tensor-core kernel (16-bit weights, max_rank <= 64; its table geometry), else FMA
+  bool tensor_core;  // the tensor-core kernel (16-bit weights, max_rank <= 64; its table geometry), else FMA
   int max_rank;      // the largest r of the launch
-  int tensors;       // weights in the launch
   LowrankPtrs ptrs;
   const int64_t* table;  // [rows, 8] (tensor, row0, tile_begin, tile_end, d_out, d_in, rank, tensor_id)
   int64_t rows;

@@ -265,7 +265,8 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
   return (((i >> 4) * (RP / 8) + (j >> 3)) * 32 + 4 * (gi & 7) + (j & 3)) * 4 + (gi >> 3) + 2 * ((j >> 2) & 1);
 }
 
-// The tiles' B fragments: two buffers of one tile each, in dynamic shared memory (r = 64 needs 64 KB with M's).
+// The tiles' B fragments: two buffers of one tile each, in dynamic shared memory, sized for float32 words (the fp16
+// product, whose tiles take half that, forms M in float32 there first).
 // Two buffers and one barrier per tile (not per stage of several tiles: 2-4 tiles per barrier measured slower on
 // the H100, bench/NOTES.md, twelfth session).
 __host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * tc_cols(rp) * rp * 4; }
@@ -490,9 +491,8 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
-  const LowrankPtrs& ptrs = a.ptrs;
   auto launch = [&](auto kernel, int shared_bytes = 0) {
-    kernel<<<grid, block, shared_bytes, stream>>>(ptrs, table, d, key, rkey);
+    kernel<<<grid, block, shared_bytes, stream>>>(a.ptrs, table, d, key, rkey);
     return cudaGetLastError();
   };
   // pick(REGEN, STOCHASTIC) as std::true_type / std::false_type values for the launch's flags

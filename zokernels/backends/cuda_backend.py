@@ -155,8 +155,8 @@ def lowrank_product_error(dtype) -> tuple:
     """(relative, underflow) as triton_backend's: float32 weights take the fp32 FMA kernel (no error beyond fp32
     accumulation); 16-bit weights the tensor-core kernel up to rank 64, FMA above. Its TF32 and fp16 products both
     round operands to 11 significant bits (TF32_PRODUCT_ERROR); the fp16 one (M per block and V per row scaled by
-    powers of two, each at most Triton's per-basis scale) adds underflow 2^-24 (max|V| sum_j |M_ij| + max|M| sum_j |V_cj|) where the extension has it (or
-    is not loaded yet: the bound then covers both)."""
+    powers of two, each at most Triton's per-basis scale) adds underflow 2^-24 (max|V| sum_j |M_ij| + max|M|
+    sum_j |V_cj|) where the extension has it (or is not loaded yet: the bound then covers both)."""
     if dtype == torch.float32:
         return 0.0, 0.0
     half = _state["tc_half_min_rank"] is None or _state["tc_half_min_rank"] <= LOWRANK_TC_MAX_RANK
