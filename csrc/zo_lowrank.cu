@@ -285,10 +285,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   // M's A fragments for the block's rows (static shared memory) and the tiles' B fragments (two buffers,
   // tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
   constexpr int kTileFloats = kHalf ? kCols * RP / 2 : kCols * RP;
-  // Weights loaded with L2's 256-byte hint (load_16_bytes_l2_256) except at r = 64 with stochastic rounding. H100:
-  // 1-2% faster at r <= 32 (nearest r = 8 1.837 -> 1.795 ms, stochastic 1.954 -> 1.930); at r = 64 nearest 2.005
-  // -> 1.940 device ms, stochastic 2.184 -> 2.202 (thirteenth session, after the whole-sector columns).
-  constexpr bool kLoadHint = RP <= 32 || !STOCHASTIC;
+  // Weights are loaded with L2's 256-byte hint (load_16_bytes_l2_256). H100: 1-2% faster at r <= 32 (nearest r = 8
+  // 1.837 -> 1.795 ms), r = 64 nearest 2.005 -> 1.940 device ms (thirteenth session); stochastic r = 64, once the
+  // first tile's loads were issued before M is formed, 2.098 -> 2.067 (fourteenth; bench/NOTES.md).
   __shared__ __align__(16) float m_frag[kHalf ? kRows * RP / 2 : kRows * RP];
   __shared__ uint32_t m_amax_bits;  // fp16 path: bits of max|M| over the block's rows
   // fp16 path: s_M s_c per tile column c, where V's row c is staged as V[c, :] / s_c (three buffers: tile u + 2's are
@@ -304,40 +303,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int warp_rows = warp % kRowGroups, warp_cols = warp / kRowGroups;  // 16-row group, 64-column half
-
-  // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes). The fp16 path scales M by
-  // 1 / s_M and each row c of V by 1 / s_c (pow2_scale of max|M| over the block's rows and of max_k |V[c, k]|) and
-  // the product's column c back by s_M s_c: within triton_backend's bound for its per-basis s_V
-  // (cuda_backend.lowrank_product_error), as s_c <= s_V.
-  float m_scale_up = 1.0f;
-  auto form_m = [&](auto put) {
-    form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put);
-    for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
-      const int i = e / (RP - r);
-      put(i, r + e - i * (RP - r), 0.0f);
-    }
-  };
-  if constexpr (kHalf) {
-    float* m32 = v_frag;  // M [kRows, RP] in float32 until the basis is staged
-    if (threadIdx.x == 0) m_amax_bits = 0u;
-    uint32_t amax = 0u;  // bits of |x|: non-negative floats order as their bits (NaN above infinity)
-    form_m([&](int i, int j, float x) {
-      m32[i * RP + j] = x;
-      amax = max(amax, __float_as_uint(fabsf(x)));
-    });
-    amax = __reduce_max_sync(0xffffffffu, amax);
-    __syncthreads();  // m_amax_bits initialised
-    if (lane == 0) atomicMax(&m_amax_bits, amax);
-    __syncthreads();  // M and its max complete
-    const float2 m_scale = pow2_scale(m_amax_bits);
-    m_scale_up = m_scale.x;
-    __half* m_half = reinterpret_cast<__half*>(m_frag);
-    for (int e = threadIdx.x; e < kRows * RP; e += kThreads)
-      m_half[tc_half_factor_slot<RP>(e / RP, e % RP)] = __float2half_rn(m32[e] * m_scale.y);
-    __syncthreads();  // M's float32 copy read before the basis overwrites it
-  } else {
-    form_m([&](int i, int j, float x) { m_frag[tc_factor_slot<RP>(i, j)] = __uint_as_float(to_tf32(x)); });
-  }
 
   // this thread's share of a tile's basis entries, loaded from global memory a tile ahead, coalesced along the rank.
   // TF32: rank k = threadIdx.x % RP of columns c0 + kColsPerPass q (c0 = threadIdx.x / RP < kColsPerPass). fp16:
@@ -372,12 +337,54 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int p = 0; p < 2; ++p)
         if (rows[h] < d_out) {
           const int64_t col = tile * kCols + col_offset + 32 * p;
-          if (kLoadHint && col + 8 <= d_in && vec_aligned<WT, 8>(w + rows[h] * d_in + col))
+          if (col + 8 <= d_in && vec_aligned<WT, 8>(w + rows[h] * d_in + col))
             load_16_bytes_l2_256(w + rows[h] * d_in + col, raw[h][p]);
           else
             load_raw<WT, 8>(w + rows[h] * d_in, col, d_in, raw[h][p]);
         }
   };
+  // the first tile's weights and basis are loaded before M is formed, so that their latency overlaps M's Philox
+  // and Box-Muller work (H100: 0.3-1% faster at every rank and K, bench/NOTES.md, fourteenth session)
+  const int64_t tiles = row.tile_end - row.tile_begin;
+  float basis[kBasisPerThread];  // tile u + 1's entries, loaded during tile u - 1
+  if (tiles > 0) {
+    load_weights(row.tile_begin);
+    load_basis(row.tile_begin * kCols, basis);
+  }
+  // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes). The fp16 path scales M by
+  // 1 / s_M and each row c of V by 1 / s_c (pow2_scale of max|M| over the block's rows and of max_k |V[c, k]|) and
+  // the product's column c back by s_M s_c: within triton_backend's bound for its per-basis s_V
+  // (cuda_backend.lowrank_product_error), as s_c <= s_V.
+  float m_scale_up = 1.0f;
+  auto form_m = [&](auto put) {
+    form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put);
+    for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
+      const int i = e / (RP - r);
+      put(i, r + e - i * (RP - r), 0.0f);
+    }
+  };
+  if constexpr (kHalf) {
+    float* m32 = v_frag;  // M [kRows, RP] in float32 until the basis is staged
+    if (threadIdx.x == 0) m_amax_bits = 0u;
+    uint32_t amax = 0u;  // bits of |x|: non-negative floats order as their bits (NaN above infinity)
+    form_m([&](int i, int j, float x) {
+      m32[i * RP + j] = x;
+      amax = max(amax, __float_as_uint(fabsf(x)));
+    });
+    amax = __reduce_max_sync(0xffffffffu, amax);
+    __syncthreads();  // m_amax_bits initialised
+    if (lane == 0) atomicMax(&m_amax_bits, amax);
+    __syncthreads();  // M and its max complete
+    const float2 m_scale = pow2_scale(m_amax_bits);
+    m_scale_up = m_scale.x;
+    __half* m_half = reinterpret_cast<__half*>(m_frag);
+    for (int e = threadIdx.x; e < kRows * RP; e += kThreads)
+      m_half[tc_half_factor_slot<RP>(e / RP, e % RP)] = __float2half_rn(m32[e] * m_scale.y);
+    __syncthreads();  // M's float32 copy read before the basis overwrites it
+  } else {
+    form_m([&](int i, int j, float x) { m_frag[tc_factor_slot<RP>(i, j)] = __uint_as_float(to_tf32(x)); });
+  }
+
   // the program's tile u (counted from tile_begin) has buffer u % 2 (its column scales u % 3)
   auto stage_basis = [&](int64_t u, const float (&basis)[kBasisPerThread]) {
     float* frag = v_frag + (u & 1) * kTileFloats;
@@ -399,11 +406,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
   };
-  const int64_t tiles = row.tile_end - row.tile_begin;
-  float basis[kBasisPerThread];  // tile u + 1's entries, loaded during tile u - 1
   if (tiles > 0) {
-    load_weights(row.tile_begin);
-    load_basis(row.tile_begin * kCols, basis);
     stage_basis(0, basis);
     if (tiles > 1) load_basis((row.tile_begin + 1) * kCols, basis);
   }

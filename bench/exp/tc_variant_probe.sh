@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # -D-flag variants of the tensor-core low-rank kernel (csrc/zo_lowrank.cu), each a copy of this tree built with its
-# flags, all built at once; bench_lowrank CUDA K = 1 on each, a table of them all, then the CUDA tests of TEST_FILES
+# flags, all built at once; bench_lowrank CUDA (KS, default "1") on each, a table of them all, then the CUDA tests of TEST_FILES
 # (default: the low-rank and CUDA-backend tests) on TEST_VARIANT (default: the first). VARIANTS="name:flags;..."
 # (flags may be empty). OLD=1 adds the committed tree as variant "old" (ship it as _old/: `git archive HEAD csrc
 # zokernels setup.py bench tests | tar -x -C _old`; _old/ is git-ignored, so pass it in the device tool's carry).
@@ -19,7 +19,7 @@ wait
 grep -h "error" "$OUT"/build_*.log | head -5
 rm -f "$OUT"/build_*.log  # the tool returns at most 8 files
 for v in "${names[@]}"; do
-  bench_lowrank /tmp/v_$v "$v" --ks 1 --backend cuda > /dev/null
+  bench_lowrank /tmp/v_$v "$v" --ks ${KS:-1} --backend cuda > /dev/null
   rm -f "$OUT/lowrank_$v.log"
   echo "lowrank $v done ${SECONDS}s"
 done
@@ -33,7 +33,9 @@ for v in variants:
     print(v, "copy roofline %.3f ms" % data["roofline_ms"])
     for r in data["rows"]:
         if r["calls"] == "one call":
-            rows.setdefault((r["rounding"], r["r"], r["K"]), {})[v] = (r["ms"], r["x_roofline"])
+            ms = r.get("device_ms") or r["ms"]  # the kernels' own time where the row has it
+            rows.setdefault((r["rounding"], r["r"], r["K"]), {})[v] = (ms, ms / data["roofline_ms"])
+print("device ms (x copy roofline)")
 print("rounding r K | " + " | ".join(variants))
 for key in sorted(rows):
     print(*key, "|", " | ".join("%.3f (%.2fx)" % rows[key].get(v, (float("nan"),) * 2) for v in variants))
