@@ -109,3 +109,17 @@ def test_bench_chooses_the_fastest_backend_measured_in_one_run():
             dict(op="combine_", dist="rademacher", rounding="stochastic", K=4, backend="triton", ms=4.0),
             dict(op="eager", dist="gaussian", rounding="nearest", K=1, backend="eager", ms=0.1)]
     assert bench.auto_choices(rows) == {"gaussian/nearest/K=1": "cuda", "gaussian/stochastic/K=5-16": "triton"}
+
+
+def test_bench_ranks_by_device_time_and_breaks_device_ties_by_host_time():
+    bench = _bench_perturb()
+
+    def row(r, backend, ms, host_ms, device_ms):
+        return dict(rounding="nearest", K=1, r=r, backend=backend, ms=ms, host_ms=host_ms, device_ms=device_ms)
+
+    rows = [row(64, "cuda", 2.00, 2.00, 1.90), row(64, "triton", 1.95, 1.95, 2.10),  # host-bound timed figures
+            row(16, "cuda", 1.74, 1.71, 1.738), row(16, "triton", 1.96, 1.91, 1.735),  # kernels tied (0.2% apart)
+            row(8, "cuda", 1.80, 1.50, 1.80), row(8, "triton", 1.80, 1.70, 1.70)]  # 5.9% apart: no tie
+    choices = bench.auto_choices(rows, lambda x: backends.lowrank_class(x["rounding"], x["K"], x["r"]))
+    by_rank = {r: choices[backends.lowrank_class("nearest", 1, r)] for r in (8, 16, 64)}
+    assert by_rank == {64: "cuda", 16: "cuda", 8: "triton"} and len(choices) == 3
