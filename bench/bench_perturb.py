@@ -152,7 +152,8 @@ def auto_choices(rows, op_class=elementwise_class):
         if len({r["backend"] for r in class_rows}) < 2:
             continue
         kernel_ms = [r["ms"] if r.get("device_ms") is None else r["device_ms"] for r in class_rows]
-        tied = [r for r, ms in zip(class_rows, kernel_ms) if ms <= min(kernel_ms) * (1 + DEVICE_TIE)]
+        fastest = min(kernel_ms)
+        tied = [r for r, ms in zip(class_rows, kernel_ms) if ms <= fastest * (1 + DEVICE_TIE)]
         choices[key] = min(tied, key=lambda r: (r.get("host_ms", r["ms"]), r["ms"]))["backend"]
     return choices
 
