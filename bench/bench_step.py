@@ -1,16 +1,23 @@
 """Step benchmark of the ZO optimizers on an OPT-shaped causal LM (random weights, a fixed random batch).
 
 GPU: OPT-1.3B from a transformers config, bf16, batch 16 x 128 tokens; device-event timing of whole steps
-(triton.testing.do_bench, median; each step's host syncs included). Rows: one forward pass (inference), an
+(triton.testing.do_bench, median; each step's host syncs included), in interleaved rounds: every round times
+every row once, and a row's figures are medians over rounds, its ratios taken within each round (a step is
+partly host-bound, and the device host's speed drifts between and within runs: single blocks of 3 s per row
+put the forward at 12.2 to 21.1 ms in runs of one tree; bench/NOTES.md). Rows: one forward pass (inference), an
 eager MeZO step written the way princeton-nlp/MeZO does it (re-seed, torch.normal per parameter,
 p.data = p.data + scale * z, restore, update), zokernels MeZO in both modes, BSZO (k = 2, 4, 8) in exact mode,
 AGZO (rank 1, full parameter) and ZO-Act (rank 16, every linear layer but the tied head).
-Peak memory is max_memory_allocated during a step, against the inference forward's. CPU: a tiny OPT, wall clock.
+Peak memory of a row (peak_mb): the model and batch, plus what the row keeps between steps (its optimizer's state
+and scratch: allocated after construction and a first step, less before), plus the step's transient peak above
+that; the other rows' optimizers, alive for the rounds, are not counted. Against the inference forward's.
+CPU: a tiny OPT, wall clock, no peaks.
 Prints a table and writes JSON (default bench/results/step_<device>.json).
 """
 import argparse
 import datetime
 import os
+import statistics
 import sys
 
 import torch
@@ -54,15 +61,26 @@ def eager_mezo_step(params, closure, seed, eps=1e-3, lr=1e-6):
     return loss_plus
 
 
-def peak_mb(fn, device):
-    if device.type != "cuda":
-        return None
+def allocated_bytes(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        return torch.cuda.memory_allocated()
+    return 0
+
+
+def build_and_measure(make, device):
+    """make() builds a row (its optimizer) and returns its step function; runs it once. Returns (fn, state bytes:
+    what the row keeps allocated after the build and that step, transient bytes: one step's peak above that)."""
+    before = allocated_bytes(device)
+    fn = make()
     fn()
-    torch.cuda.synchronize()
+    kept = allocated_bytes(device)
+    if device.type != "cuda":
+        return fn, 0, 0
     torch.cuda.reset_peak_memory_stats()
     fn()
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2**20
+    return fn, kept - before, torch.cuda.max_memory_allocated() - kept
 
 
 def main(argv=None):
@@ -72,6 +90,8 @@ def main(argv=None):
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}, or "
                     "zoact-hooks: ZO-Act's coefficients evaluated through PerturbedEvaluator's module hooks (the "
                     "evaluation before CoefficientPerturbation), for comparison in one run")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each times every row once)")
+    ap.add_argument("--rep-ms", type=int, default=600, help="do_bench's timed span per row and round")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     wanted = set(args.rows.split(","))
@@ -86,50 +106,104 @@ def main(argv=None):
         return model(input_ids=ids, labels=ids).loss
 
     counter = iter(range(10**9))
-    rows = []
+    rows, specs = [], []  # specs: (fn, prepare) per row, prepare run before each of its timings
+    model_bytes = allocated_bytes(device)  # the model and the batch
 
-    def add(name, fn, forwards, rep_ms=3000):
-        ms = run(fn, rep_ms=rep_ms)
-        rows.append(dict(name=name, ms=ms, forwards=forwards, peak_mb=peak_mb(fn, device)))
-        print(f"  {name:32s} {ms:9.2f} ms  {forwards} forward(s)  peak {rows[-1]['peak_mb']} MB", flush=True)
+    def add(name, make, forwards, prepare, state_from=None):
+        """state_from: the index of a row whose optimizer this row reuses (its state counts for this row too)."""
+        prepare()
+        fn, state, transient = build_and_measure(make, device)
+        if state_from is not None:
+            state += rows[state_from]["state_bytes"]
+        peak = (model_bytes + state + transient) / 2**20 if device.type == "cuda" else None
+        rows.append(dict(name=name, forwards=forwards, peak_mb=peak, state_bytes=state, transient_bytes=transient))
+        specs.append((fn, prepare))
+        print(f"  {name:32s} {forwards} forward(s)  peak {peak} MB", flush=True)
 
     print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}: OPT {n / 1e9:.3f}e9 "
           f"{dtype} parameters, batch {tuple(ids.shape)}, backend {zk.backend_for(device)}", flush=True)
-    add("forward (inference)", closure, 1)  # always: the other rows are read against it
+    wrapped = []  # ZO-Act's (parent, attribute, ZOActLinear): installed for its rows, the plain linears otherwise
+
+    def install_zoact(on):
+        for parent, child, layer in wrapped:
+            setattr(parent, child, layer if on else layer.base)
+
+    plain = lambda: install_zoact(False)  # noqa: E731
+    add("forward (inference)", lambda: closure, 1, plain)  # always: the other rows are read against it
     if "eager" in wanted:
-        add("eager MeZO step (inplace, RNE)", lambda: eager_mezo_step(params, closure, next(counter)), 2)
+        add("eager MeZO step (inplace, RNE)", lambda: lambda: eager_mezo_step(params, closure, next(counter)), 2,
+            plain)
+
+    def stepper(optimizer_class, *args, **kwargs):
+        """make() for add: builds the optimizer and returns its step (bound to it, not to a loop variable)."""
+        def make():
+            opt = optimizer_class(*args, **kwargs)
+            return lambda: opt.step(closure)
+        return make
+
     for mode in ("inplace", "exact") if "mezo" in wanted else ():
-        opt = zk.optim.MeZO(params, lr=1e-6, mode=mode)
-        add(f"zokernels MeZO ({mode})", lambda opt=opt: opt.step(closure), 2)
+        add(f"zokernels MeZO ({mode})", stepper(zk.optim.MeZO, params, lr=1e-6, mode=mode), 2, plain)
     for k in [int(v) for v in args.ks.split(",")] if "bszo" in wanted else ():
-        opt = zk.optim.BSZO(params, lr=1e-6, k=k)
-        add(f"zokernels BSZO k={k} (exact)", lambda opt=opt: opt.step(closure), k + 1)
+        add(f"zokernels BSZO k={k} (exact)", stepper(zk.optim.BSZO, params, lr=1e-6, k=k), k + 1, plain)
     rank = 16 if device.type == "cuda" and not args.quick else 4
-    if "agzo" in wanted:
-        opt = zk.optim.AGZO(model, lr=1e-6)
-        add("zokernels AGZO r=1 (paper default, full parameter)", lambda: opt.step(closure), 2)
+    if "agzo" in wanted:  # built before ZO-Act, which freezes the base weights it wraps
+        add("zokernels AGZO r=1 (paper default, full parameter)", stepper(zk.optim.AGZO, model, lr=1e-6), 2, plain)
     if wanted & {"zoact", "zoact-hooks"}:
-        opt = zk.optim.ZOAct(model, lr=1e-6, rank=rank, calibration=closure)  # wraps the linears: the last rows
+        zoact = {}
+
+        def make_zoact():
+            opt = zoact["opt"] = zk.optim.ZOAct(model, lr=1e-6, rank=rank, calibration=closure)  # wraps the linears
+            zoact["by_coefficients"] = opt._perturbation
+            for name, layer in opt.layers:
+                parent, _, child = name.rpartition(".")
+                wrapped.append((model.get_submodule(parent) if parent else model, child, layer))
+            return lambda: opt.step(closure)
+
+        def use(key):
+            def prepare():
+                install_zoact(True)
+                if key in zoact:  # (before the row is built: nothing to choose yet)
+                    zoact["opt"]._perturbation = zoact[key]
+            return prepare
+
+        def make_hooks():  # the same optimizer, its C's evaluated through module hooks
+            if "opt" not in zoact:
+                make_zoact()
+            zoact["hooks"] = PerturbedEvaluator([[layer.coeff for _, layer in zoact["opt"].layers]])  # one group
+            use("hooks")()
+            return lambda: zoact["opt"].step(closure)
+
         if "zoact" in wanted:
-            add(f"zokernels ZO-Act r={rank} (linears, Adam)", lambda: opt.step(closure), 2)
+            add(f"zokernels ZO-Act r={rank} (linears, Adam)", make_zoact, 2, use("by_coefficients"))
         if "zoact-hooks" in wanted:
-            opt._perturbation = PerturbedEvaluator([[layer.coeff for _, layer in opt.layers]])  # one group
-            add(f"ZO-Act r={rank}, C's evaluated by module hooks", lambda: opt.step(closure), 2)
-    forward_ms, forward_peak = rows[0]["ms"], rows[0]["peak_mb"]
-    mezo_ms = rows[1]["ms"] if "eager" in wanted else float("nan")
-    for r in rows:
+            add(f"ZO-Act r={rank}, C's evaluated by module hooks", make_hooks, 2, use("hooks"),
+                state_from=len(rows) - 1 if "zoact" in wanted else None)
+    times = [[] for _ in rows]
+    for round_ in range(args.rounds):
+        for t, (fn, prepare) in zip(times, specs):
+            prepare()
+            t.append(run(fn, rep_ms=args.rep_ms))
+        print(f"  round {round_ + 1}: " + " ".join(f"{t[-1]:.1f}" for t in times), flush=True)
+    plain()
+    eager = 1 if "eager" in wanted else None
+    for r, t in zip(rows, times):
+        r.update(ms=statistics.median(t), ms_min=min(t), ms_max=max(t), rounds=t)
         r["ms_per_forward"] = r["ms"] / r["forwards"]
-        r["x_eager_mezo_step"] = r["ms"] / mezo_ms
-        r["x_forwards"] = r["ms"] / (forward_ms * r["forwards"])
-        r["peak_x_inference"] = r["peak_mb"] / forward_peak if forward_peak else None
+        r["x_forwards"] = statistics.median(x / (f * r["forwards"]) for x, f in zip(t, times[0]))
+        r["x_eager_mezo_step"] = statistics.median(x / e for x, e in zip(t, times[eager])) if eager else float("nan")
+        r["peak_x_inference"] = r["peak_mb"] / rows[0]["peak_mb"] if rows[0]["peak_mb"] else None
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     result = dict(device=device_name, torch=torch.__version__, date=datetime.date.today().isoformat(),
-                  parameters=n, dtype=str(dtype), batch=list(ids.shape), backend=zk.backend_for(device), rows=rows)
-    print("\n| step | ms | forwards | ms / (forwards x forward ms) | x eager MeZO step | peak MB | x inference peak |")
-    print("|---|---|---|---|---|---|---|")
+                  parameters=n, dtype=str(dtype), batch=list(ids.shape), backend=zk.backend_for(device),
+                  rounds=args.rounds, rep_ms=args.rep_ms, rows=rows)
+    print(f"\n{args.rounds} rounds; medians, ratios within each round")
+    print("| step | ms | ms range | forwards | ms / (forwards x forward ms) | x eager MeZO step | peak MB | "
+          "x inference peak |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         peak = f"{r['peak_mb']:.0f} | {r['peak_x_inference']:.3f}" if r["peak_mb"] else "- | -"
-        print(f"| {r['name']} | {r['ms']:.2f} | {r['forwards']} | {r['x_forwards']:.2f} | {r['x_eager_mezo_step']:.2f} | {peak} |")
+        print(f"| {r['name']} | {r['ms']:.2f} | {r['ms_min']:.1f}-{r['ms_max']:.1f} | {r['forwards']} | "
+              f"{r['x_forwards']:.2f} | {r['x_eager_mezo_step']:.2f} | {peak} |")
     write_result(result, args.out, "step")
 
 
