@@ -269,21 +269,7 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
 // product, whose tiles take half that, forms M in float32 there first).
 // Two buffers and one barrier per tile (not per stage of several tiles: 2-4 tiles per barrier measured slower on
 // the H100, bench/NOTES.md, twelfth session).
-// Probe flags (bench/NOTES.md, fifteenth session): ZK_TC_LATE_BASIS_LOAD issues tile u + 2's basis loads after tile
-// u's rounding (the registers free during it); ZK_TC_BASIS_CP_ASYNC copies each thread's basis entries into shared
-// memory by cp.async instead of registers (two more buffers of a tile's entries, fp32).
-#ifndef ZK_TC_LATE_BASIS_LOAD
-#define ZK_TC_LATE_BASIS_LOAD 0
-#endif
-#ifndef ZK_TC_BASIS_CP_ASYNC
-#define ZK_TC_BASIS_CP_ASYNC 0
-#endif
-__host__ __device__ constexpr int tc_basis_bytes(int rp) { return (ZK_TC_BASIS_CP_ASYNC ? 4 : 2) * tc_cols(rp) * rp * 4; }
-
-__device__ __forceinline__ void cp_async_4(float* dst, const float* src, bool valid) {  // zero-filled if !valid
-  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(d), "l"(src), "r"(valid ? 4 : 0) : "memory");
-}
+__host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * tc_cols(rp) * rp * 4; }
 
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)
@@ -341,28 +327,6 @@ __global__ void __launch_bounds__(kThreads, 2)
         basis[q * kRankPasses + i] = k_mine + 32 * i < r && kColsPerPass * q < cols_left
                                          ? p[static_cast<int64_t>(kColsPerPass * q) * r + 32 * i] : 0.0f;
   };
-#if ZK_TC_BASIS_CP_ASYNC
-  // [2][kBasisPerThread][kThreads] floats after the fragment buffers' float32 size (the fp16 path's M in float32
-  // fills that while the first tile's copies land): entry e of this thread at e kThreads + tid
-  float* raw_basis = v_frag + 2 * kCols * RP;
-  auto fetch_basis = [&](int64_t u) {  // program tile u's entries into raw buffer u % 2, one commit group
-    const int64_t col0 = (row.tile_begin + u) * kCols;
-    const float* p = v + (col0 + c0) * r + k_mine;
-    const int64_t cols_left = d_in - col0 - c0;
-    float* dst = raw_basis + (u & 1) * kBasisPerThread * kThreads + threadIdx.x;
-#pragma unroll
-    for (int q = 0; q < kBasisPerThread / kRankPasses; ++q)
-#pragma unroll
-      for (int i = 0; i < kRankPasses; ++i) {
-        const bool ok = k_mine + 32 * i < r && kColsPerPass * q < cols_left;
-        cp_async_4(dst + (q * kRankPasses + i) * kThreads, ok ? p + static_cast<int64_t>(kColsPerPass * q) * r + 32 * i : v, ok);
-      }
-    asm volatile("cp.async.commit_group;" ::: "memory");
-  };
-#else
-  float basis[kBasisPerThread];  // tile u + 1's entries, loaded during tile u - 1
-  auto fetch_basis = [&](int64_t u) { load_basis((row.tile_begin + u) * kCols, basis); };
-#endif
   const int64_t rows[2] = {row0 + 16 * warp_rows + (lane >> 2), row0 + 16 * warp_rows + (lane >> 2) + 8};
   const int64_t col_offset = 64 * warp_cols + 8 * (lane & 3);
   WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 32 .. + 39 of a tile
@@ -382,9 +346,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   // the first tile's weights and basis are loaded before M is formed, so that their latency overlaps M's Philox
   // and Box-Muller work (H100: 0.3-1% faster at every rank and K, bench/NOTES.md, fourteenth session)
   const int64_t tiles = row.tile_end - row.tile_begin;
+  float basis[kBasisPerThread];  // tile u + 1's entries, loaded during tile u - 1
   if (tiles > 0) {
     load_weights(row.tile_begin);
-    fetch_basis(0);
+    load_basis(row.tile_begin * kCols, basis);
   }
   // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes). The fp16 path scales M by
   // 1 / s_M and each row c of V by 1 / s_c (pow2_scale of max|M| over the block's rows and of max_k |V[c, k]|) and
@@ -441,21 +406,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
   };
-#if ZK_TC_BASIS_CP_ASYNC
-  auto stage_fetched = [&](int64_t u) {
-    asm volatile("cp.async.wait_group 0;" ::: "memory");  // this thread's own copies: no barrier needed
-    float entries[kBasisPerThread];
-    const float* src = raw_basis + (u & 1) * kBasisPerThread * kThreads + threadIdx.x;
-#pragma unroll
-    for (int e = 0; e < kBasisPerThread; ++e) entries[e] = src[e * kThreads];
-    stage_basis(u, entries);
-  };
-#else
-  auto stage_fetched = [&](int64_t u) { stage_basis(u, basis); };
-#endif
   if (tiles > 0) {
-    stage_fetched(0);
-    if (tiles > 1) fetch_basis(1);
+    stage_basis(0, basis);
+    if (tiles > 1) load_basis((row.tile_begin + 1) * kCols, basis);
   }
   __syncthreads();  // M's fragments and the first tile's basis are written
   for (int64_t u = 0; u < tiles; ++u) {
@@ -493,8 +446,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (u + 1 < tiles) load_weights(tile + 1);
     // the next tile's basis, into the other buffer (whose readers passed the last barrier)
     if (u + 1 < tiles) {
-      stage_fetched(u + 1);
-      if (!ZK_TC_LATE_BASIS_LOAD && u + 2 < tiles) fetch_basis(u + 2);
+      stage_basis(u + 1, basis);
+      if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
     }
     __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
 #pragma unroll
@@ -525,7 +478,6 @@ __global__ void __launch_bounds__(kThreads, 2)
         else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
       }
     }
-    if (ZK_TC_LATE_BASIS_LOAD && u + 2 < tiles) fetch_basis(u + 2);
   }
 }
 
