@@ -274,6 +274,21 @@ def test_bad_scale_and_copy_arguments():
         zk.perturbed_copy_([buf[5:15]], [buf[:10]], seed=0, scale=1.0)
 
 
+def test_overlap_check_on_many_views_of_one_buffer():
+    """Touching views of one buffer are disjoint; one element shared by two of 40 views, given out of order, is
+    refused with both positions named, and nothing is written."""
+    buf = torch.randn(400, device=DEVICE)
+    views = [buf[10 * i:10 * i + 10] for i in range(40)]
+    order = list(range(39, -1, -1))
+    zk.perturb_([views[i] for i in order], seed=0, scale=0.0)
+    before = buf.clone()
+    shuffled = [views[i] for i in order]
+    shuffled[7] = buf[10 * order[7] - 1:10 * order[7] + 9]  # one element of the view below it (position 8)
+    with pytest.raises(ValueError, match=r"tensors\[7\] and tensors\[8\] overlap"):
+        zk.perturb_(shuffled, seed=0, scale=1.0)
+    assert torch.equal(buf, before)
+
+
 def test_empty_list_is_a_no_op_that_still_checks_arguments():
     assert zk.perturb_([], seed=0, scale=1.0) is None
     for kwargs, match in (({"seed": -1}, "seed"), ({"dist": "uniform"}, "dist"), ({"backend": "cudnn"}, "backend")):

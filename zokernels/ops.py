@@ -66,8 +66,16 @@ def _span(t):
 
 def _check_no_overlap(name, tensors, allowed=None):
     """No two tensors may share memory, except pairs (i, j) for which allowed(i, j) is true (symmetric)."""
+    spans = sorted((p, p + t.nbytes, i) for i, t in enumerate(tensors) if t.numel() > 0 for p in (t.data_ptr(),))
+    end = 0  # one pass first: where every span starts at or after the ends of all earlier ones, nothing overlaps
+    for a0, a1, _ in spans:
+        if a0 < end:
+            break
+        end = max(end, a1)
+    else:
+        return
     active = []  # (end, index) of the spans that start earlier and may still overlap the next one
-    for a0, a1, i in sorted((*_span(t), i) for i, t in enumerate(tensors) if t.numel() > 0):
+    for a0, a1, i in spans:
         active = [(b1, j) for b1, j in active if b1 > a0]
         for _, j in active:
             if not (allowed and allowed(j, i)):
@@ -222,22 +230,24 @@ MAX_RANK = 128  # the low-rank kernels hold a [rows, r] tile in registers
 
 def _check_lowrank(i, weight, basis, factor, device):
     """Shapes, dtypes, devices and layout of the i-th (weight, basis, factor) of a low-rank op; returns r."""
+    shapes = []
     for name, t in (("weights", weight), ("bases", basis), ("factors", factor)):
         if t is None:
             continue
-        if t.dim() != 2:
-            raise ValueError(f"{name}[{i}] must be 2-D, got shape {tuple(t.shape)}")
+        shape = t.shape
+        if len(shape) != 2:
+            raise ValueError(f"{name}[{i}] must be 2-D, got shape {tuple(shape)}")
         if t.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"{name}[{i}] (shape {tuple(t.shape)}) has dtype {t.dtype}: float32, float16 or bfloat16")
+            raise TypeError(f"{name}[{i}] (shape {tuple(shape)}) has dtype {t.dtype}: float32, float16 or bfloat16")
         if t.device != device:
             raise ValueError(f"{name}[{i}] is on {t.device}, weights[0] on {device}: one device")
         if not t.is_contiguous():
-            raise ValueError(f"{name}[{i}] (shape {tuple(t.shape)}) is not contiguous")
-    d_out, d_in = weight.shape
-    if basis.shape[0] != d_in:
+            raise ValueError(f"{name}[{i}] (shape {tuple(shape)}) is not contiguous")
+        shapes.append(shape)
+    (d_out, d_in), (basis_rows, r) = shapes[:2]
+    if basis_rows != d_in:
         raise ValueError(f"bases[{i}] has shape {tuple(basis.shape)}: it must be (d_in, r) = ({d_in}, r) for "
                          f"weights[{i}] {tuple(weight.shape)}")
-    r = basis.shape[1]
     if not 1 <= r <= MAX_RANK:
         raise ValueError(f"bases[{i}] rank r = {r} must be in [1, {MAX_RANK}]")
     if factor is not None and tuple(factor.shape) != (d_out, r):
