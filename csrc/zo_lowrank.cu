@@ -270,12 +270,6 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
 // Two buffers and one barrier per tile (not per stage of several tiles: 2-4 tiles per barrier measured slower on
 // the H100, bench/NOTES.md, twelfth session).
 __host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * tc_cols(rp) * rp * 4; }
-#ifndef ZK_TC_QUAD_STAGING
-#define ZK_TC_QUAD_STAGING 0
-#endif
-#ifndef ZK_TC_QUAD_PAIR_LOADS
-#define ZK_TC_QUAD_PAIR_LOADS 1
-#endif
 
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)
@@ -310,62 +304,34 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int warp_rows = warp % kRowGroups, warp_cols = warp / kRowGroups;  // 16-row group, 64-column half
 
-  // this thread's share of a tile's basis entries, loaded from global memory a tile ahead, coalesced along the rank.
-  // TF32: rank k = threadIdx.x % RP of columns c0 + kColsPerPass q (c0 = threadIdx.x / RP < kColsPerPass). fp16:
-  // ranks lane + 32 i of columns warp + 8 q, entry q kRankPasses + i, so that a column's max over its ranks is one
-  // warp reduction.
+  // this thread's share of a tile's basis entries, loaded from global memory a tile ahead, entry q kPerPass + i.
+  // fp16: ranks lane + 32 i of column warp + 8 q, so that a column's max over its ranks is one warp reduction.
+  // TF32: lane (lane / 8, lane % 8) takes column 4 (warp + 8 q) + lane / 8, rank 8 i + lane % 8: a warp's staging
+  // store writes 4 columns of one k step, 32 distinct banks (a column's k step spans 8 banks of the fragment
+  // layout, so a warp on one column's ranks, as before, met 4-way conflicts at r = 32). H100, K = 4 stochastic
+  // r = 32: 1.930 -> 1.900 device ms; at r = 64 (fp16 pairs) that mapping was slower (bench/NOTES.md, fifteenth
+  // session).
+  constexpr int kPerPass = kHalf ? RP / 32 : RP / 8, kPasses = kBasisPerThread / kPerPass;
+  static_assert(kHalf ? RP % 32 == 0 : kCols % 32 == 0, "staging passes");
+  const int c_mine = kHalf ? warp : 4 * warp + (lane >> 3), k_mine = kHalf ? lane : lane & 7;
+  constexpr int kPassCols = kHalf ? 8 : 32, kRankStride = kHalf ? 32 : 8;  // column and rank steps between entries
   // a tile column's slot (floats, or halves for kHalf): its 64-column half's fragments, then the half's column
   // slot (additive over the bits of c)
   auto column_slot = [](int c) {
     return (c >> 6) * (64 * RP) + (kHalf ? tc_half_basis_column_slot(c & 63) : tc_basis_column_slot(c & 63));
   };
-#if !ZK_TC_QUAD_STAGING
-  constexpr int kColsPerPass = kHalf ? kThreads / 32 : kThreads / RP, kRankPasses = kHalf ? RP / 32 : 1;
-  static_assert(!kHalf || RP % 32 == 0, "fp16 staging: ranks in passes of 32");
-  const int k_mine = kHalf ? lane : threadIdx.x % RP, c0 = kHalf ? warp : threadIdx.x / RP;
-  const int basis_slot = column_slot(c0) + (kHalf ? tc_half_basis_rank_slot(k_mine) : tc_basis_rank_slot(k_mine));
+  auto rank_slot = [](int k) { return kHalf ? tc_half_basis_rank_slot(k) : tc_basis_rank_slot(k); };
+  const int basis_slot = rank_slot(k_mine);
   auto load_basis = [&](int64_t col0, float (&basis)[kBasisPerThread]) {
-    const float* p = v + (col0 + c0) * r + k_mine;
-    const int64_t cols_left = d_in - col0 - c0;
+    const float* p = v + (col0 + c_mine) * r + k_mine;
+    const int64_t cols_left = d_in - col0 - c_mine;
 #pragma unroll
-    for (int q = 0; q < kBasisPerThread / kRankPasses; ++q)
+    for (int q = 0; q < kPasses; ++q)
 #pragma unroll
-      for (int i = 0; i < kRankPasses; ++i)
-        basis[q * kRankPasses + i] = k_mine + 32 * i < r && kColsPerPass * q < cols_left
-                                         ? p[static_cast<int64_t>(kColsPerPass * q) * r + 32 * i] : 0.0f;
+      for (int i = 0; i < kPerPass; ++i)
+        basis[q * kPerPass + i] = k_mine + kRankStride * i < r && kPassCols * q < cols_left
+                                      ? p[static_cast<int64_t>(kPassCols * q) * r + kRankStride * i] : 0.0f;
   };
-#else
-  // Quad staging: lane (cq, ku) = (lane / 8, lane % 8) of warp w takes column c = 4 (w + 8 p) + cq of each of its
-  // kQuadsPerWarp passes p and, in every k step s of the product, ranks kStepRanks s + kUnit ku .. + kUnit - 1
-  // (kUnit: 1 for TF32, a pair of halves for fp16), entry (p kStepsStaged + s) kUnit + i. A warp's store then
-  // writes four columns (c % 4 = 0..3) of one k step: 32 distinct banks (the fragment slots of a column's k step
-  // span 8 banks), one 4-byte store per entry or fp16 pair; a column's max over its ranks is within 8 lanes.
-  constexpr int kUnit = kHalf ? 2 : 1, kStepRanks = 8 * kUnit, kStepsStaged = RP / kStepRanks;
-  constexpr int kQuadsPerWarp = kCols / 32;
-  static_assert(kQuadsPerWarp * kStepsStaged * kUnit == kBasisPerThread, "quad staging covers the tile");
-  const int cq = lane >> 3, ku = lane & 7;
-  // fp16 pairs as one 8-byte load where every pair is aligned (r even, V 8-byte aligned); uniform per block
-  const bool pair_loads = ZK_TC_QUAD_PAIR_LOADS && kHalf && r % 2 == 0 && (reinterpret_cast<uintptr_t>(v) & 7) == 0;
-  auto load_basis = [&](int64_t col0, float (&basis)[kBasisPerThread]) {
-#pragma unroll
-    for (int p = 0; p < kQuadsPerWarp; ++p) {
-      const int64_t col = col0 + 4 * (warp + 8 * p) + cq;
-      const float* vc = v + col * r;
-#pragma unroll
-      for (int s = 0; s < kStepsStaged; ++s) {
-        const int k = kStepRanks * s + kUnit * ku, e = (p * kStepsStaged + s) * kUnit;
-        if (kHalf && pair_loads) {
-          const float2 x = col < d_in && k < r ? *reinterpret_cast<const float2*>(vc + k) : make_float2(0.0f, 0.0f);
-          basis[e] = x.x;
-          basis[e + 1] = x.y;
-        } else {
-#pragma unroll
-          for (int i = 0; i < kUnit; ++i) basis[e + i] = col < d_in && k + i < r ? vc[k + i] : 0.0f;
-        }
-      }
-    }
-  };
-#endif
   const int64_t rows[2] = {row0 + 16 * warp_rows + (lane >> 2), row0 + 16 * warp_rows + (lane >> 2) + 8};
   const int64_t col_offset = 64 * warp_cols + 8 * (lane & 3);
   WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 32 .. + 39 of a tile
@@ -425,57 +391,28 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 
   // the program's tile u (counted from tile_begin) has buffer u % 2 (its column scales u % 3)
-#if ZK_TC_QUAD_STAGING
   auto stage_basis = [&](int64_t u, const float (&basis)[kBasisPerThread]) {
     float* frag = v_frag + (u & 1) * kTileFloats;
 #pragma unroll
-    for (int p = 0; p < kQuadsPerWarp; ++p) {
-      const int c = 4 * (warp + 8 * p) + cq, slot = column_slot(c);
-      if constexpr (kHalf) {
-        uint32_t amax = 0u;  // max_k |V[c, k]| of this column (bits): this lane's ranks, then its 8 lanes'
-#pragma unroll
-        for (int e = 0; e < kStepsStaged * kUnit; ++e)
-          amax = max(amax, __float_as_uint(fabsf(basis[p * kStepsStaged * kUnit + e])));
-#pragma unroll
-        for (int m = 1; m < 8; m <<= 1) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-        const float2 sc = pow2_scale(amax);
-#pragma unroll
-        for (int st = 0; st < kStepsStaged; ++st) {
-          const int e = (p * kStepsStaged + st) * kUnit;
-          const __half2 h = __floats2half2_rn(basis[e] * sc.y, basis[e + 1] * sc.y);
-          *reinterpret_cast<__half2*>(reinterpret_cast<__half*>(frag) + slot +
-                                      tc_half_basis_rank_slot(kStepRanks * st + kUnit * ku)) = h;
-        }
-        if (ku == 0) col_scale[u % 3][c] = m_scale_up * sc.x;
-      } else {
-#pragma unroll
-        for (int st = 0; st < kStepsStaged; ++st)
-          frag[slot + tc_basis_rank_slot(kStepRanks * st + ku)] = __uint_as_float(to_tf32(basis[p * kStepsStaged + st]));
-      }
-    }
-  };
-#else
-  auto stage_basis = [&](int64_t u, const float (&basis)[kBasisPerThread]) {
-    float* frag = v_frag + (u & 1) * kTileFloats;
-#pragma unroll
-    for (int q = 0; q < kBasisPerThread / kRankPasses; ++q) {  // c0 < kColsPerPass: the column bits are disjoint
-      const int slot = basis_slot + column_slot(kColsPerPass * q);
+    for (int q = 0; q < kPasses; ++q) {  // the column bits of c_mine and kPassCols q are disjoint
+      const int slot = column_slot(c_mine) + column_slot(kPassCols * q) + basis_slot;
       if constexpr (kHalf) {
         uint32_t amax = 0u;  // max_k |V[c, k]| of this column (bits)
 #pragma unroll
-        for (int i = 0; i < kRankPasses; ++i) amax = max(amax, __float_as_uint(fabsf(basis[q * kRankPasses + i])));
+        for (int i = 0; i < kPerPass; ++i) amax = max(amax, __float_as_uint(fabsf(basis[q * kPerPass + i])));
         const float2 s = pow2_scale(__reduce_max_sync(0xffffffffu, amax));
 #pragma unroll
-        for (int i = 0; i < kRankPasses; ++i)
-          reinterpret_cast<__half*>(frag)[slot + tc_half_basis_rank_slot(32 * i)] =
-              __float2half_rn(basis[q * kRankPasses + i] * s.y);
-        if (lane == 0) col_scale[u % 3][c0 + kColsPerPass * q] = m_scale_up * s.x;
+        for (int i = 0; i < kPerPass; ++i)
+          reinterpret_cast<__half*>(frag)[slot + rank_slot(kRankStride * i)] =
+              __float2half_rn(basis[q * kPerPass + i] * s.y);
+        if (lane == 0) col_scale[u % 3][c_mine + kPassCols * q] = m_scale_up * s.x;
       } else {
-        frag[slot] = __uint_as_float(to_tf32(basis[q]));
+#pragma unroll
+        for (int i = 0; i < kPerPass; ++i)
+          frag[slot + rank_slot(kRankStride * i)] = __uint_as_float(to_tf32(basis[q * kPerPass + i]));
       }
     }
   };
-#endif
   if (tiles > 0) {
     stage_basis(0, basis);
     if (tiles > 1) load_basis((row.tile_begin + 1) * kCols, basis);
