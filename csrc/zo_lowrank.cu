@@ -270,9 +270,6 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
 // Two buffers and one barrier per tile (not per stage of several tiles: 2-4 tiles per barrier measured slower on
 // the H100, bench/NOTES.md, twelfth session).
 __host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * tc_cols(rp) * rp * 4; }
-#ifndef ZK_TC_INTERIOR_FAST_PATH  // probe flag (fifteenth session)
-#define ZK_TC_INTERIOR_FAST_PATH 0
-#endif
 
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)
@@ -339,16 +336,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int64_t col_offset = 64 * warp_cols + 8 * (lane & 3);
   WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 32 .. + 39 of a tile
   auto load_weights = [&](int64_t tile) {
-#if ZK_TC_INTERIOR_FAST_PATH >= 2
-    if (row0 + kRows <= d_out && (tile + 1) * kCols <= d_in && (d_in & 7) == 0 &&
-        (reinterpret_cast<uintptr_t>(w) & 15) == 0) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int p = 0; p < 2; ++p) load_16_bytes_l2_256(w + rows[h] * d_in + tile * kCols + col_offset + 32 * p, raw[h][p]);
-      return;
-    }
-#endif
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -470,57 +457,34 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
     }
     __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
-    // kInterior: every row and column of the tile inside the weight, d_in % 8 == 0 and W 16-byte aligned, so that
-    // every chunk is stored whole by one vector store and is one rounding unit: no per-chunk checks or branches
-    auto epilogue = [&](auto interior_tag) {
-      constexpr bool kInterior = decltype(interior_tag)::value;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < 2; ++h) {
 #pragma unroll
-        for (int p = 0; p < 2; ++p) {
-          const int64_t col = col_lane + 32 * p;
-          if (!kInterior && (rows[h] >= d_out || col >= d_in)) continue;
-          float out[8];
-          to_f32<WT, 8>(cur[h][p], out);
-          float scale[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};  // s_M s_c of the fp16 product
-          if constexpr (kHalf) {
-            const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][col_offset + 32 * p]);
-            const float4 s0 = cs[0], s1 = cs[1];
-            const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+      for (int p = 0; p < 2; ++p) {
+        const int64_t col = col_lane + 32 * p;
+        if (rows[h] >= d_out || col >= d_in) continue;
+        float out[8];
+        to_f32<WT, 8>(cur[h][p], out);
+        float scale[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};  // s_M s_c of the fp16 product
+        if constexpr (kHalf) {
+          const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][col_offset + 32 * p]);
+          const float4 s0 = cs[0], s1 = cs[1];
+          const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
 #pragma unroll
-            for (int i = 0; i < 8; ++i) scale[i] = sv[i];
-          }
-#pragma unroll
-          for (int i = 0; i < 8; ++i)  // column col + i
-            out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * scale[i] : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
-          uint32_t words[8];
-          if constexpr (kInterior) {  // element index rows[h] d_in + col is a multiple of 8: one unit
-#pragma unroll
-            for (int j = 0; j < 8; ++j) words[j] = 0u;
-            if constexpr (STOCHASTIC) {
-              const uint4 x = unit_words((rows[h] * d_in + col) >> 3, kRoundingStream, tensor_id, rounding_key);
-#pragma unroll
-              for (int j = 0; j < 8; ++j) words[j] = rounding_half(x, j);
-            }
-          } else {
-            rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
-          }
-          alignas(16) WT rounded[8];
-          round_group<WT, 8>(out, words, STOCHASTIC, rounded);
-          WT* dst = w + rows[h] * d_in + col;  // one vector store where the chunk is inside the row and aligned
-          if (kInterior || (col + 8 <= d_in && vec_aligned<WT, 8>(dst))) store_16_bytes(dst, rounded);
-          else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
+          for (int i = 0; i < 8; ++i) scale[i] = sv[i];
         }
+#pragma unroll
+        for (int i = 0; i < 8; ++i)  // column col + i
+          out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * scale[i] : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
+        uint32_t words[8];
+        rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
+        alignas(16) WT rounded[8];
+        round_group<WT, 8>(out, words, STOCHASTIC, rounded);
+        WT* dst = w + rows[h] * d_in + col;  // one vector store where the chunk is inside the row and aligned
+        if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, rounded);
+        else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
       }
-    };
-#if ZK_TC_INTERIOR_FAST_PATH
-    const bool interior = row0 + kRows <= d_out && (tile + 1) * kCols <= d_in && (d_in & 7) == 0 &&
-                          (reinterpret_cast<uintptr_t>(w) & 15) == 0;
-    if (interior) epilogue(std::true_type{});
-    else epilogue(std::false_type{});
-#else
-    epilogue(std::false_type{});
-#endif
+    }
   }
 }
 
