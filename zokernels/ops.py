@@ -360,7 +360,8 @@ def lowrank_delta(x: torch.Tensor, basis: torch.Tensor, factor: torch.Tensor, *,
     elif tuple(xv.shape) != (*x.shape[:-1], basis.shape[1]) or xv.dtype != torch.float32:
         raise ValueError(f"xv has shape {tuple(xv.shape)} and dtype {xv.dtype}: it must be lowrank_project(x, basis), "
                          f"float32 {(*x.shape[:-1], basis.shape[1])}")
-    return scale * (xv @ factor.float().T)
+    delta = xv @ factor.float().T
+    return delta if scale == 1.0 else scale * delta  # (callers that pre-scale F skip one pass over the output)
 
 
 def lowrank_perturbed_linear(x: torch.Tensor, weight: torch.Tensor, basis: torch.Tensor, bias=None, *, seed: int,

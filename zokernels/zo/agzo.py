@@ -38,7 +38,7 @@ class LowRankPerturbation:
         compute each V_i from the layer's input in this pass (first call of the layer)."""
         refreshed = set()
         last = {}  # consecutive layers fed the same tensor (q/k/v projections) share its basis; x is kept alive here
-        factors = self._factors(seed) if scale != 0.0 else None
+        factors = self._factors(seed, scale) if scale != 0.0 else None  # scale * N_i
         projection = SharedProjection()  # ... and its x V
 
         def hook_for(i):
@@ -56,8 +56,10 @@ class LowRankPerturbation:
                 basis = self.bases[i]
                 if basis is None:
                     raise RuntimeError(f"AGZO: layer {self.layers[i][0]!r} has no basis yet (refresh it first)")
-                delta = ops.lowrank_delta(x, basis, factors[i], scale=scale, xv=projection(x, basis))
-                return output + delta.to(output.dtype)
+                delta = ops.lowrank_delta(x, basis, factors[i], scale=1.0, xv=projection(x, basis))
+                if torch.is_grad_enabled():
+                    return output + delta.to(output.dtype)
+                return output.add_(delta)  # one rounding of output + delta into output's dtype, no temporary
             return hook
 
         handles = [m.register_forward_hook(hook_for(i)) for i, (_, m) in enumerate(self.layers)]
@@ -67,13 +69,13 @@ class LowRankPerturbation:
             for h in handles:
                 h.remove()
 
-    def _factors(self, seed: int) -> List[torch.Tensor]:
-        """N_i [d_out_i, r] float32 of every layer (tensor id i, stream 0): views of one buffer filled by one
-        combine_ launch (0 + 1.0 * z is z exactly), instead of a normal() call per layer per pass."""
+    def _factors(self, seed: int, scale: float) -> List[torch.Tensor]:
+        """scale * N_i [d_out_i, r] float32 of every layer (tensor id i, stream 0): views of one buffer filled by
+        one combine_ launch (0 + scale * z, rounded once), instead of a normal() call per layer per pass."""
         sizes = [m.weight.shape[0] * self.rank for _, m in self.layers]
         flat = torch.zeros(sum(sizes), device=self.layers[0][1].weight.device)
         factors = [v.view(-1, self.rank) for v in flat.split(sizes)]
-        ops.combine_(factors, seed=seed, coeffs=[1.0], streams=[0], tensor_ids=list(range(len(factors))),
+        ops.combine_(factors, seed=seed, coeffs=[scale], streams=[0], tensor_ids=list(range(len(factors))),
                      backend=self.backend)
         return factors
 
