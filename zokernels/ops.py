@@ -66,7 +66,7 @@ def _span(t):
 
 def _check_no_overlap(name, tensors, allowed=None):
     """No two tensors may share memory, except pairs (i, j) for which allowed(i, j) is true (symmetric)."""
-    spans = sorted((p, p + t.nbytes, i) for i, t in enumerate(tensors) if t.numel() > 0 for p in (t.data_ptr(),))
+    spans = sorted((*_span(t), i) for i, t in enumerate(tensors) if t.numel() > 0)
     end = 0  # one pass first: where every span starts at or after the ends of all earlier ones, nothing overlaps
     for a0, a1, _ in spans:
         if a0 < end:
