@@ -222,9 +222,11 @@ def test_a_program_walking_many_column_tiles_matches_the_reference(backend, dtyp
 
 
 def _lowrank_list(seed):
-    """Weights of several shapes, dtypes and rank buckets (r 5 and 8 pad to 16, r 20 to 32), one basis shared."""
+    """Weights of several shapes, dtypes and rank buckets (r 5 and 8 pad to 16, r 20 to 32, r 40 and 64 to 64: three
+    bf16 weights of 2, 3 and 1 column tiles in the CUDA kernel's launch with prepared bases), one basis shared."""
     specs = [(37, 50, 5, torch.bfloat16), (20, 52, 8, torch.float32), (33, 52, 8, torch.float32),
-             (9, 64, 20, torch.bfloat16), (40, 24, 16, torch.float16)]
+             (9, 64, 20, torch.bfloat16), (40, 24, 16, torch.float16), (24, 70, 40, torch.bfloat16),
+             (30, 150, 64, torch.bfloat16), (12, 40, 64, torch.bfloat16)]
     pairs = [_weight_and_basis(d_out, d_in, r, dtype, seed=seed + i) for i, (d_out, d_in, r, dtype) in enumerate(specs)]
     weights, bases = [w for w, _ in pairs], [v for _, v in pairs]
     bases[2] = bases[1]  # two layers fed by one input share a basis
@@ -242,7 +244,7 @@ def test_a_list_of_weights_in_one_call_matches_the_reference_and_single_calls(ba
     monkeypatch.setattr(backends.load(backend), "LOWRANK_MIN_PROGRAMS", 1024 if split_columns else 1)
     weights, bases = _lowrank_list(seed=3)
     refs, singles = [w.clone() for w in weights], [w.clone() for w in weights]
-    coeffs, streams, tids = [0.5, -1.25], [3, 1], [7, 0, 2, 11, 5]
+    coeffs, streams, tids = [0.5, -1.25], [3, 1], [7, 0, 2, 11, 5, 4, 9, 13]
     kw = dict(seed=4, coeffs=coeffs, streams=streams, rounding=rounding, rounding_seed=9)
     assert zk.lowrank_combine_(weights, bases, tensor_ids=tids, backend=backend, **kw) == backend
     zk.lowrank_combine_(refs, bases, tensor_ids=tids, backend="reference", **kw)
