@@ -89,7 +89,8 @@ def main(argv=None):
     ap.add_argument("--ks", default="2,4,8")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}, or "
                     "zoact-hooks: ZO-Act's coefficients evaluated through PerturbedEvaluator's module hooks (the "
-                    "evaluation before CoefficientPerturbation), for comparison in one run")
+                    "evaluation before CoefficientPerturbation), or agzo-eager: AGZO with cuda_graphs=False (its range "
+                    "finder launched op by op), for comparison in one run")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each times every row once)")
     ap.add_argument("--rep-ms", type=int, default=600, help="do_bench's timed span per row and round")
     ap.add_argument("--out", default=None)
@@ -149,6 +150,9 @@ def main(argv=None):
     rank = 16 if device.type == "cuda" and not args.quick else 4
     if "agzo" in wanted:  # built before ZO-Act, which freezes the base weights it wraps
         add("zokernels AGZO r=1 (paper default, full parameter)", stepper(zk.optim.AGZO, model, lr=1e-6), 2, plain)
+    if "agzo-eager" in wanted:
+        add("zokernels AGZO r=1, bases without CUDA graphs", stepper(zk.optim.AGZO, model, lr=1e-6, cuda_graphs=False),
+            2, plain)
     if wanted & {"zoact", "zoact-hooks"}:
         zoact = {}
 

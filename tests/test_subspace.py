@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from zokernels.zo.subspace import activation_basis, gram_basis, orthonormalize, target_linears
+from zokernels.zo.subspace import BasisGraphs, activation_basis, gram_basis, orthonormalize, target_linears
 
 from .zo_problems import tiny_opt
 
@@ -118,3 +118,26 @@ def test_the_range_finder_gives_the_same_basis_on_the_gpu_as_on_the_cpu():
     cpu = activation_basis(x, 3, seed=7, power_iters=2).double()
     gpu = activation_basis(x.cuda(), 3, seed=7, power_iters=2).cpu().double()
     torch.testing.assert_close(gpu @ gpu.T, cpu @ cpu.T, atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("rank, power_iters", [(1, 0), (1, 3), (3, 2)])
+def test_graph_replays_give_the_eager_basis_for_new_inputs_and_seeds(rank, power_iters):
+    """BasisGraphs against the eager range finder on the GPU: the first call (capture), a new input at the same
+    shape (the input buffer refilled), a new seed (the test matrix refilled), a second shape; every result a
+    tensor of its own (a later replay does not change an earlier result). float32 bases, entries <= 1: equal to
+    1e-6 (the same kernels run in both)."""
+    graphs = BasisGraphs()
+    gen = torch.Generator().manual_seed(rank + power_iters)
+    calls = [(torch.randn(2, 24, 40, generator=gen), 5), (torch.randn(2, 24, 40, generator=gen), 5),
+             (torch.randn(2, 24, 40, generator=gen), 6), (torch.randn(30, 56, generator=gen), 6)]
+    results = []
+    for x, seed in calls:
+        x = x.cuda().to(torch.bfloat16)
+        got = activation_basis(x, rank, seed=seed, power_iters=power_iters, graphs=graphs)
+        want = activation_basis(x, rank, seed=seed, power_iters=power_iters)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        results.append((got, got.clone()))
+    assert len(graphs._entries) == 2 and all(e is not False for e in graphs._entries.values())
+    assert all(torch.equal(a, b) for a, b in results)
+    assert not torch.equal(results[0][0], results[1][0]) and not torch.equal(results[1][0], results[2][0])

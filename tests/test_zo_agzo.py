@@ -179,6 +179,28 @@ def test_bad_settings_are_refused(make, error):
         make(model)
 
 
+def test_cuda_graphs_must_be_a_bool():
+    model, _ = tiny_opt(torch.float32)
+    with pytest.raises(TypeError, match="cuda_graphs must be True or False, got 'yes'"):
+        zk.optim.AGZO(model, lr=0.1, cuda_graphs="yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_steps_with_graph_replayed_bases_equal_eager_ones():
+    """Three bf16 steps (bases refreshed each step, new seeds) with and without cuda_graphs: the same losses and
+    weights (the graphs replay the eager range finder's kernels)."""
+    runs = []
+    for graphs in (True, False):
+        model, closure = tiny_opt(torch.bfloat16, device="cuda")
+        opt = zk.optim.AGZO(model, lr=1e-2, eps=1e-2, rank=2, cuda_graphs=graphs)
+        losses = [opt.step(closure) for _ in range(3)]
+        runs.append((losses, [p.detach().clone() for p in model.parameters()], opt.bases))
+    (losses_g, params_g, bases_g), (losses_e, params_e, bases_e) = runs
+    assert [float(x) for x in losses_g] == [float(x) for x in losses_e]
+    assert all(torch.equal(a, b) for a, b in zip(params_g, params_e))
+    assert all(torch.equal(a, b) for a, b in zip(bases_g, bases_e))
+
+
 def test_a_rank_above_the_token_count_is_refused_at_the_first_step():
     model, _ = tiny_opt(torch.float32)
     ids = torch.randint(0, 64, (1, 3))

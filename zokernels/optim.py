@@ -244,18 +244,23 @@ class AGZO(_ZOOptimizer):
     power_iters: power-iteration steps of the basis (paper: 3). refresh_every: recompute the bases every this
     many steps (in the step's unperturbed pass; 1 = every step, as the paper). full_parameter: also train the
     other trainable parameters (biases, norms, embeddings) with Gaussian perturbations, as the paper does;
-    False trains the targeted linear weights only. One param group (lr), so lr schedulers apply.
+    False trains the targeted linear weights only. One param group (lr), so lr schedulers apply. cuda_graphs:
+    compute the bases of CUDA activations by CUDA-graph replays (the same values with fewer host launches; keeps
+    a float32 buffer of 4 tokens d_in bytes per distinct layer-input shape; zo.subspace.BasisGraphs).
     """
 
     def __init__(self, model, lr, eps=1e-3, rank=1, *, targets="all", power_iters=3, refresh_every=1,
-                 full_parameter=True, seed=0, rounding="stochastic", backend="auto"):
+                 full_parameter=True, seed=0, rounding="stochastic", backend="auto", cuda_graphs=True):
         check_count("refresh_every", refresh_every, 1)
         check_count("power_iters", power_iters, 0)
+        if not isinstance(cuda_graphs, bool):
+            raise TypeError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
         layers = target_linears(model, targets)
         for name, m in layers:
             if not isinstance(getattr(m, "weight", None), torch.Tensor):
                 raise ValueError(f"AGZO updates weights: layer {name!r} ({type(m).__name__}) has no weight tensor")
-        self.perturbation = LowRankPerturbation(layers, rank, power_iters=int(power_iters), backend=backend)
+        self.perturbation = LowRankPerturbation(layers, rank, power_iters=int(power_iters), backend=backend,
+                                                cuda_graphs=cuda_graphs)
         targeted = {id(m.weight) for _, m in layers}
         others = [p for p in model.parameters() if p.requires_grad and id(p) not in targeted] if full_parameter else []
         super().__init__([m.weight for _, m in layers] + others, lr=lr, eps=eps, weight_decay=0.0, seed=seed,

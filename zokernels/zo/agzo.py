@@ -16,7 +16,7 @@ import torch
 
 from .. import ops
 from .perturbation import PerturbedEvaluator, StepResult, evaluate_closure, finite
-from .subspace import SharedProjection, activation_basis, check_rank
+from .subspace import BasisGraphs, SharedProjection, activation_basis, check_rank
 
 DENSE_STREAM = 1  # the Gaussian stream of the parameters outside the targeted linears (N uses stream 0)
 
@@ -25,13 +25,16 @@ class LowRankPerturbation:
     """Forward hooks on the target layers that add c (x V_i) N_i^T to their outputs during an evaluation.
 
     layers: (name, module) pairs with a 2-D `weight`; layer i has tensor id i. bases[i]: V_i [d_in, r] float32
-    (None until an evaluation with refresh=True has seen the layer's input)."""
+    (None until an evaluation with refresh=True has seen the layer's input). cuda_graphs: compute the bases of
+    CUDA inputs by CUDA-graph replays (subspace.BasisGraphs: the same values, fewer host launches, a float32
+    buffer per distinct input shape kept between steps)."""
 
     def __init__(self, layers: Sequence[Tuple[str, torch.nn.Module]], rank: int, *, power_iters: int = 1,
-                 backend: str = "auto"):
+                 backend: str = "auto", cuda_graphs: bool = True):
         self.layers = list(layers)
         self.rank, self.power_iters, self.backend = check_rank(self.layers, rank), power_iters, backend
         self.bases: List[Optional[torch.Tensor]] = [None] * len(self.layers)
+        self.graphs = BasisGraphs() if cuda_graphs else None
 
     def loss(self, closure, *, seed: int, scale: float, refresh: bool, evaluate) -> float:
         """evaluate(closure) with every target layer perturbed by scale * N_i V_i^T (none if scale is 0); refresh:
@@ -47,7 +50,7 @@ class LowRankPerturbation:
                 if refresh and i not in refreshed:
                     key = (x.data_ptr(), x.shape, x.stride(), x.dtype, x._version)
                     if last.get("key") != key:  # one entry only: holding every layer's input would cost memory
-                        last.update(key=key, x=x, basis=activation_basis(x, self.rank, seed=seed,
+                        last.update(key=key, x=x, basis=activation_basis(x, self.rank, seed=seed, graphs=self.graphs,
                                                                          power_iters=self.power_iters))
                     self.bases[i] = last["basis"]
                     refreshed.add(i)

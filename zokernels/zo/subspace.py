@@ -1,6 +1,7 @@
 """What AGZO and ZO-Act share: choosing the linear layers, and orthonormal bases of their input activations."""
 import functools
 import re
+import warnings
 import weakref
 from typing import List, Tuple, Union
 
@@ -73,22 +74,82 @@ def _is_linear_like(module):
     return getattr(module, "LINEAR_LIKE", False)
 
 
-def activation_basis(x: torch.Tensor, rank: int, *, seed: int, power_iters: int = 1) -> torch.Tensor:
+def activation_basis(x: torch.Tensor, rank: int, *, seed: int, power_iters: int = 1, graphs=None) -> torch.Tensor:
     """V [d_in, rank] float32 with orthonormal columns spanning (approximately) the top-`rank` right singular
     subspace of the activations x [..., d_in]: a randomized range finder (Halko et al. 2011), Y = X^T Omega with
     Omega [tokens, rank] the counter contract's Gaussian stream under `seed` (row-major; the same on every device
     and backend), `power_iters` rounds of Y <- X^T X Y (re-orthonormalized; rank 1: rescaled), V = orth(Y)
-    (see orthonormalize). Raises ValueError if rank exceeds d_in or the token count."""
-    x = x.detach().reshape(-1, x.shape[-1]).float()
+    (see orthonormalize). graphs: a BasisGraphs, which replays the same computation as a CUDA graph where x is on
+    a CUDA device (the result is the same). Raises ValueError if rank exceeds d_in or the token count."""
+    x = x.detach().reshape(-1, x.shape[-1])
     tokens, d_in = x.shape
     if not 1 <= rank <= min(d_in, tokens):
         raise ValueError(f"rank {rank} must be in [1, min(d_in, tokens)] = [1, {min(d_in, tokens)}] "
                          f"(activations of {tokens} tokens x {d_in} features)")
+    if graphs is not None and x.is_cuda:
+        return graphs.basis(x, rank, seed=seed, power_iters=power_iters)
+    return _range_finder(x.float(), _test_matrix(tokens, rank, seed, x.device), power_iters)
+
+
+def _range_finder(x: torch.Tensor, omega: torch.Tensor, power_iters: int) -> torch.Tensor:
+    """activation_basis's computation on x float32 [tokens, d_in] and its test matrix omega [tokens, rank]."""
     xt = x.T
-    y = xt @ _test_matrix(tokens, rank, seed, x.device)
+    y = xt @ omega
     for _ in range(power_iters):  # rank 1 needs only a rescaling between rounds (3 ops, not orthonormalize's ~10)
-        y = xt @ (x @ (y / y.norm().clamp_min(1e-30) if rank == 1 else orthonormalize(y)))
+        y = xt @ (x @ (y / torch.linalg.vector_norm(y).clamp_min(1e-30) if omega.shape[1] == 1 else orthonormalize(y)))
     return orthonormalize(y)
+
+
+class BasisGraphs:
+    """activation_basis on CUDA as one CUDA-graph replay per call instead of about 25 launches, each of which
+    costs the host a round of Python and dispatch (AGZO computes a basis per distinct layer input every step).
+
+    Per (tokens, d_in, rank, power_iters, device) it captures _range_finder once, reading a float32 copy of the
+    activations and the test matrix from buffers it keeps: 4 tokens d_in bytes per shape (OPT-1.3B at 2048
+    tokens: 16 MB and 64 MB), plus the graph's small pool. A call copies x into its buffer (the float32 copy
+    the eager path makes anyway), the test matrix when the seed changed, replays, and returns a copy of the
+    result. Where capture fails, that shape falls back to the eager path with one warning. Not thread-safe;
+    replays run on the current stream."""
+
+    def __init__(self):
+        self._entries = {}
+
+    def basis(self, x: torch.Tensor, rank: int, *, seed: int, power_iters: int) -> torch.Tensor:
+        """activation_basis(x, rank, seed=seed, power_iters=power_iters) for x [tokens, d_in] on a CUDA device."""
+        key = (tuple(x.shape), rank, power_iters, x.device)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = self._capture(x, rank, seed, power_iters)
+        if entry is False:
+            return _range_finder(x.float(), _test_matrix(x.shape[0], rank, seed, x.device), power_iters)
+        if entry["seed"] != seed:
+            entry["omega"].copy_(_test_matrix(x.shape[0], rank, seed, x.device))
+            entry["seed"] = seed
+        entry["x"].copy_(x)
+        entry["graph"].replay()
+        return entry["out"].clone()
+
+    @staticmethod
+    def _capture(x, rank, seed, power_iters):
+        tokens, d_in = x.shape
+        with torch.cuda.device(x.device):
+            # everything the graph reads stays referenced here (the rescue matrix's cache may drop it)
+            buffers = {"x": x.float(), "omega": _test_matrix(tokens, rank, seed, x.device).clone(), "seed": seed,
+                       "rescue": _rescue_matrix(d_in, rank, x.device)}
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the capture (library handles, cached constants)
+                _range_finder(buffers["x"], buffers["omega"], power_iters)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    out = _range_finder(buffers["x"], buffers["omega"], power_iters)
+            except RuntimeError as exc:
+                warnings.warn(f"zokernels: the activation basis of {tokens} x {d_in} inputs (rank {rank}) could not "
+                              f"be captured as a CUDA graph ({exc}); it runs eagerly", RuntimeWarning, stacklevel=4)
+                return False
+        return dict(buffers, graph=graph, out=out)
 
 
 def orthonormalize(y: torch.Tensor) -> torch.Tensor:
