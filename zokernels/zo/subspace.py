@@ -106,13 +106,16 @@ class BasisGraphs:
 
     Per (tokens, d_in, rank, power_iters, device) it captures _range_finder once, reading a float32 copy of the
     activations and the test matrix from buffers it keeps: 4 tokens d_in bytes per shape (OPT-1.3B at 2048
-    tokens: 16 MB and 64 MB), plus the graph's small pool. A call copies x into its buffer (the float32 copy
-    the eager path makes anyway), the test matrix when the seed changed, replays, and returns a copy of the
-    result. Where capture fails, that shape falls back to the eager path with one warning. Not thread-safe;
-    replays run on the current stream."""
+    tokens: 16 MB and 64 MB). The captures of a device share one stream and one memory pool, so cuBLAS's
+    workspace for that stream is allocated once (outside the graphs, in the warm-up), not once per graph. A call
+    copies x into its buffer (the float32 copy the eager path makes anyway), the test matrix when the seed
+    changed, replays, and returns a copy of the result. Where capture fails, that shape falls back to the eager
+    path with one warning. Not thread-safe; replays run on the current stream, one after another (with the
+    shared pool, a replay may overwrite another graph's output, so each call copies its result out at once)."""
 
     def __init__(self):
         self._entries = {}
+        self._capture_streams = {}  # device -> (stream, graph memory pool)
 
     def basis(self, x: torch.Tensor, rank: int, *, seed: int, power_iters: int) -> torch.Tensor:
         """activation_basis(x, rank, seed=seed, power_iters=power_iters) for x [tokens, d_in] on a CUDA device."""
@@ -129,21 +132,22 @@ class BasisGraphs:
         entry["graph"].replay()
         return entry["out"].clone()
 
-    @staticmethod
-    def _capture(x, rank, seed, power_iters):
+    def _capture(self, x, rank, seed, power_iters):
         tokens, d_in = x.shape
         with torch.cuda.device(x.device):
+            if x.device not in self._capture_streams:
+                self._capture_streams[x.device] = (torch.cuda.Stream(), torch.cuda.graph_pool_handle())
+            side, pool = self._capture_streams[x.device]
             # everything the graph reads stays referenced here (the rescue matrix's cache may drop it)
             buffers = {"x": x.float(), "omega": _test_matrix(tokens, rank, seed, x.device).clone(), "seed": seed,
                        "rescue": _rescue_matrix(d_in, rank, x.device)}
-            side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up outside the capture (library handles, cached constants)
                 _range_finder(buffers["x"], buffers["omega"], power_iters)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             try:
-                with torch.cuda.graph(graph):
+                with torch.cuda.graph(graph, pool=pool, stream=side):
                     out = _range_finder(buffers["x"], buffers["omega"], power_iters)
             except RuntimeError as exc:
                 warnings.warn(f"zokernels: the activation basis of {tokens} x {d_in} inputs (rank {rank}) could not "
