@@ -398,3 +398,36 @@ def test_lowrank_delta_applies_a_given_factor_as_lowrank_perturbation_applies_n(
                        zk.lowrank_perturbation(x, basis, 24, seed=5, scale=0.3, stream=1, tensor_id=2))
     with pytest.raises(ValueError, match="factor \\(24, 7\\)"):
         zk.lowrank_delta(x, basis, factor[:, :7], scale=1.0)
+
+
+@pytest.mark.parametrize("rank", [1, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_lowrank_delta_add_adds_the_delta_in_float32_with_one_rounding(dtype, rank):
+    """output += scale (x V) F^T in place against the float64 sum rounded once into output's dtype (tolerance:
+    one unit in the last place of that dtype, 2^-23 / 2^-7 / 2^-10 relative; fp32 adds 1e-5 for the product's
+    own rounding). Fresh random inputs; the delta is the size of the output, so a missing add fails."""
+    gen = torch.Generator().manual_seed(10 + rank)
+    x = torch.randn(3, 6, 20, generator=gen).to(dtype).to(DEVICE)
+    basis = torch.randn(20, rank, generator=gen).to(DEVICE) / 20 ** 0.5
+    factor = torch.randn(12, rank, generator=gen).to(DEVICE)
+    output = torch.randn(3, 6, 12, generator=gen).to(dtype).to(DEVICE)
+    expected = output.double() + 0.7 * (x.double() @ basis.double()) @ factor.double().T
+    got = zk.lowrank_delta_add_(output, x, basis, factor, scale=0.7)
+    assert got is output and got.dtype == dtype
+    ulp = {torch.float32: 2.0 ** -23, torch.bfloat16: 2.0 ** -7, torch.float16: 2.0 ** -10}[dtype]
+    atol = 1e-5 if dtype == torch.float32 else 1e-3
+    torch.testing.assert_close(got.double(), expected.to(dtype).double(), rtol=max(ulp, 1e-5), atol=atol)
+
+
+def test_lowrank_delta_add_refuses_a_wrong_output_before_writing():
+    gen = torch.Generator().manual_seed(3)
+    x, basis, factor = torch.randn(4, 10, generator=gen), torch.randn(10, 1, generator=gen), torch.randn(7, 1, generator=gen)
+    output = torch.randn(4, 8, generator=gen)
+    before = output.clone()
+    with pytest.raises(ValueError, match=r"output has shape \(4, 8\): need \(4, 7\)"):
+        zk.lowrank_delta_add_(output, x, basis, factor, scale=1.0)
+    with pytest.raises(ValueError, match="output is torch.int32"):
+        zk.lowrank_delta_add_(torch.zeros(4, 7, dtype=torch.int32), x, basis, factor, scale=1.0)
+    with pytest.raises(ValueError, match=r"factor \(7, 2\)"):
+        zk.lowrank_delta_add_(output[:, :7], x, basis, torch.randn(7, 2), scale=1.0)
+    assert torch.equal(output, before)

@@ -329,6 +329,12 @@ def lowrank_perturbation(x: torch.Tensor, basis: torch.Tensor, out_features: int
     scale * N V^T (N [out_features, r] as in lowrank_combine_: element (i, j) is index i * r + j of `stream`),
     without forming or writing the weight. x: [..., d_in]; basis V: [d_in, r]."""
     scale = _check_real("scale", scale)
+    n = _perturbation_factor(x, basis, out_features, seed, stream, tensor_id, backend)
+    return lowrank_delta(x, basis, n, scale=scale)
+
+
+def _perturbation_factor(x, basis, out_features, seed, stream, tensor_id, backend):
+    """N [out_features, r] float32 of `stream` (lowrank_combine_'s contract), after checking x against basis."""
     if not isinstance(x, torch.Tensor) or not isinstance(basis, torch.Tensor):
         raise TypeError("x and basis must be torch.Tensors")
     if basis.dim() != 2 or x.dim() < 1 or x.shape[-1] != basis.shape[0]:
@@ -336,7 +342,7 @@ def lowrank_perturbation(x: torch.Tensor, basis: torch.Tensor, out_features: int
     if x.device != basis.device:
         raise ValueError(f"x is on {x.device}, basis on {basis.device}: one device")
     n = _stream(out_features * basis.shape[1], seed, stream, tensor_id, 0, x.device, "gaussian", backend)
-    return lowrank_delta(x, basis, n.view(out_features, basis.shape[1]), scale=scale)
+    return n.view(out_features, basis.shape[1])
 
 
 def lowrank_project(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -351,6 +357,30 @@ def lowrank_delta(x: torch.Tensor, basis: torch.Tensor, factor: torch.Tensor, *,
     device; shapes as lowrank_perturbation, which calls this with F = N). For callers that draw every layer's N
     in one launch (AGZO) and hand each layer its own. xv: lowrank_project(x, basis) where the caller already
     has it (layers fed one input share it)."""
+    scale, xv = _check_delta(x, basis, factor, scale, xv)
+    delta = xv @ factor.float().T
+    return delta if scale == 1.0 else scale * delta  # (callers that pre-scale F skip one pass over the output)
+
+
+def lowrank_delta_add_(output: torch.Tensor, x: torch.Tensor, basis: torch.Tensor, factor: torch.Tensor, *,
+                       scale: float, xv: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """In place: output += scale * (x V) F^T, the sum taken in float32 and rounded once into output's dtype;
+    returns output. output: [..., d_out] (x's leading shape, any float dtype, x's device); the rest as
+    lowrank_delta. At r = 1 no [..., d_out] float32 temporary is made (one fused multiply-add over output);
+    at r > 1 it is lowrank_delta's product, added in. Checked before output is written."""
+    scale, xv = _check_delta(x, basis, factor, scale, xv)
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (*x.shape[:-1], factor.shape[0]):
+        raise ValueError(f"output has shape {tuple(getattr(output, 'shape', ()))}: need "
+                         f"{(*x.shape[:-1], factor.shape[0])} (x's leading shape, d_out)")
+    if not output.is_floating_point() or output.device != x.device:
+        raise ValueError(f"output is {output.dtype} on {output.device}: need a float tensor on x's device {x.device}")
+    if basis.shape[1] == 1:
+        return output.addcmul_(xv, factor.float()[:, 0], value=scale)
+    return output.add_(xv @ factor.float().T, alpha=scale)
+
+
+def _check_delta(x, basis, factor, scale, xv):
+    """(scale, xv) for lowrank_delta and lowrank_delta_add_, after checking their shapes; xv computed if None."""
     scale = _check_real("scale", scale)
     if basis.dim() != 2 or factor.dim() != 2 or x.shape[-1] != basis.shape[0] or factor.shape[1] != basis.shape[1]:
         raise ValueError(f"x {tuple(x.shape)}, basis {tuple(basis.shape)}, factor {tuple(factor.shape)}: need "
@@ -360,18 +390,17 @@ def lowrank_delta(x: torch.Tensor, basis: torch.Tensor, factor: torch.Tensor, *,
     elif tuple(xv.shape) != (*x.shape[:-1], basis.shape[1]) or xv.dtype != torch.float32:
         raise ValueError(f"xv has shape {tuple(xv.shape)} and dtype {xv.dtype}: it must be lowrank_project(x, basis), "
                          f"float32 {(*x.shape[:-1], basis.shape[1])}")
-    delta = xv @ factor.float().T
-    return delta if scale == 1.0 else scale * delta  # (callers that pre-scale F skip one pass over the output)
+    return scale, xv
 
 
 def lowrank_perturbed_linear(x: torch.Tensor, weight: torch.Tensor, basis: torch.Tensor, bias=None, *, seed: int,
                              scale: float, stream: int = 0, tensor_id: int = 0, backend: str = "auto") -> torch.Tensor:
-    """y = x W^T + b + scale * (x V) N^T = x (W + scale N V^T)^T + b, in x's dtype, W never written (the exact,
-    weight-preserving evaluation of a low-rank perturbation; AGZO's forward)."""
-    y = torch.nn.functional.linear(x, weight, bias)
-    delta = lowrank_perturbation(x, basis, weight.shape[0], seed=seed, scale=scale, stream=stream,
-                                 tensor_id=tensor_id, backend=backend)
-    return y + delta.to(y.dtype)
+    """y = x W^T + b + scale * (x V) N^T = x (W + scale N V^T)^T + b, in x's dtype (the low-rank term added in
+    float32 into the linear's output, rounded once), W never written (the exact, weight-preserving evaluation of
+    a low-rank perturbation; AGZO's forward)."""
+    scale = _check_real("scale", scale)
+    n = _perturbation_factor(x, basis, weight.shape[0], seed, stream, tensor_id, backend)
+    return lowrank_delta_add_(torch.nn.functional.linear(x, weight, bias), x, basis, n, scale=scale)
 
 
 def _stream(n, seed, stream, tensor_id, offset, device, dist, backend):

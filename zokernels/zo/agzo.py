@@ -59,10 +59,11 @@ class LowRankPerturbation:
                 basis = self.bases[i]
                 if basis is None:
                     raise RuntimeError(f"AGZO: layer {self.layers[i][0]!r} has no basis yet (refresh it first)")
-                delta = ops.lowrank_delta(x, basis, factors[i], scale=1.0, xv=projection(x, basis))
+                xv = projection(x, basis)
                 if torch.is_grad_enabled():
-                    return output + delta.to(output.dtype)
-                return output.add_(delta)  # one rounding of output + delta into output's dtype, no temporary
+                    return output + ops.lowrank_delta(x, basis, factors[i], scale=1.0, xv=xv).to(output.dtype)
+                # one rounding of output + delta into output's dtype; at r = 1 no float32 [tokens, d_out] temporary
+                return ops.lowrank_delta_add_(output, x, basis, factors[i], scale=1.0, xv=xv)
             return hook
 
         handles = [m.register_forward_hook(hook_for(i)) for i, (_, m) in enumerate(self.layers)]
