@@ -402,21 +402,48 @@ def test_lowrank_delta_applies_a_given_factor_as_lowrank_perturbation_applies_n(
 
 @pytest.mark.parametrize("rank", [1, 5])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-def test_lowrank_delta_add_adds_the_delta_in_float32_with_one_rounding(dtype, rank):
+def test_lowrank_delta_add_adds_the_delta_in_float32_with_one_rounding(dtype, rank, backend):
     """output += scale (x V) F^T in place against the float64 sum rounded once into output's dtype (tolerance:
     one unit in the last place of that dtype, 2^-23 / 2^-7 / 2^-10 relative; fp32 adds 1e-5 for the product's
-    own rounding). Fresh random inputs; the delta is the size of the output, so a missing add fails."""
+    own rounding). Fresh random inputs, a shape that leaves partial tiles in both dimensions; the delta is the
+    size of the output, so a missing or partial add fails."""
     gen = torch.Generator().manual_seed(10 + rank)
-    x = torch.randn(3, 6, 20, generator=gen).to(dtype).to(DEVICE)
+    x = torch.randn(3, 13, 20, generator=gen).to(dtype).to(DEVICE)
     basis = torch.randn(20, rank, generator=gen).to(DEVICE) / 20 ** 0.5
-    factor = torch.randn(12, rank, generator=gen).to(DEVICE)
-    output = torch.randn(3, 6, 12, generator=gen).to(dtype).to(DEVICE)
+    factor = torch.randn(150, rank, generator=gen).to(DEVICE)
+    output = torch.randn(3, 13, 150, generator=gen).to(dtype).to(DEVICE)
     expected = output.double() + 0.7 * (x.double() @ basis.double()) @ factor.double().T
-    got = zk.lowrank_delta_add_(output, x, basis, factor, scale=0.7)
-    assert got is output and got.dtype == dtype
+    ran = zk.lowrank_delta_add_(output, x, basis, factor, scale=0.7, backend=backend)
+    assert ran == ("reference" if backend == "cuda" else backend)  # the CUDA backend has no kernel for it
+    assert output.dtype == dtype
     ulp = {torch.float32: 2.0 ** -23, torch.bfloat16: 2.0 ** -7, torch.float16: 2.0 ** -10}[dtype]
     atol = 1e-5 if dtype == torch.float32 else 1e-3
-    torch.testing.assert_close(got.double(), expected.to(dtype).double(), rtol=max(ulp, 1e-5), atol=atol)
+    torch.testing.assert_close(output.double(), expected.to(dtype).double(), rtol=max(ulp, 1e-5), atol=atol)
+
+
+def test_lowrank_delta_add_runs_the_reference_under_auto_and_refuses_what_triton_cannot_write():
+    """"auto" runs the reference, which takes a non-contiguous output and one autograd records (the same values;
+    the gradient flows); an explicit "triton" refuses both before writing."""
+    gen = torch.Generator().manual_seed(5)
+    x, basis, factor = torch.randn(6, 10, generator=gen).to(DEVICE), torch.randn(10, 2, generator=gen).to(DEVICE), \
+        torch.randn(9, 2, generator=gen).to(DEVICE)
+    wide = torch.randn(9, 6, generator=gen).to(DEVICE)
+    expected = wide.T + (x @ basis) @ factor.T
+    assert zk.lowrank_delta_add_(wide.T, x, basis, factor, scale=1.0) == "reference"
+    torch.testing.assert_close(wide.T, expected, rtol=1e-5, atol=1e-5)
+    weight = torch.randn(9, 10, generator=gen).to(DEVICE).requires_grad_()
+    y = torch.nn.functional.linear(x, weight)
+    assert zk.lowrank_delta_add_(y, x, basis, factor, scale=0.5) == "reference"
+    y.sum().backward()
+    torch.testing.assert_close(weight.grad, x.sum(0).expand(9, 10), rtol=1e-5, atol=1e-5)
+    if "triton" in BACKENDS:
+        before = wide.clone()
+        with pytest.raises(ValueError, match="contiguous: False, recorded: False"):
+            zk.lowrank_delta_add_(wide.T, x, basis, factor, scale=1.0, backend="triton")
+        assert torch.equal(wide, before)
+        with pytest.raises(ValueError, match="contiguous: True, recorded: True"):
+            zk.lowrank_delta_add_(torch.nn.functional.linear(x, weight), x, basis, factor, scale=1.0,
+                                  backend="triton")
 
 
 def test_lowrank_delta_add_refuses_a_wrong_output_before_writing():

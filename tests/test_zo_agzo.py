@@ -35,11 +35,12 @@ def test_the_update_is_minus_lr_g_n_vt_and_lies_in_the_activation_span():
         assert outside.abs().max() <= 1e-6 * (1 + delta.abs().max())
 
 
-def test_evaluation_equals_an_explicitly_perturbed_model():
-    """L(W + c N V^T) through the output hooks equals the loss of a copy whose weights were perturbed."""
+def test_evaluation_equals_an_explicitly_perturbed_model(backend):
+    """L(W + c N V^T) through the output hooks (N drawn and the output change added on `backend`) equals the loss
+    of a copy whose weights were perturbed."""
     model, closure = tiny_opt(torch.float32)
     layers = target_linears(model)
-    perturbation = LowRankPerturbation(layers, 4)
+    perturbation = LowRankPerturbation(layers, 4, backend=backend)
     perturbation.loss(closure, seed=3, scale=0.0, refresh=True, evaluate=evaluate_closure)
     got = perturbation.loss(closure, seed=3, scale=0.05, refresh=False, evaluate=evaluate_closure)
     twin = copy.deepcopy(model)

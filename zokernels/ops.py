@@ -363,20 +363,31 @@ def lowrank_delta(x: torch.Tensor, basis: torch.Tensor, factor: torch.Tensor, *,
 
 
 def lowrank_delta_add_(output: torch.Tensor, x: torch.Tensor, basis: torch.Tensor, factor: torch.Tensor, *,
-                       scale: float, xv: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """In place: output += scale * (x V) F^T, the sum taken in float32 and rounded once into output's dtype;
-    returns output. output: [..., d_out] (x's leading shape, any float dtype, x's device); the rest as
-    lowrank_delta. At r = 1 no [..., d_out] float32 temporary is made (one fused multiply-add over output);
-    at r > 1 it is lowrank_delta's product, added in. Checked before output is written."""
+                       scale: float, xv: Optional[torch.Tensor] = None, backend: str = "auto") -> str:
+    """In place: output += scale * (x V) F^T, the sum taken in float32 and rounded once into output's dtype.
+    output: [..., d_out] (x's leading shape, any float dtype, x's device); the rest as lowrank_delta. Backends:
+    the reference (torch ops: addcmul_ at r = 1, no [..., d_out] temporary; else the product added; autograd
+    records it), which "auto" and "cuda" (no kernel of its own for this op) run; "triton": one fused launch over a
+    contiguous output that autograd does not record (else ValueError), parity-tested but not yet timed on a GPU,
+    so "auto" does not take it. Checked before output is written. Returns the backend that ran."""
     scale, xv = _check_delta(x, basis, factor, scale, xv)
     if not isinstance(output, torch.Tensor) or tuple(output.shape) != (*x.shape[:-1], factor.shape[0]):
         raise ValueError(f"output has shape {tuple(getattr(output, 'shape', ()))}: need "
                          f"{(*x.shape[:-1], factor.shape[0])} (x's leading shape, d_out)")
     if not output.is_floating_point() or output.device != x.device:
         raise ValueError(f"output is {output.dtype} on {output.device}: need a float tensor on x's device {x.device}")
-    if basis.shape[1] == 1:
-        return output.addcmul_(xv, factor.float()[:, 0], value=scale)
-    return output.add_(xv @ factor.float().T, alpha=scale)
+    name = "reference" if backend in ("auto", "cuda") else backends.resolve(backend, output.device)
+    factor = factor.float()
+    if name == "reference":
+        backends.load(name).lowrank_delta_add(output, xv, factor, scale)
+        return name
+    recorded = torch.is_grad_enabled() and any(t.requires_grad for t in (output, xv, factor))
+    if recorded or not output.is_contiguous():
+        raise ValueError(f"lowrank_delta_add_ on the {name} backend needs a contiguous output and no operand that "
+                         f"autograd records (output contiguous: {output.is_contiguous()}, recorded: {recorded})")
+    backends.load(name).lowrank_delta_add(output.view(-1, factor.shape[0]), xv.reshape(-1, factor.shape[1]).contiguous(),
+                                          factor.contiguous(), scale)
+    return name
 
 
 def _check_delta(x, basis, factor, scale, xv):
@@ -400,7 +411,9 @@ def lowrank_perturbed_linear(x: torch.Tensor, weight: torch.Tensor, basis: torch
     a low-rank perturbation; AGZO's forward)."""
     scale = _check_real("scale", scale)
     n = _perturbation_factor(x, basis, weight.shape[0], seed, stream, tensor_id, backend)
-    return lowrank_delta_add_(torch.nn.functional.linear(x, weight, bias), x, basis, n, scale=scale)
+    y = torch.nn.functional.linear(x, weight, bias)
+    lowrank_delta_add_(y, x, basis, n, scale=scale)  # (the reference: autograd may record y)
+    return y
 
 
 def _stream(n, seed, stream, tensor_id, offset, device, dist, backend):

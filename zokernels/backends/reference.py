@@ -172,3 +172,13 @@ def _lowrank_one(weight, basis, factor, *, seed, coeffs, streams, tensor_id, rou
     if finite is not None:
         out = torch.where(finite, out, weight)
     weight.copy_(out)
+
+
+def lowrank_delta_add(output, xv, factor, scale):
+    """In place: output [..., d_out] += scale * xv [..., r] @ factor [d_out, r]^T (float32 xv and factor), the sum
+    in float32 and rounded once into output's dtype; at r = 1 one addcmul_ (no [..., d_out] temporary).
+    Differentiable (plain torch ops)."""
+    if xv.shape[-1] == 1:
+        output.addcmul_(xv, factor[:, 0], value=scale)
+    else:
+        output.add_(xv @ factor.T, alpha=scale)

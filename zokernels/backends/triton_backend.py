@@ -458,6 +458,24 @@ def _basis_amax_kernel(v_base, inputs, out, A_V: tl.constexpr, BLOCK: tl.constex
     tl.atomic_max(out + t, tl.max(amax, axis=0))
 
 
+@triton.jit(do_not_specialize=["scale"])
+def _delta_add_kernel(out_ptr, xv_ptr, f_ptr, scale, n_rows, d_out, r, BT: tl.constexpr, BN: tl.constexpr):
+    """out[t, j] += scale * sum_k xv[t, k] f[j, k] on a [BT, BN] tile: the sum in float32, one rounding into out's
+    dtype (out [n_rows, d_out], xv [n_rows, r], f [d_out, r], all contiguous)."""
+    rows = tl.program_id(0).to(tl.int64) * BT + tl.arange(0, BT)
+    cols = tl.program_id(1) * BN + tl.arange(0, BN)
+    row_in, col_in = rows < n_rows, cols < d_out
+    acc = tl.zeros((BT, BN), tl.float32)
+    for k in range(r):
+        a = tl.load(xv_ptr + rows * r + k, mask=row_in, other=0.0)
+        b = tl.load(f_ptr + cols * r + k, mask=col_in, other=0.0)
+        acc += a[:, None] * b[None, :]
+    offsets = rows[:, None] * d_out + cols[None, :]
+    mask = row_in[:, None] & col_in[None, :]
+    out = tl.load(out_ptr + offsets, mask=mask)
+    tl.store(out_ptr + offsets, (out.to(tl.float32) + scale * acc).to(out_ptr.dtype.element_ty), mask=mask)
+
+
 @triton.jit(do_not_specialize=["n", "k0", "k1"])
 def _philox_kernel(c_ptr, out_ptr, n, k0, k1, BLOCK: tl.constexpr):
     """Raw Philox words, for the known-answer tests: c_ptr/out_ptr are [4, n] uint32 (as int64 holders)."""
@@ -686,3 +704,15 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
             WIDE_MUL=WIDE_MUL and not interpreting(), A_W=a_w, A_DIN=a_din, A_V=a_v,
             R_EXACT=all(v.shape[1] == r_pad for v in vs),
             DOT_PRECISION=precision, num_warps=warps, num_stages=stages)
+
+
+DELTA_ADD_TILE = (32, 128)  # rows x output columns per program
+
+
+def lowrank_delta_add(output, xv, factor, scale):
+    """Same contract as reference.lowrank_delta_add, for contiguous output [T, d_out], xv [T, r] and float32
+    factor [d_out, r]: one launch, one read and one write of output."""
+    n_rows, d_out = output.shape
+    bt, bn = DELTA_ADD_TILE
+    _delta_add_kernel[(triton.cdiv(n_rows, bt), triton.cdiv(d_out, bn))](
+        output, xv, factor, float(scale), n_rows, d_out, xv.shape[1], BT=bt, BN=bn, num_warps=4)

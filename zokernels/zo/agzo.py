@@ -63,7 +63,8 @@ class LowRankPerturbation:
                 if torch.is_grad_enabled():
                     return output + ops.lowrank_delta(x, basis, factors[i], scale=1.0, xv=xv).to(output.dtype)
                 # one rounding of output + delta into output's dtype; at r = 1 no float32 [tokens, d_out] temporary
-                return ops.lowrank_delta_add_(output, x, basis, factors[i], scale=1.0, xv=xv)
+                ops.lowrank_delta_add_(output, x, basis, factors[i], scale=1.0, xv=xv, backend=self.backend)
+                return output
             return hook
 
         handles = [m.register_forward_hook(hook_for(i)) for i, (_, m) in enumerate(self.layers)]
