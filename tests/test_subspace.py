@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from zokernels.zo import subspace
 from zokernels.zo.subspace import BasisGraphs, activation_basis, gram_basis, orthonormalize, target_linears
 
 from .zo_problems import tiny_opt
@@ -123,14 +124,15 @@ def test_the_range_finder_gives_the_same_basis_on_the_gpu_as_on_the_cpu():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("rank, power_iters", [(1, 0), (1, 3), (3, 2)])
 def test_graph_replays_give_the_eager_basis_for_new_inputs_and_seeds(rank, power_iters):
-    """BasisGraphs against the eager range finder on the GPU: the first call (capture), a new input at the same
-    shape (the input buffer refilled), a new seed (the test matrix refilled), a second shape; every result a
-    tensor of its own (a later replay does not change an earlier result). float32 bases, entries <= 1: equal to
-    1e-6 (the same kernels run in both)."""
+    """BasisGraphs against the eager range finder on the GPU: a shape's first call (eager), its second (capture),
+    a new input at the same shape (the input buffer refilled), a new seed (the test matrix refilled), a second
+    shape twice; every result a tensor of its own (a later replay does not change an earlier result). float32
+    bases, entries <= 1: equal to 1e-6 (the same kernels run in both)."""
     graphs = BasisGraphs()
     gen = torch.Generator().manual_seed(rank + power_iters)
     calls = [(torch.randn(2, 24, 40, generator=gen), 5), (torch.randn(2, 24, 40, generator=gen), 5),
-             (torch.randn(2, 24, 40, generator=gen), 6), (torch.randn(30, 56, generator=gen), 6)]
+             (torch.randn(2, 24, 40, generator=gen), 5), (torch.randn(2, 24, 40, generator=gen), 6),
+             (torch.randn(30, 56, generator=gen), 6), (torch.randn(30, 56, generator=gen), 6)]
     results = []
     for x, seed in calls:
         x = x.cuda().to(torch.bfloat16)
@@ -140,4 +142,34 @@ def test_graph_replays_give_the_eager_basis_for_new_inputs_and_seeds(rank, power
         results.append((got, got.clone()))
     assert len(graphs._entries) == 2 and all(e is not False for e in graphs._entries.values())
     assert all(torch.equal(a, b) for a, b in results)
-    assert not torch.equal(results[0][0], results[1][0]) and not torch.equal(results[1][0], results[2][0])
+    assert not torch.equal(results[1][0], results[2][0]) and not torch.equal(results[2][0], results[3][0])
+
+
+def test_graph_cache_captures_a_shape_on_its_second_sight_and_keeps_the_most_recently_used(monkeypatch):
+    """BasisGraphs' bookkeeping, on the CPU with a stand-in capture (its replay runs the eager range finder on the
+    buffers it keeps): a shape seen once runs eagerly and captures nothing; its second sight captures; with
+    max_shapes = 2 a third capture drops the least recently used one, which is then seen afresh. Every result
+    equals the eager basis (new inputs and seeds at each call)."""
+    captured = []
+
+    def capture(self, x, rank, seed, power_iters):
+        captured.append(x.shape[0])
+        kept = {"x": x.float(), "omega": subspace._test_matrix(x.shape[0], rank, seed, x.device).clone(), "seed": seed}
+        out = torch.empty(x.shape[1], rank)
+
+        class Replay:
+            def replay(self):
+                out.copy_(subspace._range_finder(kept["x"], kept["omega"], power_iters))
+        return dict(kept, graph=Replay(), out=out)
+
+    monkeypatch.setattr(BasisGraphs, "_capture", capture)
+    graphs = BasisGraphs(max_shapes=2)
+    gen = torch.Generator().manual_seed(0)
+    for call, tokens in enumerate([10, 10, 11, 11, 10, 12, 12, 11, 11, 12]):
+        x = torch.randn(tokens, 16, generator=gen)
+        got = graphs.basis(x, 2, seed=call, power_iters=1)
+        assert torch.equal(got, activation_basis(x, 2, seed=call, power_iters=1))
+    assert captured == [10, 11, 12, 11]
+    assert [key[0][0] for key in graphs._entries] == [11, 12]  # 12 used last
+    with pytest.raises(ValueError, match="max_shapes must be an int >= 1, got 0"):
+        BasisGraphs(max_shapes=0)

@@ -1,4 +1,5 @@
 """What AGZO and ZO-Act share: choosing the linear layers, and orthonormal bases of their input activations."""
+import collections
 import functools
 import re
 import warnings
@@ -104,17 +105,26 @@ class BasisGraphs:
     """activation_basis on CUDA as one CUDA-graph replay per call instead of about 25 launches, each of which
     costs the host a round of Python and dispatch (AGZO computes a basis per distinct layer input every step).
 
-    Per (tokens, d_in, rank, power_iters, device) it captures _range_finder once, reading a float32 copy of the
+    Per (tokens, d_in, rank, power_iters, device) it captures _range_finder, reading a float32 copy of the
     activations and the test matrix from buffers it keeps: 4 tokens d_in bytes per shape (OPT-1.3B at 2048
-    tokens: 16 MB and 64 MB). The captures of a device share one stream and one memory pool, so cuBLAS's
-    workspace for that stream is allocated once (outside the graphs, in the warm-up), not once per graph. A call
-    copies x into its buffer (the float32 copy the eager path makes anyway), the test matrix when the seed
-    changed, replays, and returns a copy of the result. Where capture fails, that shape falls back to the eager
-    path with one warning. Not thread-safe; replays run on the current stream, one after another (with the
-    shared pool, a replay may overwrite another graph's output, so each call copies its result out at once)."""
+    tokens: 16 MB and 64 MB). A shape is captured the second time it is seen (one seen once, such as a last
+    partial batch, runs eagerly and keeps nothing), and at most `max_shapes` captures are kept, the least recently
+    used dropped first, so inputs of varying length cost bounded memory. The captures of a device share one
+    stream and one memory pool, so cuBLAS's workspace for that stream is allocated once (outside the graphs, in
+    the warm-up), not once per graph. A replay copies x into its buffer (the float32 copy the eager path makes
+    anyway) and the test matrix when the seed changed, and returns a copy of the result. Where capture fails,
+    that shape falls back to the eager path with one warning. Not thread-safe; replays run on the current
+    stream, one after another (with the shared pool, a replay may overwrite another graph's output, so each
+    call copies its result out at once)."""
 
-    def __init__(self):
-        self._entries = {}
+    SEEN_ONCE_KEPT = 64  # shapes remembered as seen once (keys only)
+
+    def __init__(self, max_shapes: int = 8):
+        if isinstance(max_shapes, bool) or not isinstance(max_shapes, int) or max_shapes < 1:
+            raise ValueError(f"max_shapes must be an int >= 1, got {max_shapes!r}")
+        self.max_shapes = max_shapes
+        self._entries = collections.OrderedDict()  # key -> capture (dict) or False (capture failed); LRU order
+        self._seen_once = collections.OrderedDict()  # key -> None
         self._capture_streams = {}  # device -> (stream, graph memory pool)
 
     def basis(self, x: torch.Tensor, rank: int, *, seed: int, power_iters: int) -> torch.Tensor:
@@ -122,7 +132,18 @@ class BasisGraphs:
         key = (tuple(x.shape), rank, power_iters, x.device)
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = self._capture(x, rank, seed, power_iters)
+            if key not in self._seen_once:
+                self._seen_once[key] = None
+                if len(self._seen_once) > self.SEEN_ONCE_KEPT:
+                    self._seen_once.popitem(last=False)
+                entry = False
+            else:
+                del self._seen_once[key]
+                entry = self._entries[key] = self._capture(x, rank, seed, power_iters)
+                if len(self._entries) > self.max_shapes:
+                    self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
         if entry is False:
             return _range_finder(x.float(), _test_matrix(x.shape[0], rank, seed, x.device), power_iters)
         if entry["seed"] != seed:
