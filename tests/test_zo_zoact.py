@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zokernels as zk
-from zokernels.quant import Int8WeightOnlyLinear, quantize_linears
+from zokernels.quant import Int4WeightOnlyLinear, Int8WeightOnlyLinear, quantize_linears
 from zokernels.zo.subspace import target_linears
 from zokernels.zo import PerturbedEvaluator
 from zokernels.zo.subspace import SharedProjection
@@ -114,18 +114,20 @@ def test_training_lowers_the_loss_and_never_writes_the_base(inner):
     assert all(torch.equal(b, layer.base.weight) for b, (_, layer) in zip(bases, opt.layers))
 
 
-def test_an_int8_base_trains_through_zoact_and_stays_frozen():
+@pytest.mark.parametrize("bits, layer_type, stored", [(8, Int8WeightOnlyLinear, "q"),
+                                                        (4, Int4WeightOnlyLinear, "packed")])
+def test_a_quantized_base_trains_through_zoact_and_stays_frozen(bits, layer_type, stored):
     model, closure = tiny_opt(torch.float32)
-    quantize_linears(model, [n for n, _ in target_linears(model)])
-    assert isinstance(model.model.decoder.layers[0].fc1, Int8WeightOnlyLinear)
+    quantize_linears(model, [n for n, _ in target_linears(model)], bits=bits)
+    assert isinstance(model.model.decoder.layers[0].fc1, layer_type)
     first = closure().item()
     opt = zk.optim.ZOAct(model, lr=2e-2, eps=1e-2, rank=8, calibration=closure)
-    q = [layer.base.q.clone() for _, layer in opt.layers]
+    kept = [getattr(layer.base, stored).clone() for _, layer in opt.layers]
     for _ in range(60):
         opt.step(closure)
     assert closure().item() < first - 0.05, (first, closure().item())
-    assert all(torch.equal(a, layer.base.q) for a, (_, layer) in zip(q, opt.layers))
-    with pytest.raises(ValueError, match="cannot merge into a Int8WeightOnlyLinear: merge needs a floating-point"):
+    assert all(torch.equal(a, getattr(layer.base, stored)) for a, (_, layer) in zip(kept, opt.layers))
+    with pytest.raises(ValueError, match=f"cannot merge into a {layer_type.__name__}: merge needs a floating-point"):
         opt.merge()
 
 
