@@ -7,6 +7,7 @@ weights are never perturbed in place) and updates round stochastically.
 
     python python/zo_finetune_opt.py --method bszo --k 4 --steps 300
     python python/zo_finetune_opt.py --method zoact --rank 8 --steps 300   # coefficients only, Adam
+    python python/zo_finetune_opt.py --method zoact --base-bits 4          # ... around frozen int4 linears
 """
 import argparse
 
@@ -14,6 +15,8 @@ import torch
 from transformers import OPTConfig, OPTForCausalLM
 
 import zokernels
+import zokernels.quant
+from zokernels.zo.subspace import target_linears
 
 
 def make_model_and_batches(device, dtype, seed=0):
@@ -36,7 +39,11 @@ def main(argv=None):
     ap.add_argument("--eps", type=float, default=1e-2)
     ap.add_argument("--prior-var", type=float, default=100.0,
                     help="BSZO prior variance: the scale of |z^T grad|^2 up to which differences are trusted")
+    ap.add_argument("--base-bits", type=int, choices=[4, 8], default=None,
+                    help="ZO-Act: quantize the frozen linear layers to int4 / int8 weight-only first")
     args = ap.parse_args(argv)
+    if args.base_bits and args.method != "zoact":
+        ap.error("--base-bits applies to --method zoact (the only method here that never writes the linears)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, batches = make_model_and_batches(device, torch.bfloat16)
     if args.method == "mezo":
@@ -46,6 +53,8 @@ def main(argv=None):
     elif args.method == "agzo":  # linear layers only, along activation subspaces
         opt = zokernels.optim.AGZO(model, lr=args.lr, eps=args.eps, rank=args.rank or 1)
     else:  # ZO-Act: bases from one calibration pass over the data, then only the coefficients train
+        if args.base_bits:
+            zokernels.quant.quantize_linears(model, [name for name, _ in target_linears(model)], bits=args.base_bits)
         calibration = lambda: [model(input_ids=b) for b in batches]  # noqa: E731
         opt = zokernels.optim.ZOAct(model, lr=args.lr, eps=args.eps, rank=args.rank or 8, calibration=calibration)
 

@@ -18,10 +18,11 @@ def test_spsa_example_lowers_the_loss():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU smoke test")
-@pytest.mark.parametrize("method, drop", [("mezo", 0.3), ("bszo", 0.3), ("agzo", 0.1), ("zoact", 0.1)])
-def test_finetune_recipe_lowers_the_loss(method, drop):
+@pytest.mark.parametrize("method, drop, extra", [("mezo", 0.3, []), ("bszo", 0.3, []), ("agzo", 0.1, []),
+                                                ("zoact", 0.1, []), ("zoact", 0.1, ["--base-bits", "4"])])
+def test_finetune_recipe_lowers_the_loss(method, drop, extra):
     spec = importlib.util.spec_from_file_location("recipe", os.path.join(ROOT, "python", "zo_finetune_opt.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    first, last = mod.main(["--method", method, "--steps", "40", "--k", "2"])
+    first, last = mod.main(["--method", method, "--steps", "40", "--k", "2", *extra])
     assert last < first - drop, (first, last)
