@@ -93,11 +93,14 @@ def activation_basis(x: torch.Tensor, rank: int, *, seed: int, power_iters: int 
 
 
 def _range_finder(x: torch.Tensor, omega: torch.Tensor, power_iters: int) -> torch.Tensor:
-    """activation_basis's computation on x float32 [tokens, d_in] and its test matrix omega [tokens, rank]."""
+    """activation_basis's computation on x [tokens, d_in] and its test matrix omega [tokens, rank] float32: the
+    products in x's dtype (activation_basis passes float32; bench/exp/range_finder_dtype_probe.py times bf16),
+    the rescaling and orthonormalization in float32 and float64 (casts to float32 are no-ops there)."""
     xt = x.T
-    y = xt @ omega
+    y = (xt @ omega.to(x.dtype)).float()
     for _ in range(power_iters):  # rank 1 needs only a rescaling between rounds (3 ops, not orthonormalize's ~10)
-        y = xt @ (x @ (y / torch.linalg.vector_norm(y).clamp_min(1e-30) if omega.shape[1] == 1 else orthonormalize(y)))
+        q = y / torch.linalg.vector_norm(y).clamp_min(1e-30) if omega.shape[1] == 1 else orthonormalize(y)
+        y = (xt @ (x @ q.to(x.dtype))).float()
     return orthonormalize(y)
 
 
