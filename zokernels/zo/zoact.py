@@ -47,7 +47,9 @@ class ZOActLinear(torch.nn.Module):
     def forward(self, x):
         y = self.base(x)
         coeff = self.coeff if self.perturbed_coeff is None else self.perturbed_coeff
-        return y + (self.projection(x, self.basis) @ coeff.T).to(y.dtype)
+        # in place, the sum in float32 and rounded once into y's dtype (autograd records it where it must)
+        ops.lowrank_delta_add_(y, x, self.basis, coeff, scale=1.0, xv=self.projection(x, self.basis))
+        return y
 
     def merge(self, *, rounding: str = "stochastic", rounding_seed: int = 0, backend: str = "auto") -> torch.nn.Module:
         """Write W0 + C V^T into the base weight (one lowrank_add_ pass), zero C, and return the base module."""
