@@ -457,4 +457,8 @@ def test_lowrank_delta_add_refuses_a_wrong_output_before_writing():
         zk.lowrank_delta_add_(torch.zeros(4, 7, dtype=torch.int32), x, basis, factor, scale=1.0)
     with pytest.raises(ValueError, match=r"factor \(7, 2\)"):
         zk.lowrank_delta_add_(output[:, :7], x, basis, torch.randn(7, 2), scale=1.0)
+    with pytest.raises(ValueError, match="x on cpu, basis on meta, factor on cpu\\): need one device"):
+        zk.lowrank_delta_add_(output[:, :7], x, basis.to("meta"), factor, scale=1.0)
+    with pytest.raises(ValueError, match="xv on meta"):
+        zk.lowrank_delta(x, basis, factor, scale=1.0, xv=zk.lowrank_project(x, basis).to("meta"))
     assert torch.equal(output, before)

@@ -396,6 +396,10 @@ def _check_delta(x, basis, factor, scale, xv):
     if basis.dim() != 2 or factor.dim() != 2 or x.shape[-1] != basis.shape[0] or factor.shape[1] != basis.shape[1]:
         raise ValueError(f"x {tuple(x.shape)}, basis {tuple(basis.shape)}, factor {tuple(factor.shape)}: need "
                          "x [..., d_in], basis [d_in, r], factor [d_out, r]")
+    operands = dict(x=x, basis=basis, factor=factor, **({} if xv is None else dict(xv=xv)))
+    if len({t.device for t in operands.values()}) > 1:
+        raise ValueError("the operands are on different devices (" + ", ".join(f"{k} on {t.device}" for k, t in
+                                                                         operands.items()) + "): need one device")
     if xv is None:
         xv = lowrank_project(x, basis)
     elif tuple(xv.shape) != (*x.shape[:-1], basis.shape[1]) or xv.dtype != torch.float32:
