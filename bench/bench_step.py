@@ -38,7 +38,9 @@ OPT_TINY = dict(hidden_size=64, ffn_dim=256, num_hidden_layers=2, num_attention_
 def build(device, quick):
     from transformers import OPTConfig, OPTForCausalLM
 
-    cfg = OPTConfig(**(OPT_TINY if quick or device.type != "cuda" else OPT_1_3B), dropout=0.0, attention_dropout=0.0)
+    # use_cache=False: a loss evaluation keeps no key/value cache (with it, every forward also built one)
+    cfg = OPTConfig(**(OPT_TINY if quick or device.type != "cuda" else OPT_1_3B), dropout=0.0, attention_dropout=0.0,
+                    use_cache=False)
     torch.manual_seed(0)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with torch.device(device):

@@ -21,7 +21,8 @@ from zokernels.zo.subspace import target_linears
 
 def make_model_and_batches(device, dtype, seed=0):
     config = OPTConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, ffn_dim=128, num_attention_heads=4,
-                       max_position_embeddings=64, word_embed_proj_dim=64, dropout=0.0, attention_dropout=0.0)
+                       max_position_embeddings=64, word_embed_proj_dim=64, dropout=0.0, attention_dropout=0.0,
+                       use_cache=False)  # loss evaluations keep no key/value cache
     torch.manual_seed(seed)
     model = OPTForCausalLM(config).to(device=device, dtype=dtype).eval()
     # the task: continue a few fixed token sequences (a stand-in for a fine-tuning set)
