@@ -159,12 +159,13 @@ def auto_choices(rows, op_class=elementwise_class):
 
 
 def _op_family(key):
-    return "lowrank" if key.startswith("lowrank/") else "elementwise"
+    family = key.split("/")[0]
+    return family if family in ("lowrank", "delta_add") else "elementwise"
 
 
 def save_auto_choices(result, choices, path=backends.AUTO_CHOICES_FILE):
     """Merge one run's choices for its device into the package's auto_choices.json: they replace that device's
-    choices of the same op family (elementwise or lowrank) and keep the other family's; `runs` records which
+    choices of the same op family (elementwise, lowrank or delta_add) and keep the other family's; `runs` records which
     run (date, torch, triton) each family's choices come from."""
     try:
         with open(path) as f:

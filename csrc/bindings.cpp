@@ -1,4 +1,5 @@
-// torch.library bindings of the CUDA kernels: torch.ops.zokernels.combine_, .lowrank_combine_ and .philox_words.
+// torch.library bindings of the CUDA kernels: torch.ops.zokernels.combine_, .lowrank_combine_, .lowrank_delta_add_
+// and .philox_words.
 // Validation of user input happens once, in zokernels/ops.py; these checks guard the binding's own contract.
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -145,6 +146,30 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
   TORCH_CHECK(err == cudaSuccess, message("zokernels cuda: lowrank_combine_ launch failed: ", cudaGetErrorString(err)));
 }
 
+// out [n_rows, d_out] (float32, bf16 or fp16) += scale * xv [n_rows, r] f [d_out, r]^T, both float32; all
+// contiguous CUDA tensors on one device.
+void lowrank_delta_add_(const at::Tensor& out, const at::Tensor& xv, const at::Tensor& f, double scale) {
+  TORCH_CHECK(out.is_cuda() && out.is_contiguous() && out.dim() == 2, "zokernels cuda: out must be a contiguous 2-D CUDA tensor");
+  TORCH_CHECK(xv.is_cuda() && xv.is_contiguous() && xv.scalar_type() == at::kFloat && xv.dim() == 2 &&
+                  xv.size(0) == out.size(0) && xv.size(1) >= 1 && xv.get_device() == out.get_device(),
+              "zokernels cuda: xv must be a contiguous float32 [n_rows, r] tensor on out's device, r >= 1");
+  TORCH_CHECK(f.is_cuda() && f.is_contiguous() && f.scalar_type() == at::kFloat && f.dim() == 2 &&
+                  f.size(0) == out.size(1) && f.size(1) == xv.size(1) && f.get_device() == out.get_device(),
+              "zokernels cuda: f must be a contiguous float32 [d_out, r] tensor on out's device");
+  const c10::cuda::CUDAGuard guard(out.device());
+  zk::DeltaAddArgs a{};
+  a.out_dtype = dtype_code(out);
+  a.out = out.data_ptr();
+  a.xv = xv.data_ptr<float>();
+  a.f = f.data_ptr<float>();
+  a.scale = static_cast<float>(scale);
+  a.n_rows = out.size(0);
+  a.d_out = out.size(1);
+  a.rank = static_cast<int>(xv.size(1));
+  const cudaError_t err = zk::launch_delta_add(a, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, message("zokernels cuda: lowrank_delta_add_ launch failed: ", cudaGetErrorString(err)));
+}
+
 // Raw Philox words (known-answer tests): counters int64 [4, n] of 32-bit words -> int64 [4, n].
 at::Tensor philox_words(const at::Tensor& counters, int64_t k0, int64_t k1) {
   TORCH_CHECK(counters.is_cuda() && counters.scalar_type() == at::kLong && counters.dim() == 2 && counters.size(0) == 4,
@@ -166,6 +191,8 @@ void lowrank_combine_meta(at::TensorList, at::TensorList, at::TensorList, const 
                           const c10::optional<at::Tensor>&, double, const c10::optional<at::Tensor>&, int64_t, int64_t,
                           int64_t, int64_t, int64_t, int64_t, bool, bool) {}
 
+void lowrank_delta_add_meta(const at::Tensor&, const at::Tensor&, const at::Tensor&, double) {}
+
 }  // namespace
 
 TORCH_LIBRARY(zokernels, m) {
@@ -174,18 +201,21 @@ TORCH_LIBRARY(zokernels, m) {
   m.def("lowrank_combine_(Tensor(a!)[] weights, Tensor[] bases, Tensor[] factors, Tensor table, Tensor? coeffs, "
         "float scale, Tensor? streams, int stream0, int K, int k0, int k1, int rk0, int rk1, bool stochastic, "
         "bool tensor_core) -> ()");
+  m.def("lowrank_delta_add_(Tensor(a!) out, Tensor xv, Tensor f, float scale) -> ()");
   m.def("philox_words(Tensor counters, int k0, int k1) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(zokernels, CUDA, m) {
   m.impl("combine_", &combine_);
   m.impl("lowrank_combine_", &lowrank_combine_);
+  m.impl("lowrank_delta_add_", &lowrank_delta_add_);
   m.impl("philox_words", &philox_words);
 }
 
 TORCH_LIBRARY_IMPL(zokernels, Meta, m) {
   m.impl("combine_", &combine_meta);
   m.impl("lowrank_combine_", &lowrank_combine_meta);
+  m.impl("lowrank_delta_add_", &lowrank_delta_add_meta);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -89,6 +89,20 @@ struct LowrankArgs {
 };
 
 cudaError_t launch_lowrank(const LowrankArgs& args, cudaStream_t stream);
+
+// Output update of a low-rank perturbation (csrc/zo_delta_add.cu): out += scale * xv f^T, float32 sums rounded
+// once to nearest into out's dtype. out [n_rows, d_out], xv [n_rows, rank] and f [d_out, rank] float32, contiguous.
+struct DeltaAddArgs {
+  DType out_dtype;
+  void* out;
+  const float* xv;
+  const float* f;
+  float scale;
+  int64_t n_rows, d_out;
+  int rank;
+};
+
+cudaError_t launch_delta_add(const DeltaAddArgs& args, cudaStream_t stream);
 cudaError_t launch_philox(const int64_t* counters, int64_t* out, int64_t n, uint32_t k0, uint32_t k1,
                           cudaStream_t stream);
 

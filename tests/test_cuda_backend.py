@@ -127,6 +127,10 @@ def _binding_call(case):
         xs = [torch.randn(8, device="cuda") for _ in range(cuda_backend.max_tensors_per_launch() + 1)]
         table = torch.zeros(1, 6, dtype=torch.int64, device="cuda")
         return lambda: torch.ops.zokernels.combine_(xs, xs, table, None, 1.0, None, 0, 1, 0, 0, 0, 0, True, False), xs
+    if case == "delta add factor of another rank":
+        out = torch.randn(8, 70, device="cuda").bfloat16()
+        xv, f = torch.randn(8, 3, device="cuda"), torch.randn(70, 2, device="cuda")
+        return lambda: torch.ops.zokernels.lowrank_delta_add_(out, xv, f, 1.0), [out]
     dtype, r = {"fp32 weights": (torch.float32, 16), "rank 65": (torch.bfloat16, 65),
                 "rank 129": (torch.bfloat16, 129)}[case]
     w = torch.randn(8, 70, device="cuda").to(dtype)
@@ -141,7 +145,8 @@ def _binding_call(case):
     ("fp32 weights", r"tensor-core low-rank kernel takes 16-bit weights and ranks <= 64 \(got Float, rank 16\)"),
     ("rank 65", r"tensor-core low-rank kernel takes 16-bit weights and ranks <= 64 \(got BFloat16, rank 65\)"),
     ("rank 129", r"bases\[0\] must be a contiguous CUDA float32 \[d_in, r\] tensor, 1 <= r <= 128"),
-    ("one tensor too many", None)])
+    ("one tensor too many", None),
+    ("delta add factor of another rank", r"f must be a contiguous float32 \[d_out, r\] tensor on out's device")])
 def test_the_bindings_own_checks_raise_with_their_numbers_and_write_nothing(case, error):
     """The bindings' messages carry numbers (bindings.cpp builds them without std::ostream: on the H100 image a
     failing c10::str check with an int crashed the process instead of raising)."""

@@ -8,7 +8,7 @@ import torch
 import zokernels as zk
 from zokernels import backends
 
-from .conftest import BACKENDS, DEVICE
+from .conftest import BACKENDS, DEVICE, ON_GPU
 from .test_contract import Z_ATOL
 from .test_ops import _ulp
 
@@ -400,7 +400,7 @@ def test_lowrank_delta_applies_a_given_factor_as_lowrank_perturbation_applies_n(
         zk.lowrank_delta(x, basis, factor[:, :7], scale=1.0)
 
 
-@pytest.mark.parametrize("rank", [1, 5])
+@pytest.mark.parametrize("rank", [1, 5, 40])  # 40: the CUDA kernel's rank chunks of 32 twice
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_lowrank_delta_add_adds_the_delta_in_float32_with_one_rounding(dtype, rank, backend):
     """output += scale (x V) F^T in place against the float64 sum rounded once into output's dtype (tolerance:
@@ -414,19 +414,26 @@ def test_lowrank_delta_add_adds_the_delta_in_float32_with_one_rounding(dtype, ra
     output = torch.randn(3, 13, 150, generator=gen).to(dtype).to(DEVICE)
     expected = output.double() + 0.7 * (x.double() @ basis.double()) @ factor.double().T
     ran = zk.lowrank_delta_add_(output, x, basis, factor, scale=0.7, backend=backend)
-    assert ran == ("reference" if backend == "cuda" else backend)  # the CUDA backend has no kernel for it
+    assert ran == backend
     assert output.dtype == dtype
     ulp = {torch.float32: 2.0 ** -23, torch.bfloat16: 2.0 ** -7, torch.float16: 2.0 ** -10}[dtype]
     atol = 1e-5 if dtype == torch.float32 else 1e-3
     torch.testing.assert_close(output.double(), expected.to(dtype).double(), rtol=max(ulp, 1e-5), atol=atol)
 
 
-def test_lowrank_delta_add_runs_the_reference_under_auto_and_refuses_what_triton_cannot_write():
-    """"auto" runs the reference, which takes a non-contiguous output and one autograd records (the same values;
-    the gradient flows); an explicit "triton" refuses both before writing."""
+def test_lowrank_delta_add_auto_takes_the_measured_backend_where_it_can_and_fused_ones_refuse_the_rest():
+    """"auto" runs the backend measured for the device and rank class on a contiguous output that autograd does
+    not record (on the CPU the reference, as Triton there is its interpreter), and the reference for a
+    non-contiguous output and one autograd records (the same values; the gradient flows); an explicit fused
+    backend (triton, cuda) refuses both, and a float64 output, before writing."""
     gen = torch.Generator().manual_seed(5)
     x, basis, factor = torch.randn(6, 10, generator=gen).to(DEVICE), torch.randn(10, 2, generator=gen).to(DEVICE), \
         torch.randn(9, 2, generator=gen).to(DEVICE)
+    plain = torch.randn(6, 9, generator=gen).to(DEVICE)
+    expected = plain + (x @ basis) @ factor.T
+    measured = backends.resolve("auto", DEVICE, backends.delta_add_class(2)) if ON_GPU else "reference"
+    assert zk.lowrank_delta_add_(plain, x, basis, factor, scale=1.0) == measured
+    torch.testing.assert_close(plain, expected, rtol=1e-5, atol=1e-5)
     wide = torch.randn(9, 6, generator=gen).to(DEVICE)
     expected = wide.T + (x @ basis) @ factor.T
     assert zk.lowrank_delta_add_(wide.T, x, basis, factor, scale=1.0) == "reference"
@@ -436,14 +443,17 @@ def test_lowrank_delta_add_runs_the_reference_under_auto_and_refuses_what_triton
     assert zk.lowrank_delta_add_(y, x, basis, factor, scale=0.5) == "reference"
     y.sum().backward()
     torch.testing.assert_close(weight.grad, x.sum(0).expand(9, 10), rtol=1e-5, atol=1e-5)
-    if "triton" in BACKENDS:
+    for fused in [b for b in BACKENDS if b != "reference"]:
         before = wide.clone()
         with pytest.raises(ValueError, match="contiguous: False, recorded: False"):
-            zk.lowrank_delta_add_(wide.T, x, basis, factor, scale=1.0, backend="triton")
+            zk.lowrank_delta_add_(wide.T, x, basis, factor, scale=1.0, backend=fused)
         assert torch.equal(wide, before)
         with pytest.raises(ValueError, match="contiguous: True, recorded: True"):
             zk.lowrank_delta_add_(torch.nn.functional.linear(x, weight), x, basis, factor, scale=1.0,
-                                  backend="triton")
+                                  backend=fused)
+        wide64 = wide.double().contiguous()
+        with pytest.raises(ValueError, match="output torch.float64"):
+            zk.lowrank_delta_add_(wide64.T.contiguous(), x.double(), basis.double(), factor, scale=1.0, backend=fused)
 
 
 def test_lowrank_delta_add_refuses_a_wrong_output_before_writing():

@@ -11,6 +11,7 @@ from zokernels.zo.agzo import LowRankPerturbation, agzo_step
 from zokernels.zo.perturbation import evaluate_closure
 from zokernels.zo.subspace import target_linears
 
+from .conftest import DEVICE
 from .zo_problems import DEVICES, tiny_opt
 
 
@@ -37,8 +38,8 @@ def test_the_update_is_minus_lr_g_n_vt_and_lies_in_the_activation_span():
 
 def test_evaluation_equals_an_explicitly_perturbed_model(backend):
     """L(W + c N V^T) through the output hooks (N drawn and the output change added on `backend`) equals the loss
-    of a copy whose weights were perturbed."""
-    model, closure = tiny_opt(torch.float32)
+    of a copy whose weights were perturbed (on the backends' device: the GPU where there is one)."""
+    model, closure = tiny_opt(torch.float32, device=DEVICE)
     layers = target_linears(model)
     perturbation = LowRankPerturbation(layers, 4, backend=backend)
     perturbation.loss(closure, seed=3, scale=0.0, refresh=True, evaluate=evaluate_closure)

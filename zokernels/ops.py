@@ -367,24 +367,27 @@ def lowrank_delta_add_(output: torch.Tensor, x: torch.Tensor, basis: torch.Tenso
     """In place: output += scale * (x V) F^T, the sum taken in float32 and rounded once into output's dtype.
     output: [..., d_out] (x's leading shape, any float dtype, x's device); the rest as lowrank_delta. Backends:
     the reference (torch ops: addcmul_ at r = 1, no [..., d_out] temporary; else the product added; autograd
-    records it), which "auto" and "cuda" (no kernel of its own for this op) run; "triton": one fused launch over a
-    contiguous output that autograd does not record (else ValueError), parity-tested but not yet timed on a GPU,
-    so "auto" does not take it. Checked before output is written. Returns the backend that ran."""
+    records it); "triton" and "cuda": one fused launch over a contiguous float32/bf16/fp16 output that autograd
+    does not record (else ValueError). "auto": the backend bench/bench_delta_add.py measured fastest for the
+    device and rank class (auto_choices.json), the reference where that cannot take the output. Checked before
+    output is written. Returns the backend that ran."""
     scale, xv = _check_delta(x, basis, factor, scale, xv)
     if not isinstance(output, torch.Tensor) or tuple(output.shape) != (*x.shape[:-1], factor.shape[0]):
         raise ValueError(f"output has shape {tuple(getattr(output, 'shape', ()))}: need "
                          f"{(*x.shape[:-1], factor.shape[0])} (x's leading shape, d_out)")
     if not output.is_floating_point() or output.device != x.device:
         raise ValueError(f"output is {output.dtype} on {output.device}: need a float tensor on x's device {x.device}")
-    name = "reference" if backend in ("auto", "cuda") else backends.resolve(backend, output.device)
+    name = backends.resolve(backend, output.device, backends.delta_add_class(factor.shape[1]))
     factor = factor.float()
-    if name == "reference":
-        backends.load(name).lowrank_delta_add(output, xv, factor, scale)
-        return name
     recorded = torch.is_grad_enabled() and any(t.requires_grad for t in (output, xv, factor))
-    if recorded or not output.is_contiguous():
-        raise ValueError(f"lowrank_delta_add_ on the {name} backend needs a contiguous output and no operand that "
-                         f"autograd records (output contiguous: {output.is_contiguous()}, recorded: {recorded})")
+    fusable = output.is_contiguous() and not recorded and output.dtype in SUPPORTED_DTYPES
+    if name == "reference" or (backend == "auto" and not fusable):
+        backends.load("reference").lowrank_delta_add(output, xv, factor, scale)
+        return "reference"
+    if not fusable:
+        raise ValueError(f"lowrank_delta_add_ on the {name} backend needs a contiguous float32, bf16 or fp16 output "
+                         f"and no operand that autograd records (output {output.dtype}, contiguous: "
+                         f"{output.is_contiguous()}, recorded: {recorded})")
     backends.load(name).lowrank_delta_add(output.view(-1, factor.shape[0]), xv.reshape(-1, factor.shape[1]).contiguous(),
                                           factor.contiguous(), scale)
     return name

@@ -33,10 +33,17 @@ def lowrank_class(rounding: str, k: int, max_rank: int) -> str:
     return f"lowrank/{rounding}/K={_k_bucket(k)}/r<={padded_rank(max_rank, 8)}"
 
 
+def delta_add_class(rank: int) -> str:
+    """The key of lowrank_delta_add_'s "auto" choices: the rank bucket (1, <= 8, <= 16, <= 32, > 32)."""
+    return "delta_add/r=1" if rank <= 1 else next((f"delta_add/r<={b}" for b in (8, 16, 32) if rank <= b),
+                                                  "delta_add/r>32")
+
+
 @functools.lru_cache(maxsize=None)
 def _auto_choices():
-    """{device name: {op class: backend}}, written by `python -m zokernels bench --save-auto` (elementwise ops)
-    and `bench/bench_lowrank.py --backend triton,cuda --save-auto` (low-rank op), each from one run."""
+    """{device name: {op class: backend}}, written by `python -m zokernels bench --save-auto` (elementwise ops),
+    `bench/bench_lowrank.py --backend triton,cuda --save-auto` (low-rank op) and `bench/bench_delta_add.py
+    --save-auto` (lowrank_delta_add_), each from one run."""
     try:
         with open(AUTO_CHOICES_FILE) as f:
             return {dev: entry["choices"] for dev, entry in json.load(f).items()}

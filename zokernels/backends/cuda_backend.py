@@ -190,6 +190,13 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
                                                  kernel == "tensor_core")
 
 
+def lowrank_delta_add(output, xv, factor, scale):
+    """reference.lowrank_delta_add's contract for a contiguous output [T, d_out] (float32, bf16 or fp16) and
+    contiguous float32 xv [T, r] and factor [d_out, r]: one launch (csrc/zo_delta_add.cu), r FMAs per element,
+    rounded to nearest once; autograd does not record it."""
+    torch.ops.zokernels.lowrank_delta_add_(output, xv, factor, float(scale))
+
+
 def stream_values(n, *, seed, stream, tensor_id, offset, dist, device):
     out = torch.zeros(n, dtype=torch.float32, device=device)
     _launch([out], [out], seed=seed, coeffs=[1.0], streams=[stream], tensor_ids=[tensor_id], offsets=[offset],

@@ -89,13 +89,19 @@ def activation_basis(x: torch.Tensor, rank: int, *, seed: int, power_iters: int 
                          f"(activations of {tokens} tokens x {d_in} features)")
     if graphs is not None and x.is_cuda:
         return graphs.basis(x, rank, seed=seed, power_iters=power_iters)
-    return _range_finder(x.float(), _test_matrix(tokens, rank, seed, x.device), power_iters)
+    return _range_finder(range_input(x), _test_matrix(tokens, rank, seed, x.device), power_iters)
+
+
+def range_input(x: torch.Tensor) -> torch.Tensor:
+    """The activations as the range finder's products read them: bf16 CUDA tensors as stored (cuBLAS sums in
+    float32; H200, bench/NOTES.md eighteenth session: 2-37% less time than a float32 copy at the same captured
+    energy within 1e-4), everything else as float32 (fp16 products could overflow; CPU bf16 products are slow)."""
+    return x if x.is_cuda and x.dtype == torch.bfloat16 else x.float()
 
 
 def _range_finder(x: torch.Tensor, omega: torch.Tensor, power_iters: int) -> torch.Tensor:
-    """activation_basis's computation on x [tokens, d_in] and its test matrix omega [tokens, rank] float32: the
-    products in x's dtype (activation_basis passes float32; bench/exp/range_finder_dtype_probe.py times bf16),
-    the rescaling and orthonormalization in float32 and float64 (casts to float32 are no-ops there)."""
+    """activation_basis's computation on x [tokens, d_in] (range_input) and its test matrix omega [tokens, rank]
+    float32: the products in x's dtype, the rescaling and orthonormalization in float32 and float64."""
     xt = x.T
     y = (xt @ omega.to(x.dtype)).float()
     for _ in range(power_iters):  # rank 1 needs only a rescaling between rounds (3 ops, not orthonormalize's ~10)
@@ -108,17 +114,17 @@ class BasisGraphs:
     """activation_basis on CUDA as one CUDA-graph replay per call instead of about 25 launches, each of which
     costs the host a round of Python and dispatch (AGZO computes a basis per distinct layer input every step).
 
-    Per (tokens, d_in, rank, power_iters, device) it captures _range_finder, reading a float32 copy of the
-    activations and the test matrix from buffers it keeps: 4 tokens d_in bytes per shape (OPT-1.3B at 2048
-    tokens: 16 MB and 64 MB). A shape is captured the second time it is seen (one seen once, such as a last
-    partial batch, runs eagerly and keeps nothing), and at most `max_shapes` captures are kept, the least recently
-    used dropped first, so inputs of varying length cost bounded memory. The captures of a device share one
-    stream and one memory pool, so cuBLAS's workspace for that stream is allocated once (outside the graphs, in
-    the warm-up), not once per graph. A replay copies x into its buffer (the float32 copy the eager path makes
-    anyway) and the test matrix when the seed changed, and returns a copy of the result. Where capture fails,
-    that shape falls back to the eager path with one warning. Not thread-safe; replays run on the current
-    stream, one after another (with the shared pool, a replay may overwrite another graph's output, so each
-    call copies its result out at once)."""
+    Per (tokens, d_in, dtype, rank, power_iters, device) it captures _range_finder, reading a copy of the
+    activations (range_input: bf16 as stored, else float32) and the test matrix from buffers it keeps: 2 or 4
+    tokens d_in bytes per shape (OPT-1.3B in bf16 at 2048 tokens: 8 MB and 32 MB). A shape is captured the second
+    time it is seen (one seen once, such as a last partial batch, runs eagerly and keeps nothing), and at most
+    `max_shapes` captures are kept, the least recently used dropped first, so inputs of varying length cost
+    bounded memory. The captures of a device share one stream and one memory pool, so cuBLAS's workspace for that
+    stream is allocated once (outside the graphs, in the warm-up), not once per graph. A replay copies x into its
+    buffer and the test matrix when the seed changed, and returns a copy of the result. Where capture fails, that
+    shape falls back to the eager path with one warning. Not thread-safe; replays run on the current stream, one
+    after another (with the shared pool, a replay may overwrite another graph's output, so each call copies its
+    result out at once)."""
 
     SEEN_ONCE_KEPT = 64  # shapes remembered as seen once (keys only)
 
@@ -132,7 +138,7 @@ class BasisGraphs:
 
     def basis(self, x: torch.Tensor, rank: int, *, seed: int, power_iters: int) -> torch.Tensor:
         """activation_basis(x, rank, seed=seed, power_iters=power_iters) for x [tokens, d_in] on a CUDA device."""
-        key = (tuple(x.shape), rank, power_iters, x.device)
+        key = (tuple(x.shape), x.dtype, rank, power_iters, x.device)
         entry = self._entries.get(key)
         if entry is None:
             if key not in self._seen_once:
@@ -148,7 +154,7 @@ class BasisGraphs:
         else:
             self._entries.move_to_end(key)
         if entry is False:
-            return _range_finder(x.float(), _test_matrix(x.shape[0], rank, seed, x.device), power_iters)
+            return _range_finder(range_input(x), _test_matrix(x.shape[0], rank, seed, x.device), power_iters)
         if entry["seed"] != seed:
             entry["omega"].copy_(_test_matrix(x.shape[0], rank, seed, x.device))
             entry["seed"] = seed
@@ -163,7 +169,7 @@ class BasisGraphs:
                 self._capture_streams[x.device] = (torch.cuda.Stream(), torch.cuda.graph_pool_handle())
             side, pool = self._capture_streams[x.device]
             # everything the graph reads stays referenced here (the rescue matrix's cache may drop it)
-            buffers = {"x": x.float(), "omega": _test_matrix(tokens, rank, seed, x.device).clone(), "seed": seed,
+            buffers = {"x": range_input(x).clone(), "omega": _test_matrix(tokens, rank, seed, x.device).clone(), "seed": seed,
                        "rescue": _rescue_matrix(d_in, rank, x.device)}
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up outside the capture (library handles, cached constants)
