@@ -91,13 +91,22 @@ def test_saving_one_op_familys_choices_keeps_the_others(tmp_path):
     assert runs["elementwise"]["date"] == "2026-01-03" and runs["lowrank"]["date"] == "2026-01-02"
 
 
-def test_the_committed_choices_file_has_both_families_runs():
-    """The package's auto_choices.json as the readers expect it: choices and the run of each family."""
+def test_the_committed_choices_file_has_every_families_runs():
+    """The package's auto_choices.json as the readers expect it: choices and the run of each family they come
+    from (elementwise, lowrank, delta_add)."""
+    family = _bench_perturb()._op_family
     with open(backends.AUTO_CHOICES_FILE) as f:
         table = json.load(f)
     for entry in table.values():
-        assert set(entry["runs"]) == {"elementwise" if not k.startswith("lowrank/") else "lowrank"
-                                      for k in entry["choices"]}
+        assert set(entry["runs"]) == {family(k) for k in entry["choices"]}
+    assert [family(k) for k in ("gaussian/nearest/K=1", "lowrank/nearest/K=1/r<=8", "delta_add/r=1")] == \
+        ["elementwise", "lowrank", "delta_add"]
+
+
+def test_delta_add_rank_classes():
+    assert [backends.delta_add_class(r) for r in (1, 2, 8, 9, 16, 17, 32, 33, 128)] == [
+        "delta_add/r=1", "delta_add/r<=8", "delta_add/r<=8", "delta_add/r<=16", "delta_add/r<=16",
+        "delta_add/r<=32", "delta_add/r<=32", "delta_add/r>32", "delta_add/r>32"]
 
 
 def test_bench_chooses_the_fastest_backend_measured_in_one_run():
