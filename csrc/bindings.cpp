@@ -149,7 +149,8 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
 // out [n_rows, d_out] (float32, bf16 or fp16) += scale * xv [n_rows, r] f [d_out, r]^T, both float32; all
 // contiguous CUDA tensors on one device.
 void lowrank_delta_add_(const at::Tensor& out, const at::Tensor& xv, const at::Tensor& f, double scale) {
-  TORCH_CHECK(out.is_cuda() && out.is_contiguous() && out.dim() == 2, "zokernels cuda: out must be a contiguous 2-D CUDA tensor");
+  TORCH_CHECK(out.is_cuda() && out.is_contiguous() && out.dim() == 2,
+              "zokernels cuda: out must be a contiguous 2-D CUDA tensor");
   TORCH_CHECK(xv.is_cuda() && xv.is_contiguous() && xv.scalar_type() == at::kFloat && xv.dim() == 2 &&
                   xv.size(0) == out.size(0) && xv.size(1) >= 1 && xv.get_device() == out.get_device(),
               "zokernels cuda: xv must be a contiguous float32 [n_rows, r] tensor on out's device, r >= 1");

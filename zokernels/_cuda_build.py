@@ -3,7 +3,8 @@ Plain data: setup.py reads this file before the package is installed."""
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = [os.path.join(ROOT, "csrc", name) for name in ("zo_perturb.cu", "zo_lowrank.cu", "zo_delta_add.cu", "bindings.cpp")]
+SOURCES = [os.path.join(ROOT, "csrc", name)
+           for name in ("zo_perturb.cu", "zo_lowrank.cu", "zo_delta_add.cu", "bindings.cpp")]
 ARCHS = ("80", "90")  # compute capabilities with machine code; PTX of the newest is embedded for later GPUs
 # No -std flag: torch.utils.cpp_extension picks the standard its headers need (C++17 for torch 2.11, C++20 from
 # torch 2.14); the kernels compile under either.

@@ -169,8 +169,8 @@ class BasisGraphs:
                 self._capture_streams[x.device] = (torch.cuda.Stream(), torch.cuda.graph_pool_handle())
             side, pool = self._capture_streams[x.device]
             # everything the graph reads stays referenced here (the rescue matrix's cache may drop it)
-            buffers = {"x": range_input(x).clone(), "omega": _test_matrix(tokens, rank, seed, x.device).clone(), "seed": seed,
-                       "rescue": _rescue_matrix(d_in, rank, x.device)}
+            buffers = {"x": range_input(x).clone(), "omega": _test_matrix(tokens, rank, seed, x.device).clone(),
+                       "seed": seed, "rescue": _rescue_matrix(d_in, rank, x.device)}
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up outside the capture (library handles, cached constants)
                 _range_finder(buffers["x"], buffers["omega"], power_iters)
