@@ -242,6 +242,23 @@ def test_old_gpu_gets_a_clear_message(fake_cuda_machine, monkeypatch):
     assert "compute capability 7.5" in reason and "sm_80/sm_90" in reason and "rebuild" in reason
 
 
+def test_a_ready_device_is_remembered_and_a_refused_one_is_asked_again(fake_cuda_machine, monkeypatch):
+    """unavailable_reason queries the runtime once per ready device (the ops resolve a backend on every call);
+    a device it refused is checked afresh each time."""
+    queries = []
+
+    def capability(device=None):
+        queries.append(device)
+        return (9, 0) if len(queries) > 1 else (7, 5)
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(fake_cuda_machine, "_load", lambda: None)
+    device = torch.device("cuda", 0)
+    assert "compute capability 7.5" in fake_cuda_machine.unavailable_reason(device)
+    assert [fake_cuda_machine.unavailable_reason(device) for _ in range(3)] == [None] * 3
+    assert len(queries) == 2
+
+
 def test_failed_build_warns_once_and_falls_back(fake_cuda_machine, monkeypatch):
     import torch.utils.cpp_extension
 

@@ -19,7 +19,7 @@ CHUNK = 32 * 1024  # elements per block (a multiple of every GROUP); H100: 32K a
 GROUP = {"gaussian": 8, "rademacher": 128}  # spans start on these multiples of the global index (kernel groups)
 _TABLES = TableCache()
 _state = {"loaded": False, "error": None, "source": None, "max_tensors": None, "tc_geometry": None,
-          "tc_half_min_rank": None}
+          "tc_half_min_rank": None, "ready_devices": set()}
 
 
 def _load():
@@ -60,7 +60,10 @@ def max_tensors_per_launch():
 
 
 def unavailable_reason(device: torch.device):
-    """None if this backend can run on `device`, else why not (for the error message)."""
+    """None if this backend can run on `device`, else why not (for the error message). A device found ready is
+    remembered (in _state), so the ops' per-call resolution skips the runtime queries after the first."""
+    if device in _state.get("ready_devices", ()):
+        return None
     if device.type != "cuda":
         return "the CUDA backend runs CUDA tensors only"
     if torch.version.cuda is None:
@@ -74,6 +77,7 @@ def unavailable_reason(device: torch.device):
     error = _load()
     if error is not None:
         return f"the extension could not be loaded or built: {type(error).__name__}: {error}"
+    _state.setdefault("ready_devices", set()).add(device)
     return None
 
 
