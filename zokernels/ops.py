@@ -419,7 +419,7 @@ def lowrank_perturbed_linear(x: torch.Tensor, weight: torch.Tensor, basis: torch
     scale = _check_real("scale", scale)
     n = _perturbation_factor(x, basis, weight.shape[0], seed, stream, tensor_id, backend)
     y = torch.nn.functional.linear(x, weight, bias)
-    lowrank_delta_add_(y, x, basis, n, scale=scale)  # (the reference: autograd may record y)
+    lowrank_delta_add_(y, x, basis, n, scale=scale)  # auto: fused where autograd does not record y, else reference
     return y
 
 
