@@ -247,7 +247,7 @@ class AGZO(_ZOOptimizer):
     False trains the targeted linear weights only. One param group (lr), so lr schedulers apply. cuda_graphs:
     compute the bases of CUDA activations by CUDA-graph replays (the same values with fewer host launches; a
     shape is captured on its second sight, and at most 8 are kept, least recently used dropped first, each with
-    a float32 buffer of 4 tokens d_in bytes; zo.subspace.BasisGraphs).
+    an input buffer of 2 (bf16) or 4 tokens d_in bytes; zo.subspace.BasisGraphs).
     """
 
     def __init__(self, model, lr, eps=1e-3, rank=1, *, targets="all", power_iters=3, refresh_every=1,

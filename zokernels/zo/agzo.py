@@ -26,8 +26,8 @@ class LowRankPerturbation:
 
     layers: (name, module) pairs with a 2-D `weight`; layer i has tensor id i. bases[i]: V_i [d_in, r] float32
     (None until an evaluation with refresh=True has seen the layer's input). cuda_graphs: compute the bases of
-    CUDA inputs by CUDA-graph replays (subspace.BasisGraphs: the same values, fewer host launches, a float32
-    buffer per captured input shape kept between steps, at most 8 shapes)."""
+    CUDA inputs by CUDA-graph replays (subspace.BasisGraphs: the same values, fewer host launches, an input
+    buffer (bf16 as stored, else float32) per captured input shape kept between steps, at most 8 shapes)."""
 
     def __init__(self, layers: Sequence[Tuple[str, torch.nn.Module]], rank: int, *, power_iters: int = 1,
                  backend: str = "auto", cuda_graphs: bool = True):
