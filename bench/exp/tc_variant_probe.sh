@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # -D-flag variants of the tensor-core low-rank kernel (csrc/zo_lowrank.cu), each a copy of this tree built with its
-# flags, all built at once; bench_lowrank CUDA (KS, default "1") on each, a table of them all (device ms), then the
-# CUDA tests of TEST_FILES (default: the low-rank and CUDA-backend tests) on TEST_VARIANT (default: the first). VARIANTS="name:flags;..."
-# (flags may be empty). OLD=1 adds the committed tree as variant "old" (ship it as _old/: `git archive HEAD csrc
+# flags, all built at once; bench_lowrank CUDA (KS, default "1"; BENCH_ARGS more of its arguments, e.g. "--ranks
+# 32,64") on each, a table of them all (device ms), then the CUDA tests of TEST_FILES (default: the low-rank and
+# CUDA-backend tests) on TEST_VARIANT (default: the first; TESTS=0: none). VARIANTS="name:flags;..." (flags may be
+# empty). OLD=1 adds the committed tree as variant "old" (ship it as _old/: `git archive HEAD csrc
 # zokernels setup.py bench tests | tar -x -C _old`; _old/ is git-ignored, so pass it in the device tool's carry).
 # Flags in the tree: ZK_TC_WIDE_MAX_RANK, ZK_TC_HALF_MIN_RANK. The withdrawn variants' flags and patches are in
 # bench/NOTES.md and bench/results/raw/*_REJECTED*; their code is not in the tree.
@@ -19,7 +20,7 @@ wait
 grep -h "error" "$OUT"/build_*.log | head -5
 rm -f "$OUT"/build_*.log  # the tool returns at most 8 files
 for v in "${names[@]}"; do
-  bench_lowrank /tmp/v_$v "$v" --ks ${KS:-1} --backend cuda > /dev/null
+  bench_lowrank /tmp/v_$v "$v" --ks ${KS:-1} --backend cuda ${BENCH_ARGS:-} > /dev/null
   rm -f "$OUT/lowrank_$v.log"
   echo "lowrank $v done ${SECONDS}s"
 done
