@@ -53,6 +53,28 @@ def test_evaluation_equals_an_explicitly_perturbed_model(backend):
     assert abs(got - expected) <= 1e-5 * abs(expected)
 
 
+def test_evaluation_with_autograd_on_rounds_once_as_without_it():
+    """With autograd recording (an evaluate that keeps grad on), the hooks add the output change with the same one
+    rounding as under no_grad (not output + delta rounded first: two roundings in bf16), and backward reaches the
+    weights through it."""
+    model, closure = tiny_opt(torch.bfloat16)
+    perturbation = LowRankPerturbation(target_linears(model), 4)
+    perturbation.loss(closure, seed=5, scale=0.0, refresh=True, evaluate=evaluate_closure)
+    plain = perturbation.loss(closure, seed=5, scale=0.05, refresh=False, evaluate=evaluate_closure)
+    kept = []
+
+    def with_grad(closure):
+        loss = closure()
+        kept.append(loss)
+        return loss.item()
+
+    recorded = perturbation.loss(closure, seed=5, scale=0.05, refresh=False, evaluate=with_grad)
+    assert recorded == plain
+    kept[0].backward()
+    grads = [m.weight.grad for _, m in target_linears(model)]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().max() > 0 for g in grads)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_bf16_weights_are_bit_identical_after_steps_at_lr0(device):
     model, closure = tiny_opt(torch.bfloat16, device=device)

@@ -60,10 +60,10 @@ class LowRankPerturbation:
                 if basis is None:
                     raise RuntimeError(f"AGZO: layer {self.layers[i][0]!r} has no basis yet (refresh it first)")
                 xv = projection(x, basis)
-                if torch.is_grad_enabled():
-                    return output + ops.lowrank_delta(x, basis, factors[i], scale=1.0, xv=xv).to(output.dtype)
-                # one rounding of output + delta into output's dtype; at r = 1 no float32 [tokens, d_out] temporary
-                ops.lowrank_delta_add_(output, x, basis, factors[i], scale=1.0, xv=xv, backend=self.backend)
+                # one rounding of output + delta into output's dtype; at r = 1 no float32 [tokens, d_out] temporary.
+                # With autograd on, the reference's torch ops, which autograd records (the fused backends refuse)
+                backend = "reference" if torch.is_grad_enabled() else self.backend
+                ops.lowrank_delta_add_(output, x, basis, factors[i], scale=1.0, xv=xv, backend=backend)
                 return output
             return hook
 
