@@ -421,6 +421,25 @@ def test_lowrank_delta_add_adds_the_delta_in_float32_with_one_rounding(dtype, ra
     torch.testing.assert_close(output.double(), expected.to(dtype).double(), rtol=max(ulp, 1e-5), atol=atol)
 
 
+def test_lowrank_delta_add_gives_the_same_bits_for_2d_and_strided_operands(backend):
+    """A 2-d output with its xv (the flat path, no views made) and strided xv and factor (copied to contiguous
+    before the launch) give bit for bit what the [3, 13, 150] output with contiguous operands gets."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(3, 13, 20, generator=gen).bfloat16().to(DEVICE)
+    basis = torch.randn(20, 5, generator=gen).to(DEVICE) / 20 ** 0.5
+    factor = torch.randn(150, 5, generator=gen).to(DEVICE)
+    output = torch.randn(3, 13, 150, generator=gen).bfloat16().to(DEVICE)
+    xv = zk.lowrank_project(x, basis)
+    flat, strided = output.reshape(39, 150).clone(), output.clone()
+    zk.lowrank_delta_add_(output, x, basis, factor, scale=0.7, xv=xv, backend=backend)
+    zk.lowrank_delta_add_(flat, x.reshape(39, 20), basis, factor, scale=0.7, xv=xv.reshape(39, 5), backend=backend)
+    xv_strided, factor_strided = xv.transpose(0, 2).contiguous().transpose(0, 2), factor.T.contiguous().T
+    assert not xv_strided.is_contiguous() and not factor_strided.is_contiguous()
+    zk.lowrank_delta_add_(strided, x, basis, factor_strided, scale=0.7, xv=xv_strided, backend=backend)
+    assert torch.equal(flat, output.reshape(39, 150)) and torch.equal(strided, output)
+    assert not torch.equal(output, torch.zeros_like(output))
+
+
 def test_lowrank_delta_add_auto_takes_the_measured_backend_where_it_can_and_fused_ones_refuse_the_rest():
     """"auto" runs the backend measured for the device and rank class on a contiguous output that autograd does
     not record (on the CPU the reference, as Triton there is its interpreter), and the reference for a

@@ -372,7 +372,8 @@ def lowrank_delta_add_(output: torch.Tensor, x: torch.Tensor, basis: torch.Tenso
     device and rank class (auto_choices.json), the reference where that cannot take the output. Checked before
     output is written. Returns the backend that ran."""
     scale, xv = _check_delta(x, basis, factor, scale, xv)
-    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (*x.shape[:-1], factor.shape[0]):
+    if (not isinstance(output, torch.Tensor) or output.dim() != x.dim() or output.shape[-1] != factor.shape[0]
+            or output.shape[:-1] != x.shape[:-1]):
         raise ValueError(f"output has shape {tuple(getattr(output, 'shape', ()))}: need "
                          f"{(*x.shape[:-1], factor.shape[0])} (x's leading shape, d_out)")
     if not output.is_floating_point() or output.device != x.device:
@@ -388,24 +389,29 @@ def lowrank_delta_add_(output: torch.Tensor, x: torch.Tensor, basis: torch.Tenso
         raise ValueError(f"lowrank_delta_add_ on the {name} backend needs a contiguous float32, bf16 or fp16 output "
                          f"and no operand that autograd records (output {output.dtype}, contiguous: "
                          f"{output.is_contiguous()}, recorded: {recorded})")
-    backends.load(name).lowrank_delta_add(output.view(-1, factor.shape[0]), xv.reshape(-1, factor.shape[1]).contiguous(),
-                                          factor.contiguous(), scale)
+    d_out, r = factor.shape  # 2-d views and contiguous operands, made only where they are not already
+    flat_xv = xv if xv.dim() == 2 and xv.is_contiguous() else xv.reshape(-1, r).contiguous()
+    backends.load(name).lowrank_delta_add(output if output.dim() == 2 else output.view(-1, d_out), flat_xv,
+                                          factor if factor.is_contiguous() else factor.contiguous(), scale)
     return name
 
 
 def _check_delta(x, basis, factor, scale, xv):
-    """(scale, xv) for lowrank_delta and lowrank_delta_add_, after checking their shapes; xv computed if None."""
+    """(scale, xv) for lowrank_delta and lowrank_delta_add_, after checking their shapes; xv computed if None.
+    (Called once per linear layer and perturbed pass: plain comparisons, messages built only on failure.)"""
     scale = _check_real("scale", scale)
     if basis.dim() != 2 or factor.dim() != 2 or x.shape[-1] != basis.shape[0] or factor.shape[1] != basis.shape[1]:
         raise ValueError(f"x {tuple(x.shape)}, basis {tuple(basis.shape)}, factor {tuple(factor.shape)}: need "
                          "x [..., d_in], basis [d_in, r], factor [d_out, r]")
-    operands = dict(x=x, basis=basis, factor=factor, **({} if xv is None else dict(xv=xv)))
-    if len({t.device for t in operands.values()}) > 1:
+    device = x.device
+    if basis.device != device or factor.device != device or (xv is not None and xv.device != device):
+        operands = dict(x=x, basis=basis, factor=factor, **({} if xv is None else dict(xv=xv)))
         raise ValueError("the operands are on different devices (" + ", ".join(f"{k} on {t.device}" for k, t in
                                                                          operands.items()) + "): need one device")
     if xv is None:
         xv = lowrank_project(x, basis)
-    elif tuple(xv.shape) != (*x.shape[:-1], basis.shape[1]) or xv.dtype != torch.float32:
+    elif (xv.dtype != torch.float32 or xv.dim() != x.dim() or xv.shape[-1] != basis.shape[1]
+          or xv.shape[:-1] != x.shape[:-1]):
         raise ValueError(f"xv has shape {tuple(xv.shape)} and dtype {xv.dtype}: it must be lowrank_project(x, basis), "
                          f"float32 {(*x.shape[:-1], basis.shape[1])}")
     return scale, xv
