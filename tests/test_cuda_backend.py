@@ -283,6 +283,7 @@ def test_failed_build_warns_once_and_falls_back(fake_cuda_machine, monkeypatch):
 def test_reasons_distinguish_a_cpu_build_from_a_missing_device(monkeypatch):
     from zokernels.backends import cuda_backend
 
+    monkeypatch.setitem(cuda_backend._state, "ready_devices", set())  # on a GPU machine: forget the real device
     monkeypatch.setattr(torch.version, "cuda", None)
     assert cuda_backend.unavailable_reason(torch.device("cuda")) == "this torch build has no CUDA"
     monkeypatch.setattr(torch.version, "cuda", "13.0")
