@@ -4,9 +4,7 @@
 # delta-add benchmark with --save-auto (auto_choices.json comes back); then the step rows STEP_ROWS (default
 # mezo,agzo,agzo-eager,zoact) on the new choices. At most 8 files come back.
 source bench/exp/device_run.sh
-build "$ROOT" "" main
-ls zokernels/_C*.so > /dev/null 2>&1 || { tail -30 "$OUT/build_main.log"; exit 1; }
-rm -f "$OUT/build_main.log"
+build_tree
 timeout 200 python3 -m pytest -q -x tests/test_lowrank.py tests/test_cuda_backend.py tests/test_subspace.py \
   tests/test_zo_agzo.py tests/test_zo_zoact.py tests/test_quant.py -k "delta or bindings_own or registered or not \
 lowrank and not cuda_backend" > "$OUT/pytest.log" 2>&1; echo "tests rc=$? ${SECONDS}s: $(tail -1 "$OUT/pytest.log")"

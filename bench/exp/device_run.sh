@@ -19,6 +19,19 @@ build() {  # dir, extra nvcc flags, name[, parallel jobs]: a fresh ahead-of-time
      python3 setup.py build_ext --inplace > "$OUT/build_$3.log" 2>&1; echo "build $3 rc=$? ${SECONDS}s")
 }
 
+build_tree() {  # this tree's build (name main); the script stops with the build log's tail where no extension came
+  # out, else the log is dropped (the tool returns at most 8 files)
+  build "$ROOT" "" main
+  ls zokernels/_C*.so > /dev/null 2>&1 || { tail -30 "$OUT/build_main.log"; exit 1; }
+  rm -f "$OUT/build_main.log"
+}
+
+test_group() {  # name, time limit in s, pytest arguments...: one pytest process, log in $OUT/pytest_<name>.log
+  local name=$1 limit=$2; shift 2
+  timeout "$limit" python3 -m pytest -q -rs "$@" > "$OUT/pytest_$name.log" 2>&1
+  echo "$name rc=$?: $(tail -1 "$OUT/pytest_$name.log")"
+}
+
 bench_lowrank() {  # dir, name, bench_lowrank.py arguments...: that tree's benchmark, log and JSON in $OUT
   local dir=$1 name=$2; shift 2
   (cd "$dir" && PYTHONPATH=$dir timeout 300 python3 bench/bench_lowrank.py "$@" --out "$OUT/lowrank_$name.json" 2>&1 \

@@ -4,13 +4,11 @@
 # then the step table, where time is left.
 source bench/exp/device_run.sh
 build "$ROOT" "" main
-group() {  # name, test files
-  local name=$1; shift
-  timeout 480 python3 -m pytest -q -rs "$@" > "$OUT/pytest_$name.log" 2>&1; echo "$name rc=$?: $(tail -1 "$OUT/pytest_$name.log")"
-}
-group kernels tests/test_lowrank.py tests/test_cuda_backend.py tests/test_auto_choice.py tests/test_contract.py &
-group ops tests/test_ops.py tests/test_subspace.py tests/test_examples.py tests/test_optim.py &
-group steps tests/test_zo_agzo.py tests/test_zo_bszo.py tests/test_zo_mezo.py tests/test_zo_perturbation.py tests/test_zo_zoact.py &
+test_group kernels 480 tests/test_lowrank.py tests/test_cuda_backend.py tests/test_auto_choice.py \
+  tests/test_contract.py &
+test_group ops 480 tests/test_ops.py tests/test_subspace.py tests/test_examples.py tests/test_optim.py &
+test_group steps 480 tests/test_zo_agzo.py tests/test_zo_bszo.py tests/test_zo_mezo.py tests/test_zo_perturbation.py \
+  tests/test_zo_zoact.py &
 wait
 echo "suite ${SECONDS}s"
 if [[ "${STEPS:-0}" == 1 && $SECONDS -lt 470 ]]; then  # the step table after the suite (alone on the GPU)

@@ -4,19 +4,14 @@
 # PyTorch has mm with float32 output for bf16; step rows mezo, agzo, zoact (3 rounds; SharedProjection reading bf16
 # inputs through the split basis); then the GPU tests of the subspace, ZO-Act, AGZO and CUDA-backend files.
 source bench/exp/device_run.sh
-build "$ROOT" "" main
-ls zokernels/_C*.so > /dev/null 2>&1 || { tail -30 "$OUT/build_main.log"; exit 1; }
-rm -f "$OUT/build_main.log"
-python3 -c "import torch; from zokernels import ops; print('mm float32 output:', ops.mm_float32_output(torch.device('cuda')))"
+build_tree
+python3 -c "import torch; from zokernels import ops
+print('mm float32 output:', ops.mm_float32_output(torch.device('cuda')))"
 timeout 200 python3 bench/bench_step.py --rows mezo,agzo,zoact --rounds 3 --out "$OUT/step_rows.json" \
   > "$OUT/step_rows.log" 2>&1; echo "step rc=$? ${SECONDS}s"; grep -E "^\||round" "$OUT/step_rows.log"
 left=$((400 - SECONDS))
-group() {  # name, test files
-  local name=$1; shift
-  timeout $left python3 -m pytest -q -rs "$@" > "$OUT/pytest_$name.log" 2>&1; echo "$name rc=$?: $(tail -1 "$OUT/pytest_$name.log")"
-}
-group subspace_backend tests/test_subspace.py tests/test_cuda_backend.py &
-group zoact tests/test_zo_zoact.py &
-group agzo tests/test_zo_agzo.py &
+test_group subspace_backend $left tests/test_subspace.py tests/test_cuda_backend.py &
+test_group zoact $left tests/test_zo_zoact.py &
+test_group agzo $left tests/test_zo_agzo.py &
 wait
 echo "total ${SECONDS}s"
