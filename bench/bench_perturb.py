@@ -165,8 +165,8 @@ def _op_family(key):
 
 def save_auto_choices(result, choices, path=backends.AUTO_CHOICES_FILE):
     """Merge one run's choices for its device into the package's auto_choices.json: they replace that device's
-    choices of the same op family (elementwise, lowrank or delta_add) and keep the other family's; `runs` records which
-    run (date, torch, triton) each family's choices come from."""
+    choices of the same op family (elementwise, lowrank or delta_add) and keep the other families'; `runs` records
+    which run (date, torch, triton) each family's choices come from."""
     try:
         with open(path) as f:
             table = json.load(f)
