@@ -221,6 +221,25 @@ def test_a_program_walking_many_column_tiles_matches_the_reference(backend, dtyp
                   abs_factor=_abs_factor((20, r), seed=12, coeffs=coeffs, streams=streams, tensor_id=3))
 
 
+@pytest.mark.skipif(not LOWRANK_BACKENDS, reason="no fast low-rank backend here")
+@pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
+@pytest.mark.parametrize("r", [24, 64])
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_a_program_walking_many_row_steps_matches_the_reference(backend, r, rounding, monkeypatch):
+    """660 x 72 bf16 with one program per row block: the CUDA tensor-core kernel's tall blocks of several 128-row
+    steps (zo_kernels.h kTcRowSteps) walk every step per staged basis tile, two tiles (the last 8 wide); the last
+    block ends inside a step. M's per-step scales (fp16 product) and the weights loaded a step ahead are in play."""
+    monkeypatch.setattr(backends.load(backend), "LOWRANK_MIN_PROGRAMS", 1)
+    weight, basis = _weight_and_basis(660, 72, r, torch.bfloat16, seed=r + 5)
+    ref = weight.clone()
+    coeffs, streams = [1.5, -0.75], [6, 3]
+    kw = dict(seed=21, coeffs=coeffs, streams=streams, tensor_ids=[8], rounding=rounding, rounding_seed=4)
+    zk.lowrank_combine_(weight, basis, backend=backend, **kw)
+    zk.lowrank_combine_(ref, basis, backend="reference", **kw)
+    _assert_close(weight, ref, torch.bfloat16, sum(map(abs, coeffs)), basis, backend=backend,
+                  abs_factor=_abs_factor((660, r), seed=21, coeffs=coeffs, streams=streams, tensor_id=8))
+
+
 def _lowrank_list(seed):
     """Weights of several shapes, dtypes and rank buckets (r 5 and 8 pad to 16, r 20 to 32, r 40 and 64 to 64: three
     bf16 weights of 2, 3 and 1 column tiles in the CUDA kernel's launch with prepared bases), one basis shared."""
