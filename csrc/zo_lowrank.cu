@@ -33,7 +33,8 @@ static_assert(sizeof(LowrankRow) == 8 * sizeof(int64_t), "table layout");
 // Stochastic-rounding words of the N <= 8 elements from element index e0, or zeros. One Philox call where they lie
 // in one rounding unit (e0 % 8 + N <= 8: every group of a row when d_in is a multiple of 8), else two.
 template <int N, bool kRound>
-__device__ __forceinline__ void rounding_words(int64_t e0, uint32_t tensor_id, uint2 rounding_key, uint32_t (&r)[N]) {
+__device__ __forceinline__ void rounding_words(int64_t e0, uint32_t tensor_id, const PhiloxKeys& rounding_key,
+                                               uint32_t (&r)[N]) {
   static_assert(N <= 8, "at most two units");
 #pragma unroll
   for (int j = 0; j < N; ++j) r[j] = 0u;
@@ -84,7 +85,7 @@ __device__ __forceinline__ void form_factor_rows(const LowrankRow& row, const fl
 template <typename WT, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 registers): one stages while one computes
     lowrank_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
-                   uint2 key, uint2 rounding_key) {
+                   uint2 key, const __grid_constant__ PhiloxKeys rounding_key) {
   constexpr bool kRound = STOCHASTIC && !std::is_same<WT, float>::value;
   __shared__ __align__(16) float ms[kMaxLowrankRank][kLowrankRows];  // ms[j][i] = M[row0 + i, j]
   // vs[j][c] = V[col0 + c, jc + j]; rows padded by 4 floats: a warp's staging writes (16 entries of 2 columns)
@@ -282,7 +283,7 @@ __host__ __device__ constexpr int tc_shared_bytes(int rp) { return tc_factor_byt
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)
     lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
-                      uint2 key, uint2 rounding_key) {
+                      uint2 key, const __grid_constant__ PhiloxKeys rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
   constexpr int kRowSteps = tc_row_steps(RP), kStepRows = tc_step_rows(RP), kCols = tc_cols(RP);
   constexpr int kRowGroups = kStepRows / 16;  // 16-row groups of one step
@@ -440,77 +441,78 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (tiles > 1) load_basis((row.tile_begin + 1) * kCols, basis);
   }
   __syncthreads();  // M's fragments and the first tile's basis are written
-  for (int64_t u = 0; u < tiles; ++u) {
-    const int64_t tile = row.tile_begin + u;
+  // one loop over the program's units: tile u = n / kRowSteps, its row step n % kRowSteps (a loop per tile with one
+  // per step inside made ptxas recompute the rounding's Philox keys in every unit: 41% more instructions)
+  const int64_t units = tiles * kRowSteps;
+  for (int64_t n = 0; n < units; ++n) {
+    const int64_t u = n / kRowSteps, tile = row.tile_begin + u;
+    const int step = static_cast<int>(n % kRowSteps);
     const int64_t col_lane = tile * kCols + col_offset;
     const float* b_frag = v_frag + (u & 1) * kTileFloats + warp_cols * (kTileFloats * 64 / kCols);
-    for (int step = 0; step < steps; ++step) {
-      float acc[8][4];
+    float acc[8][4];
 #pragma unroll
-      for (int j = 0; j < 8; ++j)
+    for (int j = 0; j < 8; ++j)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
-      const int group = step * kRowGroups + warp_rows;  // the warp's 16-row group of the block
+      for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
+    const int group = step * kRowGroups + warp_rows;  // the warp's 16-row group of the block
 #pragma unroll
-      for (int s = 0; s < kSteps; ++s) {  // a lane's fragments of a k step: one uint4 of M, one per n-tile pair
-        const uint4 a4 = reinterpret_cast<const uint4*>(m_frag)[(group * kSteps + s) * 32 + lane];
-        const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
+    for (int s = 0; s < kSteps; ++s) {  // a lane's fragments of a k step: one uint4 of M, one per n-tile pair
+      const uint4 a4 = reinterpret_cast<const uint4*>(m_frag)[(group * kSteps + s) * 32 + lane];
+      const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
 #pragma unroll
-        for (int p = 0; p < 4; ++p) {
-          const uint4 b = reinterpret_cast<const uint4*>(b_frag)[(s * 4 + p) * 32 + lane];
-          if constexpr (kHalf) {
-            mma_f16(acc[2 * p], a, b.x, b.y);
-            mma_f16(acc[2 * p + 1], a, b.z, b.w);
-          } else {
-            mma_tf32(acc[2 * p], a, __uint_as_float(b.x), __uint_as_float(b.y));
-            mma_tf32(acc[2 * p + 1], a, __uint_as_float(b.z), __uint_as_float(b.w));
-          }
+      for (int p = 0; p < 4; ++p) {
+        const uint4 b = reinterpret_cast<const uint4*>(b_frag)[(s * 4 + p) * 32 + lane];
+        if constexpr (kHalf) {
+          mma_f16(acc[2 * p], a, b.x, b.y);
+          mma_f16(acc[2 * p + 1], a, b.z, b.w);
+        } else {
+          mma_tf32(acc[2 * p], a, __uint_as_float(b.x), __uint_as_float(b.y));
+          mma_tf32(acc[2 * p + 1], a, __uint_as_float(b.z), __uint_as_float(b.w));
         }
       }
-      WT cur[2][2][8];  // this step's weights, while the next step's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
+    }
+    WT cur[2][2][8];  // this unit's weights, while the next unit's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
+    for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int p = 0; p < 2; ++p)
+      for (int p = 0; p < 2; ++p)
 #pragma unroll
-          for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
-      if (step + 1 < steps) load_weights(tile, step + 1);  // the next step's weights: this tile's next rows
-      else if (u + 1 < tiles) load_weights(tile + 1, 0);   // or the next tile's first
-      if (step + 1 == steps) {
-        // the next tile's basis, into the other buffer (whose readers passed the last barrier)
-        if (u + 1 < tiles) {
-          stage_basis(u + 1, basis);
-          if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
-        }
-        __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
+        for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
+    if (n + 1 < units) load_weights(row.tile_begin + (n + 1) / kRowSteps, static_cast<int>((n + 1) % kRowSteps));
+    if (step == kRowSteps - 1) {
+      // the next tile's basis, into the other buffer (whose readers passed the last barrier)
+      if (u + 1 < tiles) {
+        stage_basis(u + 1, basis);
+        if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
       }
+      __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
+    }
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < 2; ++h) {
 #pragma unroll
-        for (int p = 0; p < 2; ++p) {
-          const int64_t col = col_lane + 32 * p, rr = rows0[h] + kStepRows * step;
-          if (rr >= d_out || col >= d_in) continue;
-          float out[8];
-          to_f32<WT, 8>(cur[h][p], out);
-          float scale[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};  // s_M s_c of the fp16 product
-          if constexpr (kHalf) {
-            const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][step][col_offset + 32 * p]);
-            const float4 s0 = cs[0], s1 = cs[1];
-            const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+      for (int p = 0; p < 2; ++p) {
+        const int64_t col = col_lane + 32 * p, rr = rows0[h] + kStepRows * step;
+        if (rr >= d_out || col >= d_in) continue;
+        float out[8];
+        to_f32<WT, 8>(cur[h][p], out);
+        float scale[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};  // s_M s_c of the fp16 product
+        if constexpr (kHalf) {
+          const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][step][col_offset + 32 * p]);
+          const float4 s0 = cs[0], s1 = cs[1];
+          const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
 #pragma unroll
-            for (int i = 0; i < 8; ++i) scale[i] = sv[i];
-          }
-#pragma unroll
-          for (int i = 0; i < 8; ++i)  // column col + i
-            out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * scale[i] : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
-          uint32_t words[8];
-          rounding_words<8, STOCHASTIC>(rr * d_in + col, tensor_id, rounding_key, words);
-          alignas(16) WT rounded[8];
-          round_group<WT, 8>(out, words, STOCHASTIC, rounded);
-          WT* dst = w + rr * d_in + col;  // one vector store where the chunk is inside the row and aligned
-          if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, rounded);
-          else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
+          for (int i = 0; i < 8; ++i) scale[i] = sv[i];
         }
+#pragma unroll
+        for (int i = 0; i < 8; ++i)  // column col + i
+          out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * scale[i] : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
+        uint32_t words[8];
+        rounding_words<8, STOCHASTIC>(rr * d_in + col, tensor_id, rounding_key, words);
+        alignas(16) WT rounded[8];
+        round_group<WT, 8>(out, words, STOCHASTIC, rounded);
+        WT* dst = w + rr * d_in + col;  // one vector store where the chunk is inside the row and aligned
+        if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, rounded);
+        else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
       }
     }
   }
@@ -527,7 +529,8 @@ template <typename WT>
 static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t stream) {
   const LowrankRow* table = reinterpret_cast<const LowrankRow*>(a.table);
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
-  const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
+  const uint2 key = make_uint2(a.k0, a.k1);
+  const PhiloxKeys rkey = philox_keys(make_uint2(a.rk0, a.rk1));
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
   auto launch = [&](auto kernel, int shared_bytes = 0) {
     kernel<<<grid, block, shared_bytes, stream>>>(a.ptrs, table, d, key, rkey);
