@@ -66,16 +66,6 @@ std::pair<int, int> lowrank_tc_geometry(int rp);  // (rows per block, columns pe
 #endif
 constexpr int kTcHalfMinRank = ZK_TC_HALF_MIN_RANK;
 int lowrank_tc_half_min_rank();
-// Row steps of the tensor-core kernel's tall blocks from padded rank kTcStepsMinRank up: kTcRowSteps x 128 rows per
-// block, each warp walking kTcRowSteps row groups per staged basis tile (csrc/zo_lowrank.cu tc_row_steps).
-#ifndef ZK_TC_ROW_STEPS
-#define ZK_TC_ROW_STEPS 1
-#endif
-#ifndef ZK_TC_STEPS_MIN_RANK
-#define ZK_TC_STEPS_MIN_RANK 32
-#endif
-constexpr int kTcRowSteps = ZK_TC_ROW_STEPS;
-constexpr int kTcStepsMinRank = ZK_TC_STEPS_MIN_RANK;
 struct LowrankPtrs {
   void* w[kMaxTensorsPerLaunch];
   const float* v[kMaxTensorsPerLaunch];  // V_t [d_in, r] row-major

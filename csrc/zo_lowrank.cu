@@ -33,8 +33,7 @@ static_assert(sizeof(LowrankRow) == 8 * sizeof(int64_t), "table layout");
 // Stochastic-rounding words of the N <= 8 elements from element index e0, or zeros. One Philox call where they lie
 // in one rounding unit (e0 % 8 + N <= 8: every group of a row when d_in is a multiple of 8), else two.
 template <int N, bool kRound>
-__device__ __forceinline__ void rounding_words(int64_t e0, uint32_t tensor_id, const PhiloxKeys& rounding_key,
-                                               uint32_t (&r)[N]) {
+__device__ __forceinline__ void rounding_words(int64_t e0, uint32_t tensor_id, uint2 rounding_key, uint32_t (&r)[N]) {
   static_assert(N <= 8, "at most two units");
 #pragma unroll
   for (int j = 0; j < N; ++j) r[j] = 0u;
@@ -85,7 +84,7 @@ __device__ __forceinline__ void form_factor_rows(const LowrankRow& row, const fl
 template <typename WT, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 registers): one stages while one computes
     lowrank_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
-                   uint2 key, const __grid_constant__ PhiloxKeys rounding_key) {
+                   uint2 key, uint2 rounding_key) {
   constexpr bool kRound = STOCHASTIC && !std::is_same<WT, float>::value;
   __shared__ __align__(16) float ms[kMaxLowrankRank][kLowrankRows];  // ms[j][i] = M[row0 + i, j]
   // vs[j][c] = V[col0 + c, jc + j]; rows padded by 4 floats: a warp's staging writes (16 entries of 2 columns)
@@ -179,13 +178,8 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // columns 64 (w / 4) .. + 63). Every warp computes a 16 x 64 piece either way.
 // (Deep blocks of 256 rows and 16 warps at r >= 32, each tile's basis staged once for twice the rows, were
 // slower on the H100: r = 64 2.113 -> 2.159 device ms nearest, bench/NOTES.md.)
-// Row steps (tall blocks from padded rank kTcStepsMinRank up): a block takes tc_row_steps(RP) x 128 rows, and each
-// warp walks that many 16-row groups per column tile with the tile's staged basis, so that staging (loads,
-// scaling, conversion, shared stores) is paid once per tc_row_steps(RP) row groups (zo_kernels.h).
 __host__ __device__ constexpr bool tc_wide(int rp) { return rp <= kTcWideMaxRank; }
-__host__ __device__ constexpr int tc_row_steps(int rp) { return !tc_wide(rp) && rp >= kTcStepsMinRank ? kTcRowSteps : 1; }
-__host__ __device__ constexpr int tc_step_rows(int rp) { return tc_wide(rp) ? 64 : 128; }
-__host__ __device__ constexpr int tc_rows(int rp) { return tc_step_rows(rp) * tc_row_steps(rp); }
+__host__ __device__ constexpr int tc_rows(int rp) { return tc_wide(rp) ? 64 : 128; }
 __host__ __device__ constexpr int tc_cols(int rp) { return tc_wide(rp) ? 128 : 64; }
 static_assert(kThreads == 256, "8 warps of 16 x 64");
 
@@ -271,40 +265,35 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
   return (((i >> 4) * (RP / 8) + (j >> 3)) * 32 + 4 * (gi & 7) + (j & 3)) * 4 + (gi >> 3) + 2 * ((j >> 2) & 1);
 }
 
-// Dynamic shared memory: M's A fragments for the block's rows (halves from kTcHalfMinRank up, else TF32 words), then
-// the tiles' B fragments: two buffers of one tile each, sized for float32 words (the fp16 product, whose tiles take
-// half that, forms M in float32 there first, one step's rows at a time).
+// The tiles' B fragments: two buffers of one tile each, in dynamic shared memory, sized for float32 words (the fp16
+// product, whose tiles take half that, forms M in float32 there first).
 // Two buffers and one barrier per tile (not per stage of several tiles: 2-4 tiles per barrier measured slower on
 // the H100, bench/NOTES.md, twelfth session).
-__host__ __device__ constexpr int tc_factor_bytes(int rp) { return tc_rows(rp) * rp * (rp >= kTcHalfMinRank ? 2 : 4); }
 __host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * tc_cols(rp) * rp * 4; }
-__host__ __device__ constexpr int tc_shared_bytes(int rp) { return tc_factor_bytes(rp) + tc_basis_bytes(rp); }
 
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)
     lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
-                      uint2 key, const __grid_constant__ PhiloxKeys rounding_key) {
+                      uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
-  constexpr int kRowSteps = tc_row_steps(RP), kStepRows = tc_step_rows(RP), kCols = tc_cols(RP);
-  constexpr int kRowGroups = kStepRows / 16;  // 16-row groups of one step
-  static_assert(kStepRows <= 2 * kCols, "the fp16 path forms a step's rows of M in float32 in the basis buffers");
+  constexpr int kRows = tc_rows(RP), kCols = tc_cols(RP), kRowGroups = kRows / 16;
+  static_assert(kRows <= 2 * kCols, "the fp16 path forms M in float32 in the basis buffers first");
   // fp16 product (kHalf: k steps of 16, fragments in halves) or TF32 (k steps of 8, fragments as float bits)
   constexpr bool kHalf = RP >= kTcHalfMinRank;
   static_assert(!kHalf || RP % 16 == 0, "fp16 k steps of 16");
   constexpr int kSteps = RP / (kHalf ? 16 : 8), kBasisPerThread = kCols * RP / kThreads;
-  // M's A fragments for the block's rows and the tiles' B fragments (two buffers): tc_shared_bytes. Tile u + 1's
-  // basis is written while tile u's is read, one barrier per tile (after its last row step's product) orders both
+  // M's A fragments for the block's rows (static shared memory) and the tiles' B fragments (two buffers,
+  // tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
   constexpr int kTileFloats = kHalf ? kCols * RP / 2 : kCols * RP;
   // Weights are loaded with L2's 256-byte hint (load_16_bytes_l2_256). H100: 1-2% faster at r <= 32 (nearest r = 8
   // 1.837 -> 1.795 ms), r = 64 nearest 2.005 -> 1.940 device ms (thirteenth session); stochastic r = 64, once the
   // first tile's loads were issued before M is formed, 2.098 -> 2.067 (fourteenth; bench/NOTES.md).
-  __shared__ uint32_t m_amax_bits[kRowSteps];  // fp16 path: bits of max|M| over each step's rows
-  // fp16 path: s_M s_c per row step and tile column c, where V's row c is staged as V[c, :] / s_c (three buffers:
-  // tile u + 2's are written while slow threads may still read tile u's in the rounding, which follows the barrier)
-  __shared__ __align__(16) float col_scale[kHalf ? 3 : 1][kHalf ? kRowSteps : 1][kHalf ? kCols : 4];
-  extern __shared__ __align__(16) float shared_words[];
-  float* const m_frag = shared_words;                                // tc_factor_bytes(RP)
-  float* const v_frag = shared_words + tc_factor_bytes(RP) / 4;      // [2][kTileFloats]
+  __shared__ __align__(16) float m_frag[kHalf ? kRows * RP / 2 : kRows * RP];
+  __shared__ uint32_t m_amax_bits;  // fp16 path: bits of max|M| over the block's rows
+  // fp16 path: s_M s_c per tile column c, where V's row c is staged as V[c, :] / s_c (three buffers: tile u + 2's are
+  // written while slow threads may still read tile u's in the rounding, which follows the barrier)
+  __shared__ __align__(16) float col_scale[kHalf ? 3 : 1][kHalf ? kCols : 4];
+  extern __shared__ __align__(16) float v_frag[];  // [2][kTileFloats]
   const LowrankRow row = table[blockIdx.x];
   if (!d.all_finite()) return;  // a coefficient that is not finite vetoes every write (no host sync to raise)
   WT* w = reinterpret_cast<WT*>(ptrs.w[row.tensor]);
@@ -314,8 +303,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int warp_rows = warp % kRowGroups, warp_cols = warp / kRowGroups;  // 16-row group, 64-column half
-  // the row steps that hold rows of the weight (the same for every thread of the block)
-  const int steps = static_cast<int>(min(static_cast<int64_t>(kRowSteps), (d_out - row0 + kStepRows - 1) / kStepRows));
 
   // this thread's share of a tile's basis entries, loaded from global memory a tile ahead, entry q kPerPass + i.
   // fp16: ranks lane + 32 i of column warp + 8 q, so that a column's max over its ranks is one warp reduction.
@@ -345,72 +332,62 @@ __global__ void __launch_bounds__(kThreads, 2)
         basis[q * kPerPass + i] = k_mine + kRankStride * i < r && kPassCols * q < cols_left
                                       ? p[static_cast<int64_t>(kPassCols * q) * r + kRankStride * i] : 0.0f;
   };
-  // rows g, g + 8 of this warp's group in row step 0 (step s: + kStepRows s)
-  const int64_t rows0[2] = {row0 + 16 * warp_rows + (lane >> 2), row0 + 16 * warp_rows + (lane >> 2) + 8};
+  const int64_t rows[2] = {row0 + 16 * warp_rows + (lane >> 2), row0 + 16 * warp_rows + (lane >> 2) + 8};
   const int64_t col_offset = 64 * warp_cols + 8 * (lane & 3);
   WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 32 .. + 39 of a tile
-  auto load_weights = [&](int64_t tile, int step) {
+  auto load_weights = [&](int64_t tile) {
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
-      for (int p = 0; p < 2; ++p) {
-        const int64_t rr = rows0[h] + kStepRows * step;
-        if (rr < d_out) {
+      for (int p = 0; p < 2; ++p)
+        if (rows[h] < d_out) {
           const int64_t col = tile * kCols + col_offset + 32 * p;
-          if (col + 8 <= d_in && vec_aligned<WT, 8>(w + rr * d_in + col))
-            load_16_bytes_l2_256(w + rr * d_in + col, raw[h][p]);
+          if (col + 8 <= d_in && vec_aligned<WT, 8>(w + rows[h] * d_in + col))
+            load_16_bytes_l2_256(w + rows[h] * d_in + col, raw[h][p]);
           else
-            load_raw<WT, 8>(w + rr * d_in, col, d_in, raw[h][p]);
+            load_raw<WT, 8>(w + rows[h] * d_in, col, d_in, raw[h][p]);
         }
-      }
   };
   // the first tile's weights and basis are loaded before M is formed, so that their latency overlaps M's Philox
   // and Box-Muller work (H100: 0.3-1% faster at every rank and K, bench/NOTES.md, fourteenth session)
   const int64_t tiles = row.tile_end - row.tile_begin;
   float basis[kBasisPerThread];  // tile u + 1's entries, loaded during tile u - 1
   if (tiles > 0) {
-    load_weights(row.tile_begin, 0);
+    load_weights(row.tile_begin);
     load_basis(row.tile_begin * kCols, basis);
   }
-  // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes), formed one row step (kStepRows
-  // rows) at a time. The fp16 path scales step q's rows of M by 1 / s_M(q) and each row c of V by 1 / s_c
-  // (pow2_scale of max|M| over the step's rows and of max_k |V[c, k]|) and the product's column c back by
-  // s_M(q) s_c: within triton_backend's bound for its per-basis s_V (cuda_backend.lowrank_product_error), as
-  // s_c <= s_V.
-  auto form_m = [&](int q, auto put) {
-    LowrankRow step_row = row;
-    step_row.row0 = row0 + static_cast<int64_t>(kStepRows) * q;
-    form_factor_rows<kStepRows, REGEN>(step_row, ptrs.f[row.tensor], d, key, put);
-    for (int e = threadIdx.x; e < kStepRows * (RP - r); e += kThreads) {
+  // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes). The fp16 path scales M by
+  // 1 / s_M and each row c of V by 1 / s_c (pow2_scale of max|M| over the block's rows and of max_k |V[c, k]|) and
+  // the product's column c back by s_M s_c: within triton_backend's bound for its per-basis s_V
+  // (cuda_backend.lowrank_product_error), as s_c <= s_V.
+  float m_scale_up = 1.0f;
+  auto form_m = [&](auto put) {
+    form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put);
+    for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
       const int i = e / (RP - r);
       put(i, r + e - i * (RP - r), 0.0f);
     }
   };
   if constexpr (kHalf) {
-    float* m32 = v_frag;  // one step's rows of M [kStepRows, RP] in float32 until the basis is staged
-    if (threadIdx.x < kRowSteps) m_amax_bits[threadIdx.x] = 0u;
+    float* m32 = v_frag;  // M [kRows, RP] in float32 until the basis is staged
+    if (threadIdx.x == 0) m_amax_bits = 0u;
+    uint32_t amax = 0u;  // bits of |x|: non-negative floats order as their bits (NaN above infinity)
+    form_m([&](int i, int j, float x) {
+      m32[i * RP + j] = x;
+      amax = max(amax, __float_as_uint(fabsf(x)));
+    });
+    amax = __reduce_max_sync(0xffffffffu, amax);
+    __syncthreads();  // m_amax_bits initialised
+    if (lane == 0) atomicMax(&m_amax_bits, amax);
+    __syncthreads();  // M and its max complete
+    const float2 m_scale = pow2_scale(m_amax_bits);
+    m_scale_up = m_scale.x;
     __half* m_half = reinterpret_cast<__half*>(m_frag);
-    for (int q = 0; q < steps; ++q) {
-      if (q > 0) __syncthreads();  // the last step's float32 rows read before these are written
-      uint32_t amax = 0u;  // bits of |x|: non-negative floats order as their bits (NaN above infinity)
-      form_m(q, [&](int i, int j, float x) {
-        m32[i * RP + j] = x;
-        amax = max(amax, __float_as_uint(fabsf(x)));
-      });
-      amax = __reduce_max_sync(0xffffffffu, amax);
-      __syncthreads();  // m_amax_bits initialised
-      if (lane == 0) atomicMax(&m_amax_bits[q], amax);
-      __syncthreads();  // this step's rows and their max complete
-      const float inv = pow2_scale(m_amax_bits[q]).y;
-      for (int e = threadIdx.x; e < kStepRows * RP; e += kThreads)
-        m_half[tc_half_factor_slot<RP>(kStepRows * q + e / RP, e % RP)] = __float2half_rn(m32[e] * inv);
-    }
-    __syncthreads();  // M's float32 rows read before the basis overwrites them
+    for (int e = threadIdx.x; e < kRows * RP; e += kThreads)
+      m_half[tc_half_factor_slot<RP>(e / RP, e % RP)] = __float2half_rn(m32[e] * m_scale.y);
+    __syncthreads();  // M's float32 copy read before the basis overwrites it
   } else {
-    for (int q = 0; q < steps; ++q)
-      form_m(q, [&](int i, int j, float x) {
-        m_frag[tc_factor_slot<RP>(kStepRows * q + i, j)] = __uint_as_float(to_tf32(x));
-      });
+    form_m([&](int i, int j, float x) { m_frag[tc_factor_slot<RP>(i, j)] = __uint_as_float(to_tf32(x)); });
   }
 
   // the program's tile u (counted from tile_begin) has buffer u % 2 (its column scales u % 3)
@@ -428,7 +405,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         for (int i = 0; i < kPerPass; ++i)
           reinterpret_cast<__half*>(frag)[slot + rank_slot(kRankStride * i)] =
               __float2half_rn(basis[q * kPerPass + i] * s.y);
-        if (lane < steps) col_scale[u % 3][lane][c_mine + kPassCols * q] = pow2_scale(m_amax_bits[lane]).x * s.x;
+        if (lane == 0) col_scale[u % 3][c_mine + kPassCols * q] = m_scale_up * s.x;
       } else {
 #pragma unroll
         for (int i = 0; i < kPerPass; ++i)
@@ -441,12 +418,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (tiles > 1) load_basis((row.tile_begin + 1) * kCols, basis);
   }
   __syncthreads();  // M's fragments and the first tile's basis are written
-  // one loop over the program's units: tile u = n / kRowSteps, its row step n % kRowSteps (a loop per tile with one
-  // per step inside made ptxas recompute the rounding's Philox keys in every unit: 41% more instructions)
-  const int64_t units = tiles * kRowSteps;
-  for (int64_t n = 0; n < units; ++n) {
-    const int64_t u = n / kRowSteps, tile = row.tile_begin + u;
-    const int step = static_cast<int>(n % kRowSteps);
+  for (int64_t u = 0; u < tiles; ++u) {
+    const int64_t tile = row.tile_begin + u;
     const int64_t col_lane = tile * kCols + col_offset;
     const float* b_frag = v_frag + (u & 1) * kTileFloats + warp_cols * (kTileFloats * 64 / kCols);
     float acc[8][4];
@@ -454,10 +427,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
-    const int group = step * kRowGroups + warp_rows;  // the warp's 16-row group of the block
 #pragma unroll
     for (int s = 0; s < kSteps; ++s) {  // a lane's fragments of a k step: one uint4 of M, one per n-tile pair
-      const uint4 a4 = reinterpret_cast<const uint4*>(m_frag)[(group * kSteps + s) * 32 + lane];
+      const uint4 a4 = reinterpret_cast<const uint4*>(m_frag)[(warp_rows * kSteps + s) * 32 + lane];
       const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
 #pragma unroll
       for (int p = 0; p < 4; ++p) {
@@ -471,33 +443,31 @@ __global__ void __launch_bounds__(kThreads, 2)
         }
       }
     }
-    WT cur[2][2][8];  // this unit's weights, while the next unit's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
+    WT cur[2][2][8];  // this tile's weights, while the next tile's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int p = 0; p < 2; ++p)
 #pragma unroll
         for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
-    if (n + 1 < units) load_weights(row.tile_begin + (n + 1) / kRowSteps, static_cast<int>((n + 1) % kRowSteps));
-    if (step == kRowSteps - 1) {
-      // the next tile's basis, into the other buffer (whose readers passed the last barrier)
-      if (u + 1 < tiles) {
-        stage_basis(u + 1, basis);
-        if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
-      }
-      __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
+    if (u + 1 < tiles) load_weights(tile + 1);
+    // the next tile's basis, into the other buffer (whose readers passed the last barrier)
+    if (u + 1 < tiles) {
+      stage_basis(u + 1, basis);
+      if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
     }
+    __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
 #pragma unroll
       for (int p = 0; p < 2; ++p) {
-        const int64_t col = col_lane + 32 * p, rr = rows0[h] + kStepRows * step;
-        if (rr >= d_out || col >= d_in) continue;
+        const int64_t col = col_lane + 32 * p;
+        if (rows[h] >= d_out || col >= d_in) continue;
         float out[8];
         to_f32<WT, 8>(cur[h][p], out);
         float scale[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};  // s_M s_c of the fp16 product
         if constexpr (kHalf) {
-          const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][step][col_offset + 32 * p]);
+          const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][col_offset + 32 * p]);
           const float4 s0 = cs[0], s1 = cs[1];
           const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
 #pragma unroll
@@ -507,10 +477,10 @@ __global__ void __launch_bounds__(kThreads, 2)
         for (int i = 0; i < 8; ++i)  // column col + i
           out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * scale[i] : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
         uint32_t words[8];
-        rounding_words<8, STOCHASTIC>(rr * d_in + col, tensor_id, rounding_key, words);
+        rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
         alignas(16) WT rounded[8];
         round_group<WT, 8>(out, words, STOCHASTIC, rounded);
-        WT* dst = w + rr * d_in + col;  // one vector store where the chunk is inside the row and aligned
+        WT* dst = w + rows[h] * d_in + col;  // one vector store where the chunk is inside the row and aligned
         if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, rounded);
         else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
       }
@@ -529,8 +499,7 @@ template <typename WT>
 static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t stream) {
   const LowrankRow* table = reinterpret_cast<const LowrankRow*>(a.table);
   const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
-  const uint2 key = make_uint2(a.k0, a.k1);
-  const PhiloxKeys rkey = philox_keys(make_uint2(a.rk0, a.rk1));
+  const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
   auto launch = [&](auto kernel, int shared_bytes = 0) {
     kernel<<<grid, block, shared_bytes, stream>>>(a.ptrs, table, d, key, rkey);
@@ -549,7 +518,7 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
         return by_flags([&](auto regen, auto stochastic) {
           constexpr int kRp = decltype(rp)::value;
           auto kernel = lowrank_tc_kernel<WT, kRp, decltype(regen)::value, decltype(stochastic)::value>;
-          constexpr int kBytes = tc_shared_bytes(kRp);
+          constexpr int kBytes = tc_basis_bytes(kRp);
           const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
           if (e != cudaSuccess) return e;
           return launch(kernel, kBytes);

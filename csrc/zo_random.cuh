@@ -24,35 +24,8 @@ __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint2 k) {
   return c;
 }
 
-// Philox's ten round keys of a key, computed once on the host and passed as a __grid_constant__ kernel parameter:
-// each round then XORs its key straight from the constant bank (no key additions per call, no registers to keep
-// them: in the tensor-core low-rank kernel's row steps ptxas otherwise recomputed them in every unit).
-struct PhiloxKeys {
-  uint32_t x[10], y[10];
-};
-inline PhiloxKeys philox_keys(uint2 k) {
-  PhiloxKeys s{};
-  for (int round = 0; round < 10; ++round, k.x += kPhiloxW0, k.y += kPhiloxW1) {
-    s.x[round] = k.x;
-    s.y[round] = k.y;
-  }
-  return s;
-}
-
-__device__ __forceinline__ uint4 philox4x32_10(uint4 c, const PhiloxKeys& k) {
-#pragma unroll
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c.x;
-    const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c.z;
-    c = make_uint4(static_cast<uint32_t>(p1 >> 32) ^ c.y ^ k.x[round], static_cast<uint32_t>(p1),
-                   static_cast<uint32_t>(p0 >> 32) ^ c.w ^ k.y[round], static_cast<uint32_t>(p0));
-  }
-  return c;
-}
-
-// Words of counter (lo32(unit), hi32(unit), stream, tensor_id); Key: uint2 or PhiloxKeys.
-template <typename Key>
-__device__ __forceinline__ uint4 unit_words(int64_t unit, uint32_t stream, uint32_t tensor_id, const Key& key) {
+// Words of counter (lo32(unit), hi32(unit), stream, tensor_id).
+__device__ __forceinline__ uint4 unit_words(int64_t unit, uint32_t stream, uint32_t tensor_id, uint2 key) {
   const uint64_t u = static_cast<uint64_t>(unit);
   return philox4x32_10(make_uint4(static_cast<uint32_t>(u), static_cast<uint32_t>(u >> 32), stream, tensor_id), key);
 }

@@ -225,10 +225,10 @@ def test_a_program_walking_many_column_tiles_matches_the_reference(backend, dtyp
 @pytest.mark.parametrize("backend", LOWRANK_BACKENDS)
 @pytest.mark.parametrize("r", [24, 64])
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
-def test_a_program_walking_many_row_steps_matches_the_reference(backend, r, rounding, monkeypatch):
-    """660 x 72 bf16 with one program per row block: the CUDA tensor-core kernel's tall blocks of several 128-row
-    steps (zo_kernels.h kTcRowSteps) walk every step per staged basis tile, two tiles (the last 8 wide); the last
-    block ends inside a step. M's per-step scales (fp16 product) and the weights loaded a step ahead are in play."""
+def test_many_row_blocks_of_one_weight_match_the_reference(backend, r, rounding, monkeypatch):
+    """660 x 72 bf16 with one program per row block: six of the CUDA tensor-core kernel's 128-row blocks (each with
+    its own fp16 scale of M at r = 64), the last one ending inside a warp's 16 rows, each walking two column tiles
+    (the last 8 wide)."""
     monkeypatch.setattr(backends.load(backend), "LOWRANK_MIN_PROGRAMS", 1)
     weight, basis = _weight_and_basis(660, 72, r, torch.bfloat16, seed=r + 5)
     ref = weight.clone()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Twentieth session: row steps of the tensor-core low-rank kernel (zo_kernels.h ZK_TC_ROW_STEPS). Variants as
+# Twentieth session: row steps of the tensor-core low-rank kernel (ZK_TC_ROW_STEPS of the withdrawn
+# bench/results/raw/2026-12-03f_row_steps_REJECTED.patch: `git apply` it to use the flag). Variants as
 # bench/exp/tc_variant_probe.sh (VARIANTS, OLD=1 with _old/ carried, KS, BENCH_ARGS; TESTS=0 there), then per
 # variant in NCU_VARIANTS one ncu run of a lowrank_combine_ launch (bench/ncu_target.py, four OPT-1.3B layers, rank
 # NCU_RANK, NCU_ROUNDING, NCU_LAYERS): time, executed instructions, issue activity and the warp stall reasons per issue.
