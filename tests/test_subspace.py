@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from zokernels import ops
 from zokernels.zo import subspace
 from zokernels.zo.subspace import BasisGraphs, activation_basis, gram_basis, orthonormalize, target_linears
 
@@ -173,3 +174,38 @@ def test_graph_cache_captures_a_shape_on_its_second_sight_and_keeps_the_most_rec
     assert [key[0][0] for key in graphs._entries] == [11, 12]  # 12 used last
     with pytest.raises(ValueError, match="max_shapes must be an int >= 1, got 0"):
         BasisGraphs(max_shapes=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_a_split_basis_holds_the_float32_basis_to_twice_the_dtypes_bits(dtype):
+    """split_basis(V, dtype) = [V_hi | V_lo] with V_hi + V_lo within 2^-16 (bf16) / 2^-20 (fp16) of V relative to
+    max |V| (fresh orthonormal V; V_hi alone is only within 2^-9 / 2^-12), and V_hi is V rounded to dtype."""
+    v = torch.linalg.qr(torch.randn(300, 7, generator=torch.Generator().manual_seed(4)))[0]
+    split = ops.split_basis(v, dtype)
+    assert split.shape == (300, 14) and split.dtype == dtype
+    hi, lo = split[:, :7].float(), split[:, 7:].float()
+    assert torch.equal(hi, v.to(dtype).float())
+    bound = {torch.bfloat16: 2.0 ** -16, torch.float16: 2.0 ** -20}[dtype] * v.abs().max()
+    assert (hi + lo - v).abs().max() <= bound < (hi - v).abs().max()
+
+
+def test_shared_projection_reads_16_bit_cuda_inputs_through_the_split_basis_and_cpu_ones_in_float32():
+    """On the CPU (no mm with float32 output) the projection is ops.lowrank_project's, bit for bit. On a GPU whose
+    PyTorch has it, a bf16 x is read as stored: within 2^-15 of the float64 x V relative to sum |x| |V| per entry,
+    and computed once for the same x and basis."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 50, 256, generator=gen).bfloat16()
+    v = torch.linalg.qr(torch.randn(256, 4, generator=gen))[0]
+    projection = subspace.SharedProjection()
+    assert torch.equal(projection(x, v), ops.lowrank_project(x, v))
+    if not torch.cuda.is_available():
+        return
+    x, v = x.cuda(), v.cuda()
+    if not ops.mm_float32_output(x.device):
+        pytest.skip("this PyTorch has no mm with float32 output for bf16 CUDA operands")
+    projection = subspace.SharedProjection()
+    got = projection(x, v)
+    assert got.dtype == torch.float32 and projection(x, v) is got
+    scale = x.double().abs() @ v.double().abs()
+    assert ((got.double() - x.double() @ v.double()).abs() <= 2.0 ** -15 * scale).all()
+    assert not torch.equal(got, torch.zeros_like(got))

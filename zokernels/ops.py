@@ -351,6 +351,41 @@ def lowrank_project(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return x.float() @ basis.float()
 
 
+def split_basis(basis: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[d_in, 2 r] in dtype (bf16 or fp16): V's leading part V_hi = V rounded to dtype, then V_lo = (V - V_hi)
+    rounded, side by side, so that V_hi + V_lo equals V to about twice dtype's significant bits (2^-16 relative in
+    bf16). The operand of lowrank_project_split; a fixed basis is split once."""
+    basis = basis.float()
+    hi = basis.to(dtype)
+    return torch.cat([hi, (basis - hi.float()).to(dtype)], dim=1)
+
+
+def mm_float32_output(device: torch.device) -> bool:
+    """Whether torch.mm(a, b, out_dtype=torch.float32) runs for 16-bit CUDA operands here (PyTorch's mm.dtype:
+    16-bit products summed and written in float32). Asked once per device."""
+    if device.type != "cuda":
+        return False
+    if device not in _MM_FLOAT32_OUTPUT:
+        try:
+            a = torch.ones(2, 2, dtype=torch.bfloat16, device=device)
+            _MM_FLOAT32_OUTPUT[device] = torch.mm(a, a, out_dtype=torch.float32).dtype == torch.float32
+        except (RuntimeError, TypeError, NotImplementedError):
+            _MM_FLOAT32_OUTPUT[device] = False
+    return _MM_FLOAT32_OUTPUT[device]
+
+
+_MM_FLOAT32_OUTPUT = {}
+
+
+def lowrank_project_split(x: torch.Tensor, split: torch.Tensor) -> torch.Tensor:
+    """float32 [..., r]: x (V_hi + V_lo) for a 16-bit CUDA x [..., d_in] and split = split_basis(V, x.dtype): one
+    16-bit GEMM with float32 sums and output (mm_float32_output must hold), reading x as stored instead of a float32
+    copy of it; within about 2^-16 of lowrank_project (relative to sum |x| |V|, bf16)."""
+    r = split.shape[1] // 2
+    both = torch.mm(x.reshape(-1, x.shape[-1]), split, out_dtype=torch.float32)
+    return (both[:, :r] + both[:, r:]).reshape(*x.shape[:-1], r)
+
+
 def lowrank_delta(x: torch.Tensor, basis: torch.Tensor, factor: torch.Tensor, *, scale: float,
                   xv: Optional[torch.Tensor] = None) -> torch.Tensor:
     """float32 [..., d_out]: scale * (x V) F^T for x [..., d_in], V = basis [d_in, r], F = factor [d_out, r] (one
