@@ -189,20 +189,23 @@ def test_a_split_basis_holds_the_float32_basis_to_twice_the_dtypes_bits(dtype):
     assert (hi + lo - v).abs().max() <= bound < (hi - v).abs().max()
 
 
-def test_shared_projection_reads_16_bit_cuda_inputs_through_the_split_basis_and_cpu_ones_in_float32():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_shared_projection_reads_16_bit_cuda_inputs_through_the_split_basis_and_cpu_ones_in_float32(dtype):
     """On the CPU (no mm with float32 output) the projection is ops.lowrank_project's, bit for bit. On a GPU whose
-    PyTorch has it, a bf16 x is read as stored: within 2^-15 of the float64 x V relative to sum |x| |V| per entry,
-    and computed once for the same x and basis."""
+    PyTorch has it for the dtype, a bf16 / fp16 x is read as stored: within 2^-15 of the float64 x V relative to
+    sum |x| |V| per entry, and computed once for the same x and basis."""
     gen = torch.Generator().manual_seed(5)
-    x = torch.randn(3, 50, 256, generator=gen).bfloat16()
+    x = torch.randn(3, 50, 256, generator=gen).to(dtype)
     v = torch.linalg.qr(torch.randn(256, 4, generator=gen))[0]
     projection = subspace.SharedProjection()
     assert torch.equal(projection(x, v), ops.lowrank_project(x, v))
+    assert not ops.mm_float32_output(torch.device("cpu"), dtype)
     if not torch.cuda.is_available():
         return
     x, v = x.cuda(), v.cuda()
-    if not ops.mm_float32_output(x.device):
-        pytest.skip("this PyTorch has no mm with float32 output for bf16 CUDA operands")
+    assert not ops.mm_float32_output(x.device, torch.float32)  # float32 inputs keep lowrank_project's path
+    if not ops.mm_float32_output(x.device, dtype):
+        pytest.skip(f"this PyTorch has no mm with float32 output for {dtype} CUDA operands")
     projection = subspace.SharedProjection()
     got = projection(x, v)
     assert got.dtype == torch.float32 and projection(x, v) is got

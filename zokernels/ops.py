@@ -360,18 +360,19 @@ def split_basis(basis: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.cat([hi, (basis - hi.float()).to(dtype)], dim=1)
 
 
-def mm_float32_output(device: torch.device) -> bool:
-    """Whether torch.mm(a, b, out_dtype=torch.float32) runs for 16-bit CUDA operands here (PyTorch's mm.dtype:
-    16-bit products summed and written in float32). Asked once per device."""
-    if device.type != "cuda":
+def mm_float32_output(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Whether torch.mm(a, b, out_dtype=torch.float32) runs for CUDA operands of `dtype` (bf16 or fp16) here
+    (PyTorch's mm.dtype: 16-bit products summed and written in float32). Asked once per device and dtype."""
+    if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
         return False
-    if device not in _MM_FLOAT32_OUTPUT:
+    key = (device, dtype)
+    if key not in _MM_FLOAT32_OUTPUT:
         try:
-            a = torch.ones(2, 2, dtype=torch.bfloat16, device=device)
-            _MM_FLOAT32_OUTPUT[device] = torch.mm(a, a, out_dtype=torch.float32).dtype == torch.float32
+            a = torch.ones(2, 2, dtype=dtype, device=device)
+            _MM_FLOAT32_OUTPUT[key] = torch.mm(a, a, out_dtype=torch.float32).dtype == torch.float32
         except (RuntimeError, TypeError, NotImplementedError):
-            _MM_FLOAT32_OUTPUT[device] = False
-    return _MM_FLOAT32_OUTPUT[device]
+            _MM_FLOAT32_OUTPUT[key] = False
+    return _MM_FLOAT32_OUTPUT[key]
 
 
 _MM_FLOAT32_OUTPUT = {}

@@ -68,7 +68,7 @@ class SharedProjection:
         if torch.is_grad_enabled() and (x.requires_grad or basis.requires_grad):
             self._last = None
             return ops.lowrank_project(x, basis)
-        if x.dtype in (torch.bfloat16, torch.float16) and ops.mm_float32_output(x.device):
+        if ops.mm_float32_output(x.device, x.dtype):
             xv = ops.lowrank_project_split(x, self._split_basis(basis, x.dtype))  # no float32 copy of x
         else:
             xv = ops.lowrank_project(x, basis)
