@@ -189,6 +189,33 @@ def test_a_split_basis_holds_the_float32_basis_to_twice_the_dtypes_bits(dtype):
     assert (hi + lo - v).abs().max() <= bound < (hi - v).abs().max()
 
 
+def test_a_basis_is_split_once_per_version_across_projections_and_its_split_leaves_with_it(monkeypatch):
+    """AGZO builds a SharedProjection per pass and passes it every layer's basis: each basis is split once (not
+    once per pass or per switch between bases), again after an in-place change, and its split is dropped when the
+    basis is. The split path is forced on the CPU with a float32 stand-in for the 16-bit GEMM."""
+    calls = []
+    split_basis = ops.split_basis
+    monkeypatch.setattr(ops, "split_basis", lambda v, dtype: calls.append(v) or split_basis(v, dtype))
+    monkeypatch.setattr(ops, "mm_float32_output", lambda device, dtype: True)
+    monkeypatch.setattr(ops, "lowrank_project_split", lambda x, split: x.float() @ (
+        split[:, :split.shape[1] // 2].float() + split[:, split.shape[1] // 2:].float()))
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(5, 64, generator=gen).bfloat16()
+    v1, v2 = (torch.linalg.qr(torch.randn(64, 2, generator=gen))[0] for _ in range(2))
+    for _ in range(2):  # two passes, each with its own projection, alternating bases
+        projection = subspace.SharedProjection()
+        for v in (v1, v2, v1):
+            got = projection(x.clone(), v)
+            torch.testing.assert_close(got, x.float() @ v, rtol=0, atol=2.0 ** -14)
+    assert len(calls) == 2 and calls[0] is v1 and calls[1] is v2
+    v1.mul_(-1.0)
+    torch.testing.assert_close(subspace.SharedProjection()(x, v1), x.float() @ v1, rtol=0, atol=2.0 ** -14)
+    assert len(calls) == 3
+    held = len(subspace._SPLITS)
+    del v2, calls[1]
+    assert len(subspace._SPLITS) == held - 1
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_shared_projection_reads_16_bit_cuda_inputs_through_the_split_basis_and_cpu_ones_in_float32(dtype):
     """On the CPU (no mm with float32 output) the projection is ops.lowrank_project's, bit for bit. On a GPU whose

@@ -51,14 +51,13 @@ def check_rank(layers: List[Tuple[str, torch.nn.Module]], rank) -> int:
 class SharedProjection:
     """ops.lowrank_project(x, V) for the layers fed one tensor through one basis (q/k/v projections): computed
     once per input and basis. A bf16/fp16 CUDA x (not recorded by autograd) is read as stored, by
-    ops.lowrank_project_split with V split once into two 16-bit parts (about 2^-16 relative in bf16), where PyTorch
-    has mm with float32 output; else x is read as float32. Keeps weak references only, so it holds no activation
+    ops.lowrank_project_split with V split into two 16-bit parts (about 2^-16 relative in bf16) once per basis
+    (split_basis_once), where PyTorch has mm with float32 output; else x is read as float32. Keeps weak references only, so it holds no activation
     alive; a new input, a modified one (its version counter) or another basis recomputes. Under autograd (an input
     that requires grad) nothing is cached, so no graph outlives its forward."""
 
     def __init__(self):
         self._last = None  # (weakref to x, x._version, weakref to V, V._version, x V)
-        self._split = None  # (weakref to V, V._version, dtype, ops.split_basis(V, dtype))
 
     def __call__(self, x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
         last = self._last
@@ -69,17 +68,26 @@ class SharedProjection:
             self._last = None
             return ops.lowrank_project(x, basis)
         if ops.mm_float32_output(x.device, x.dtype):
-            xv = ops.lowrank_project_split(x, self._split_basis(basis, x.dtype))  # no float32 copy of x
+            xv = ops.lowrank_project_split(x, split_basis_once(basis, x.dtype))  # no float32 copy of x
         else:
             xv = ops.lowrank_project(x, basis)
         self._last = (weakref.ref(x), x._version, weakref.ref(basis), basis._version, xv)
         return xv
 
-    def _split_basis(self, basis, dtype):
-        split = self._split
-        if split is None or split[0]() is not basis or split[1] != basis._version or split[2] != dtype:
-            split = self._split = (weakref.ref(basis), basis._version, dtype, ops.split_basis(basis, dtype))
-        return split[3]
+
+_SPLITS = {}  # id(V) -> (weakref to V, V._version, dtype, ops.split_basis(V, dtype)); an entry leaves with its V
+
+
+def split_basis_once(basis: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """ops.split_basis(V, dtype), computed once per basis, version and dtype and kept while V lives: AGZO builds a
+    SharedProjection per pass, one for every layer's basis, so a cache per projection would split each basis
+    again in every pass."""
+    key = id(basis)
+    entry = _SPLITS.get(key)
+    if entry is None or entry[0]() is not basis or entry[1] != basis._version or entry[2] != dtype:
+        ref = weakref.ref(basis, lambda _, key=key: _SPLITS.pop(key, None))
+        entry = _SPLITS[key] = (ref, basis._version, dtype, ops.split_basis(basis, dtype))
+    return entry[3]
 
 
 def _is_linear_like(module):
