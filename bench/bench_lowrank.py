@@ -6,7 +6,7 @@ of them (K = 1 and 4 directions, r = 8, 16, 32, 64, nearest and stochastic round
 call per layer (r = 16, K = 1); device-event timing (triton.testing.do_bench, median). --sweep times the Triton
 tile shapes (BM, BN, warps, stages) of each rank bucket and rounding first and keeps the fastest; --backend cuda
 times the CUDA kernel (give --out, or it replaces the Triton results file), --backend triton,cuda both in one run
-(--save-auto: the faster per op class becomes "auto"'s choice). Eager: per layer, N = torch.randn(d_out, r) for each direction and W.addmm_(N, V^T) (bf16). Roofline:
+(--save-auto: the faster per op class becomes "auto"'s choice); CUDA rows name the kernel that ran. Eager: per layer, N = torch.randn(d_out, r) for each direction and W.addmm_(N, V^T) (bf16). Roofline:
 one read and one write of the same bytes (a copy). CPU: OPT-tiny linears, wall clock, reference backend.
 Each one-call row also has device_ms: the same calls queued while the GPU sleeps, then run back to back (the
 kernels' time where the host is as slow as the GPU; see host_ms). Prints a table and writes JSON (default
@@ -57,6 +57,15 @@ def lowrank_class(row):
 def random_bases(weights, r, dtype=torch.float32):
     """An orthonormal [d_in, r] basis per weight (QR of a Gaussian matrix), contiguous, in `dtype`."""
     return [torch.linalg.qr(torch.randn(w.shape[1], r, device=w.device))[0].to(dtype).contiguous() for w in weights]
+
+
+def cuda_kernel(backend, weights, bases):
+    """Which CUDA low-rank kernel the timed call ran ("tensor_core" or "fma"; None for other backends)."""
+    if backend != "cuda":
+        return None
+    from zokernels.backends import cuda_backend
+
+    return cuda_backend.lowrank_kernel(weights[0].dtype, bases[0].shape[1])
 
 
 def tiles_in_use():
@@ -180,13 +189,13 @@ def main(argv=None):
                 ms = bench(call)
                 host = host_ms(call, device)
                 device_only = device_ms(call, device, host) if calls == "one call" else None
-                rows.append(dict(r=r, K=k, rounding=rounding, calls=calls, backend=b, ms=ms, host_ms=host,
-                                 device_ms=device_only,
+                rows.append(dict(r=r, K=k, rounding=rounding, calls=calls, backend=b,
+                                 kernel=cuda_kernel(b, weights, bases), ms=ms, host_ms=host, device_ms=device_only,
                                  eager_ms=eager_ms, roofline_ms=roofline, x_roofline=ms / roofline,
                                  speedup_vs_eager=eager_ms / ms))
                 device_text = f"  device {device_only:6.3f} ms" if device_only is not None else ""
-                print(f"  r={r:<3d} K={k:<2d} {rounding:10s} {calls:9s} {b:9s} {ms:8.3f} ms  {ms / roofline:5.2f}x "
-                      f"roofline  eager {eager_ms:8.3f} ms ({eager_ms / ms:4.1f}x)  host {host:6.3f} ms{device_text}",
+                print(f"  r={r:<3d} K={k:<2d} {rounding:10s} {calls:9s} {b:9s} {rows[-1]['kernel'] or '':11s} "
+                      f"{ms:8.3f} ms  {ms / roofline:5.2f}x roofline  eager {eager_ms:8.3f} ms ({eager_ms / ms:4.1f}x)  host {host:6.3f} ms{device_text}",
                       flush=True)
     import triton
 

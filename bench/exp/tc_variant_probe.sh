@@ -24,23 +24,7 @@ for v in "${names[@]}"; do
   rm -f "$OUT/lowrank_$v.log"
   echo "lowrank $v done ${SECONDS}s"
 done
-python3 - "$OUT" "${names[@]}" <<'PY'
-import json, sys
-out, variants = sys.argv[1], sys.argv[2:]
-rows = {}
-for v in variants:
-    try: data = json.load(open(f"{out}/lowrank_{v}.json"))
-    except Exception as e: print(v, "missing", e); continue
-    print(v, "copy roofline %.3f ms" % data["roofline_ms"])
-    for r in data["rows"]:
-        if r["calls"] == "one call":
-            ms = r.get("device_ms") or r["ms"]  # the kernels' own time where the row has it
-            rows.setdefault((r["rounding"], r["r"], r["K"]), {})[v] = (ms, ms / data["roofline_ms"])
-print("device ms (x copy roofline)")
-print("rounding r K | " + " | ".join(variants))
-for key in sorted(rows):
-    print(*key, "|", " | ".join("%.3f (%.2fx)" % rows[key].get(v, (float("nan"),) * 2) for v in variants))
-PY
+python3 bench/exp/lowrank_table.py "$OUT" "${names[@]}"
 if [[ "${TESTS:-1}" == 1 ]]; then
   t=/tmp/v_${TEST_VARIANT:-${names[0]}}
   (cd $t && PYTHONPATH=$t timeout $((590 - SECONDS)) python3 -m pytest -q -x ${TEST_FILES:-tests/test_lowrank.py \
