@@ -92,7 +92,8 @@ def main(argv=None):
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}, or "
                     "zoact-hooks: ZO-Act's coefficients evaluated through PerturbedEvaluator's module hooks (the "
                     "evaluation before CoefficientPerturbation), or agzo-eager: AGZO with cuda_graphs=False (its range "
-                    "finder launched op by op), for comparison in one run")
+                    "finder launched op by op), agzo-f32 / zoact-f32: AGZO / ZO-Act with their projections x V reading x as a "
+                    "float32 copy (the path before the split projection, ops.lowrank_project), for comparison in one run")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each times every row once)")
     ap.add_argument("--rep-ms", type=int, default=600, help="do_bench's timed span per row and round")
     ap.add_argument("--out", default=None)
@@ -113,8 +114,15 @@ def main(argv=None):
     closure()  # first: the libraries' lazily allocated workspaces (cuBLAS) count with the model, not the first row
     model_bytes = allocated_bytes(device)  # the model, the batch and those workspaces
 
-    def add(name, make, forwards, prepare, state_from=None):
-        """state_from: the index of a row whose optimizer this row reuses (its state counts for this row too)."""
+    split_projection = zk.ops.mm_float32_output(device, dtype)  # SharedProjection's 16-bit path, where it runs here
+
+    def add(name, make, forwards, prepare, state_from=None, split=True):
+        """state_from: the index of a row whose optimizer this row reuses (its state counts for this row too).
+        split=False: the row's projections read x as float32 (SharedProjection's path without the split basis)."""
+        def prepare_row(prepare=prepare):
+            zk.ops._MM_FLOAT32_OUTPUT[(device, dtype)] = split and split_projection
+            prepare()
+        prepare = prepare_row
         prepare()
         fn, state, transient = build_and_measure(make, device)
         if state_from is not None:
@@ -152,10 +160,12 @@ def main(argv=None):
     rank = 16 if device.type == "cuda" and not args.quick else 4
     if "agzo" in wanted:  # built before ZO-Act, which freezes the base weights it wraps
         add("zokernels AGZO r=1 (paper default, full parameter)", stepper(zk.optim.AGZO, model, lr=1e-6), 2, plain)
+    if "agzo-f32" in wanted:
+        add("zokernels AGZO r=1, float32 projections", stepper(zk.optim.AGZO, model, lr=1e-6), 2, plain, split=False)
     if "agzo-eager" in wanted:
         add("zokernels AGZO r=1, bases without CUDA graphs", stepper(zk.optim.AGZO, model, lr=1e-6, cuda_graphs=False),
             2, plain)
-    if wanted & {"zoact", "zoact-hooks"}:
+    if wanted & {"zoact", "zoact-hooks", "zoact-f32"}:
         zoact = {}
 
         def make_zoact():
@@ -180,11 +190,16 @@ def main(argv=None):
             use("hooks")()
             return lambda: zoact["opt"].step(closure)
 
+        zoact_row = len(rows) if "zoact" in wanted else None  # the row whose state the other ZO-Act rows share
         if "zoact" in wanted:
             add(f"zokernels ZO-Act r={rank} (linears, Adam)", make_zoact, 2, use("by_coefficients"))
+        if "zoact-f32" in wanted:  # the same optimizer
+            add(f"zokernels ZO-Act r={rank}, float32 projections", make_zoact if "zoact" not in wanted else
+                lambda: lambda: zoact["opt"].step(closure), 2, use("by_coefficients"),
+                state_from=zoact_row, split=False)
         if "zoact-hooks" in wanted:
             add(f"ZO-Act r={rank}, C's evaluated by module hooks", make_hooks, 2, use("hooks"),
-                state_from=len(rows) - 1 if "zoact" in wanted else None)
+                state_from=zoact_row)
     times = [[] for _ in rows]
     for round_ in range(args.rounds):
         for t, (fn, prepare) in zip(times, specs):
