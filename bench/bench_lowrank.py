@@ -20,8 +20,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_perturb import (OPT_1_3B, OPT_TINY, auto_choices, device_ms, host_ms, save_auto_choices, timer,  # noqa: E402
-                           write_result)
+from bench_perturb import (OPT_1_3B, OPT_TINY, auto_choices, copy_roofline, device_ms, host_ms,  # noqa: E402
+                           save_auto_choices, timer, write_result)
 
 import zokernels as zk  # noqa: E402
 from zokernels import backends  # noqa: E402
@@ -155,10 +155,7 @@ def main(argv=None):
     weights = [torch.randn(s, device=device, dtype=dtype, generator=gen) * 0.02 for s in linear_shapes(**dims)]
     numel = sum(w.numel() for w in weights)
     bench = timer(device)
-    src = torch.randn(numel, device=device, dtype=dtype, generator=gen)
-    dst = torch.empty_like(src)
-    roofline = bench(lambda: dst.copy_(src))
-    del src, dst
+    roofline = copy_roofline(bench, numel, dtype, device, gen)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     names = [zk.backend_for(device, rounding="stochastic")] if args.backend == "auto" else args.backend.split(",")
     print(f"device {name}: {len(weights)} linear weights, {numel / 1e9:.3f}e9 {dtype} elements; copy roofline "

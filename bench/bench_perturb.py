@@ -33,6 +33,14 @@ def opt_shapes(hidden, ffn, vocab, layers, positions):
     return shapes + [(hidden,), (hidden,)]
 
 
+def copy_roofline(bench, numel, dtype, device, generator=None):
+    """The copy roofline: bench's time for one read and one write of numel elements of dtype (a copy_ between two
+    buffers that live only here)."""
+    src = torch.randn(numel, device=device, dtype=dtype, generator=generator)
+    dst = torch.empty_like(src)
+    return bench(lambda: dst.copy_(src))
+
+
 def timer(device):
     if device.type == "cuda":
         import triton.testing
@@ -210,10 +218,7 @@ def main(argv=None):
     bench = timer(device)
     ks = [int(k) for k in args.ks.split(",")]
 
-    src = torch.randn(numel, device=device, dtype=dtype, generator=gen)
-    dst = torch.empty_like(src)
-    roofline = bench(lambda: dst.copy_(src))
-    del src, dst
+    roofline = copy_roofline(bench, numel, dtype, device, gen)
     print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'cpu'}: "
           f"{len(params)} tensors, {numel / 1e9:.3f}e9 {dtype} elements; backends {', '.join(names)}; "
           f"copy roofline {roofline:.3f} ms ({2 * nbytes / roofline / 1e6:.0f} GB/s read+write)", flush=True)

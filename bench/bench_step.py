@@ -95,6 +95,8 @@ def main(argv=None):
                     "finder launched op by op), agzo-f32 / zoact-f32: AGZO / ZO-Act with their projections x V reading x as a "
                     "float32 copy (the path before the split projection, ops.lowrank_project), for comparison in one run")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each times every row once)")
+    ap.add_argument("--alternate", action="store_true",
+                    help="time the rows in reverse order in every second round (no row always runs first in an A/B)")
     ap.add_argument("--rep-ms", type=int, default=600, help="do_bench's timed span per row and round")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -202,7 +204,8 @@ def main(argv=None):
                 state_from=zoact_row)
     times = [[] for _ in rows]
     for round_ in range(args.rounds):
-        for t, (fn, prepare) in zip(times, specs):
+        order = list(zip(times, specs))
+        for t, (fn, prepare) in order[::-1] if args.alternate and round_ % 2 else order:
             prepare()
             t.append(run(fn, rep_ms=args.rep_ms))
         print(f"  round {round_ + 1}: " + " ".join(f"{t[-1]:.1f}" for t in times), flush=True)

@@ -11,7 +11,7 @@ import triton.testing
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import zokernels as zk  # noqa: E402
-from bench_perturb import OPT_1_3B, opt_shapes  # noqa: E402
+from bench_perturb import OPT_1_3B, copy_roofline, opt_shapes  # noqa: E402
 from zokernels.backends import triton_backend as T  # noqa: E402
 
 
@@ -36,10 +36,8 @@ def sweep():
     run (one process; tables are keyed on the switches that change them)."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     params = [torch.randn(s, device="cuda", dtype=torch.bfloat16, generator=gen) for s in opt_shapes(**OPT_1_3B)]
-    flat = torch.cat([p.view(-1) for p in params])
-    copy = torch.empty_like(flat)
-    roofline = triton.testing.do_bench(lambda: copy.copy_(flat), warmup=30, rep=300, return_mode="median")
-    del flat, copy
+    roofline = copy_roofline(lambda fn: triton.testing.do_bench(fn, warmup=30, rep=300, return_mode="median"),
+                             sum(p.numel() for p in params), torch.bfloat16, "cuda", gen)
     coeffs16 = torch.full((16,), 1e-4, device="cuda")
     kw = dict(seed=1, backend="triton")
     ops = {
