@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_perturb import eager_mezo, timer, write_result  # noqa: E402
 
 import zokernels as zk  # noqa: E402
-from zokernels.zo import PerturbedEvaluator  # noqa: E402
+from zokernels.zo import PerturbedEvaluator, subspace  # noqa: E402
 
 ROWS = ("eager", "mezo", "bszo", "agzo", "zoact")
 OPT_1_3B = dict(hidden_size=2048, ffn_dim=8192, num_hidden_layers=24, num_attention_heads=32, vocab_size=50272,
@@ -116,13 +116,11 @@ def main(argv=None):
     closure()  # first: the libraries' lazily allocated workspaces (cuBLAS) count with the model, not the first row
     model_bytes = allocated_bytes(device)  # the model, the batch and those workspaces
 
-    split_projection = zk.ops.mm_float32_output(device, dtype)  # SharedProjection's 16-bit path, where it runs here
-
     def add(name, make, forwards, prepare, state_from=None, split=True):
         """state_from: the index of a row whose optimizer this row reuses (its state counts for this row too).
-        split=False: the row's projections read x as float32 (SharedProjection's path without the split basis)."""
+        split=False: the row's projections read x as float32 (subspace.SPLIT_PROJECTION off while it runs)."""
         def prepare_row(prepare=prepare):
-            zk.ops._MM_FLOAT32_OUTPUT[(device, dtype)] = split and split_projection
+            subspace.SPLIT_PROJECTION = split
             prepare()
         prepare = prepare_row
         prepare()

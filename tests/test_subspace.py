@@ -214,6 +214,8 @@ def test_a_basis_is_split_once_per_version_across_projections_and_its_split_leav
     held = len(subspace._SPLITS)
     del v2, calls[1]
     assert len(subspace._SPLITS) == held - 1
+    monkeypatch.setattr(subspace, "SPLIT_PROJECTION", False)  # the switch: float32 projections, nothing split
+    assert torch.equal(subspace.SharedProjection()(x, v1 * 2.0), ops.lowrank_project(x, v1 * 2.0)) and len(calls) == 2
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)

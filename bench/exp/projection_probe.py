@@ -9,15 +9,14 @@ is host-bound, that, not the device time, is what the step pays.
 python bench/exp/projection_probe.py [OUT.json]
 """
 import json
-import sys
-
 import os
+import sys
 
 import torch
 import triton.testing
 
 from zokernels import ops
-from zokernels.zo.subspace import SharedProjection
+from zokernels.zo import subspace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench_perturb import host_ms  # noqa: E402
@@ -37,11 +36,9 @@ for name, (d_in, per_layer) in inputs.items():
     err_old = (ops.lowrank_project(x, basis).double() - exact).abs().max().item() / scale
     err_new = (ops.lowrank_project_split(x, split).double() - exact).abs().max().item() / scale
     host = {}
-    split_runs = ops.mm_float32_output(x.device, x.dtype)
-    for path, on in (("float32", False), ("split", split_runs)):
-        ops._MM_FLOAT32_OUTPUT[(x.device, x.dtype)] = on
-        host[path] = host_ms(lambda: SharedProjection()(x, basis), x.device, n=200)
-    ops._MM_FLOAT32_OUTPUT[(x.device, x.dtype)] = split_runs
+    for path, on in (("float32", False), ("split", True)):
+        subspace.SPLIT_PROJECTION = on
+        host[path] = host_ms(lambda: subspace.SharedProjection()(x, basis), x.device, n=200)
     rows.append(dict(input=name, d_in=d_in, old_ms=old_ms, new_ms=new_ms, old_rel_err=err_old, new_rel_err=err_new,
                      old_host_ms=host["float32"], new_host_ms=host["split"]))
     print(f"{name}: host per SharedProjection call {host['float32'] * 1e3:.1f} us (float32) -> "
