@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_perturb import eager_mezo, timer, write_result  # noqa: E402
 
 import zokernels as zk  # noqa: E402
-from zokernels.zo import PerturbedEvaluator, subspace  # noqa: E402
+from zokernels.zo import PerturbedEvaluator, agzo, subspace  # noqa: E402
 
 ROWS = ("eager", "mezo", "bszo", "agzo", "zoact")
 OPT_1_3B = dict(hidden_size=2048, ffn_dim=8192, num_hidden_layers=24, num_attention_heads=32, vocab_size=50272,
@@ -92,8 +92,9 @@ def main(argv=None):
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}, or "
                     "zoact-hooks: ZO-Act's coefficients evaluated through PerturbedEvaluator's module hooks (the "
                     "evaluation before CoefficientPerturbation), or agzo-eager: AGZO with cuda_graphs=False (its range "
-                    "finder launched op by op), agzo-f32 / zoact-f32: AGZO / ZO-Act with their projections x V reading x as a "
-                    "float32 copy (the path before the split projection, ops.lowrank_project), for comparison in one run")
+                    "finder launched op by op), agzo-split: AGZO with its projections x V through the split basis "
+                    "(agzo.SPLIT_PROJECTION; off by default), zoact-f32: ZO-Act with its projections reading x as a "
+                    "float32 copy (ops.lowrank_project, as AGZO by default), for comparison in one run")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each times every row once)")
     ap.add_argument("--alternate", action="store_true",
                     help="time the rows in reverse order in every second round (no row always runs first in an A/B)")
@@ -116,11 +117,13 @@ def main(argv=None):
     closure()  # first: the libraries' lazily allocated workspaces (cuBLAS) count with the model, not the first row
     model_bytes = allocated_bytes(device)  # the model, the batch and those workspaces
 
-    def add(name, make, forwards, prepare, state_from=None, split=True):
+    def add(name, make, forwards, prepare, state_from=None, split=True, agzo_split=False):
         """state_from: the index of a row whose optimizer this row reuses (its state counts for this row too).
-        split=False: the row's projections read x as float32 (subspace.SPLIT_PROJECTION off while it runs)."""
+        split=False: the row's projections read x as float32 (subspace.SPLIT_PROJECTION off while it runs);
+        agzo_split: AGZO's projections take the split path (agzo.SPLIT_PROJECTION on while it runs)."""
         def prepare_row(prepare=prepare):
             subspace.SPLIT_PROJECTION = split
+            agzo.SPLIT_PROJECTION = agzo_split
             prepare()
         prepare = prepare_row
         prepare()
@@ -160,8 +163,9 @@ def main(argv=None):
     rank = 16 if device.type == "cuda" and not args.quick else 4
     if "agzo" in wanted:  # built before ZO-Act, which freezes the base weights it wraps
         add("zokernels AGZO r=1 (paper default, full parameter)", stepper(zk.optim.AGZO, model, lr=1e-6), 2, plain)
-    if "agzo-f32" in wanted:
-        add("zokernels AGZO r=1, float32 projections", stepper(zk.optim.AGZO, model, lr=1e-6), 2, plain, split=False)
+    if "agzo-split" in wanted:
+        add("zokernels AGZO r=1, split projections", stepper(zk.optim.AGZO, model, lr=1e-6), 2, plain,
+            agzo_split=True)
     if "agzo-eager" in wanted:
         add("zokernels AGZO r=1, bases without CUDA graphs", stepper(zk.optim.AGZO, model, lr=1e-6, cuda_graphs=False),
             2, plain)

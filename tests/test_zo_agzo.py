@@ -263,3 +263,29 @@ def test_layers_fed_the_same_input_compute_x_v_once_per_perturbed_pass(monkeypat
     assert len(calls) == 4 * 2
     monkeypatch.setattr("zokernels.zo.subspace.SharedProjection.__call__", lambda self, x, basis: real(x, basis))
     assert perturbation.loss(closure, seed=3, scale=0.05, refresh=False, evaluate=evaluate_closure) == shared
+
+
+def test_projections_read_x_as_float32_unless_the_split_is_switched_on(monkeypatch):
+    """AGZO's bases live one step, so its projections skip SharedProjection's split path (agzo.SPLIT_PROJECTION
+    off): no basis is split, even where the split path could run (forced here on the CPU with a float32 stand-in
+    for the 16-bit GEMM); switched on, each of the pass's distinct bases is split and the loss stays within the
+    split's precision."""
+    from zokernels import ops
+    from zokernels.zo import agzo
+
+    model, closure = tiny_opt(torch.float32)
+    model.bfloat16()
+    perturbation = LowRankPerturbation(target_linears(model), 4)
+    perturbation.loss(closure, seed=3, scale=0.0, refresh=True, evaluate=evaluate_closure)
+    splits = []
+    split_basis = ops.split_basis
+    monkeypatch.setattr(ops, "split_basis", lambda v, dtype: splits.append(v) or split_basis(v, dtype))
+    monkeypatch.setattr(ops, "mm_float32_output", lambda device, dtype: True)
+    monkeypatch.setattr(ops, "lowrank_project_split", lambda x, split: x.float() @ (
+        split[:, :split.shape[1] // 2].float() + split[:, split.shape[1] // 2:].float()))
+    plain = perturbation.loss(closure, seed=3, scale=0.05, refresh=False, evaluate=evaluate_closure)
+    assert splits == []
+    monkeypatch.setattr(agzo, "SPLIT_PROJECTION", True)
+    split = perturbation.loss(closure, seed=3, scale=0.05, refresh=False, evaluate=evaluate_closure)
+    assert len(splits) == len({id(v) for v in perturbation.bases}) == 4 * 2
+    assert abs(split - plain) <= 1e-2 * abs(plain)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Twenty-second session, first call: the GPU tests that have not run on the committed kernel / projection, the
 # projections' device and host times, the split projection's step A/B (ROUNDS, alternating order), then ncu pipe
-# utilisation of the tensor-core low-rank kernel at r = 64 (which pipe, if any, the kernel saturates).
+# utilisation of the tensor-core low-rank kernel at r = 64 (which pipe, if any, the kernel saturates). Ran on
+# f5e5f96, when AGZO's default was the split path and agzo-f32 its float32 row (now agzo and agzo-split).
 source bench/exp/device_run.sh
 build_tree
 test_group lowrank_subspace 150 tests/test_lowrank.py -k many_row_blocks tests/test_subspace.py

@@ -19,6 +19,12 @@ from .perturbation import PerturbedEvaluator, StepResult, evaluate_closure, fini
 from .subspace import BasisGraphs, SharedProjection, activation_basis, check_rank
 
 DENSE_STREAM = 1  # the Gaussian stream of the parameters outside the targeted linears (N uses stream 0)
+# Whether AGZO's projections x V take SharedProjection's split path. Off: its bases are drawn anew every step, so
+# each would be split (a few small launches) every step, and its r = 1 projection is a memory-bound GEMV whose
+# device saving is small; AGZO's steps are host-bound. NVIDIA H200, 2026-12-03 (bench/NOTES.md, twenty-second
+# session): host time per projection 28.7 us float32 against 41.8 us split; the step with the split slower in 5
+# of 6 alternating rounds (median ratio 1.19). bench_step's agzo-split row turns it on.
+SPLIT_PROJECTION = False
 
 
 class LowRankPerturbation:
@@ -42,7 +48,7 @@ class LowRankPerturbation:
         refreshed = set()
         last = {}  # consecutive layers fed the same tensor (q/k/v projections) share its basis; x is kept alive here
         factors = self._factors(seed, scale) if scale != 0.0 else None  # scale * N_i
-        projection = SharedProjection()  # ... and its x V
+        projection = SharedProjection(split=SPLIT_PROJECTION)  # ... and its x V
 
         def hook_for(i):
             def hook(module, args, output):

@@ -55,14 +55,16 @@ SPLIT_PROJECTION = True
 
 class SharedProjection:
     """ops.lowrank_project(x, V) for the layers fed one tensor through one basis (q/k/v projections): computed
-    once per input and basis. A bf16/fp16 CUDA x (not recorded by autograd) is read as stored, by
-    ops.lowrank_project_split with V split into two 16-bit parts (about 2^-16 relative in bf16) once per basis
-    (split_basis_once), where PyTorch has mm with float32 output and SPLIT_PROJECTION is on; else x is read as
-    float32. Keeps weak references only, so it holds no activation
+    once per input and basis. With split (the default), a bf16/fp16 CUDA x (not recorded by autograd) is read as
+    stored, by ops.lowrank_project_split with V split into two 16-bit parts (about 2^-16 relative in bf16) once per
+    basis (split_basis_once), where PyTorch has mm with float32 output and SPLIT_PROJECTION is on; else x is read as
+    float32 (split=False: callers whose bases live one step, such as AGZO's, where the split's host time is not
+    repaid). Keeps weak references only, so it holds no activation
     alive; a new input, a modified one (its version counter) or another basis recomputes. Under autograd (an input
     that requires grad) nothing is cached, so no graph outlives its forward."""
 
-    def __init__(self):
+    def __init__(self, split: bool = True):
+        self.split = split
         self._last = None  # (weakref to x, x._version, weakref to V, V._version, x V)
 
     def __call__(self, x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -73,7 +75,7 @@ class SharedProjection:
         if torch.is_grad_enabled() and (x.requires_grad or basis.requires_grad):
             self._last = None
             return ops.lowrank_project(x, basis)
-        if SPLIT_PROJECTION and ops.mm_float32_output(x.device, x.dtype):
+        if self.split and SPLIT_PROJECTION and ops.mm_float32_output(x.device, x.dtype):
             xv = ops.lowrank_project_split(x, split_basis_once(basis, x.dtype))  # no float32 copy of x
         else:
             xv = ops.lowrank_project(x, basis)
