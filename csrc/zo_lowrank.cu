@@ -277,13 +277,16 @@ __host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * tc_cols(rp
 #ifndef ZK_TC_CHUNKED
 #define ZK_TC_CHUNKED 0
 #endif
+#ifndef ZK_TC_EARLY_BARRIER
+#define ZK_TC_EARLY_BARRIER 0
+#endif
 #ifndef ZK_TC_BASIS_AHEAD
 #define ZK_TC_BASIS_AHEAD 2
 #endif
 #ifndef ZK_TC_TALL_MIN_BLOCKS
 #define ZK_TC_TALL_MIN_BLOCKS 2
 #endif
-__host__ __device__ constexpr bool tc_chunked(int rp) { return ZK_TC_CHUNKED && !tc_wide(rp); }
+__host__ __device__ constexpr int tc_chunked(int rp) { return tc_wide(rp) ? 0 : ZK_TC_CHUNKED; }
 __host__ __device__ constexpr int tc_min_blocks(int rp) { return tc_wide(rp) ? 2 : ZK_TC_TALL_MIN_BLOCKS; }
 
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
@@ -296,11 +299,12 @@ __global__ void __launch_bounds__(kThreads, tc_min_blocks(RP))
   // fp16 product (kHalf: k steps of 16, fragments in halves) or TF32 (k steps of 8, fragments as float bits)
   constexpr bool kHalf = RP >= kTcHalfMinRank;
   static_assert(!kHalf || RP % 16 == 0, "fp16 k steps of 16");
-  constexpr bool kChunked = tc_chunked(RP);
+  constexpr int kChunked = tc_chunked(RP);
   // tiles ahead of the product at which the basis is loaded (2: staged a tile ahead from registers loaded a tile
   // before that); chunked blocks may load it at the tile's start and stage it after chunk 0 (1) or load and stage
   // it after chunk 1 (0), so that its registers are not live throughout
-  constexpr int kBasisAhead = kChunked ? ZK_TC_BASIS_AHEAD : 2;
+  constexpr int kBasisAhead = kChunked == 2 ? 0 : kChunked ? ZK_TC_BASIS_AHEAD : 2;
+  constexpr bool kEarlyBarrier = ZK_TC_EARLY_BARRIER;
   constexpr int kSteps = RP / (kHalf ? 16 : 8), kBasisPerThread = kCols * RP / kThreads;
   // M's A fragments for the block's rows (static shared memory) and the tiles' B fragments (two buffers,
   // tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
@@ -499,7 +503,36 @@ __global__ void __launch_bounds__(kThreads, tc_min_blocks(RP))
     const int64_t tile = row.tile_begin + u;
     const int64_t col_lane = tile * kCols + col_offset;
     const float* b_frag = v_frag + (u & 1) * kTileFloats + warp_cols * (kTileFloats * 64 / kCols);
-    if constexpr (kChunked) {
+    if constexpr (kChunked == 2) {
+      // the whole product first (8 independent accumulator chains), then each chunk rounded and its weight
+      // registers refilled; the basis of the next tile loaded and staged at once (no registers held across the
+      // product), before the product with the barrier after it (ZK_TC_EARLY_BARRIER) or after the rounding
+      if (kEarlyBarrier && u + 1 < tiles) {
+        load_basis((tile + 1) * kCols, basis);
+        stage_basis(u + 1, basis);
+      }
+      float acc[8][4];
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
+      product(b_frag, acc, 0);
+      if constexpr (kEarlyBarrier) __syncthreads();  // this tile's reads of its buffer done, the next's writes seen
+#pragma unroll
+      for (int p = 0; p < 2; ++p) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          add_chunk_and_store(u, col_lane, h, p, raw[h][p], reinterpret_cast<const float(&)[4][4]>(acc[4 * p]));
+        if (u + 1 < tiles) load_weights_chunk(tile + 1, p);
+      }
+      if constexpr (!kEarlyBarrier) {
+        if (u + 1 < tiles) {
+          load_basis((tile + 1) * kCols, basis);
+          stage_basis(u + 1, basis);
+        }
+        __syncthreads();
+      }
+    } else if constexpr (kChunked == 1) {
       // one 32-column chunk at a time: 16 accumulators live instead of 32, and each chunk's weight registers are
       // refilled with the next tile's as soon as the chunk is stored (no second copy), so that tall blocks fit
       // kTcTallMinBlocks per SM; one barrier per tile, after both chunks (their reads of this tile's buffer)
