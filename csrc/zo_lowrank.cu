@@ -271,26 +271,8 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
 // the H100, bench/NOTES.md, twelfth session).
 __host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * tc_cols(rp) * rp * 4; }
 
-// Tall blocks (r >= 32) may take their tiles a 32-column chunk at a time (ZK_TC_CHUNKED) and ask ptxas for
-// kTcTallMinBlocks blocks per SM (ZK_TC_TALL_MIN_BLOCKS: 3 needs <= 80 registers per thread); see bench/NOTES.md,
-// twenty-second session.
-#ifndef ZK_TC_CHUNKED
-#define ZK_TC_CHUNKED 0
-#endif
-#ifndef ZK_TC_EARLY_BARRIER
-#define ZK_TC_EARLY_BARRIER 0
-#endif
-#ifndef ZK_TC_BASIS_AHEAD
-#define ZK_TC_BASIS_AHEAD 2
-#endif
-#ifndef ZK_TC_TALL_MIN_BLOCKS
-#define ZK_TC_TALL_MIN_BLOCKS 2
-#endif
-__host__ __device__ constexpr int tc_chunked(int rp) { return tc_wide(rp) ? 0 : ZK_TC_CHUNKED; }
-__host__ __device__ constexpr int tc_min_blocks(int rp) { return tc_wide(rp) ? 2 : ZK_TC_TALL_MIN_BLOCKS; }
-
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
-__global__ void __launch_bounds__(kThreads, tc_min_blocks(RP))
+__global__ void __launch_bounds__(kThreads, 2)
     lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
                       uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
@@ -299,12 +281,6 @@ __global__ void __launch_bounds__(kThreads, tc_min_blocks(RP))
   // fp16 product (kHalf: k steps of 16, fragments in halves) or TF32 (k steps of 8, fragments as float bits)
   constexpr bool kHalf = RP >= kTcHalfMinRank;
   static_assert(!kHalf || RP % 16 == 0, "fp16 k steps of 16");
-  constexpr int kChunked = tc_chunked(RP);
-  // tiles ahead of the product at which the basis is loaded (2: staged a tile ahead from registers loaded a tile
-  // before that); chunked blocks may load it at the tile's start and stage it after chunk 0 (1) or load and stage
-  // it after chunk 1 (0), so that its registers are not live throughout
-  constexpr int kBasisAhead = kChunked == 2 ? 0 : kChunked ? ZK_TC_BASIS_AHEAD : 2;
-  constexpr bool kEarlyBarrier = ZK_TC_EARLY_BARRIER;
   constexpr int kSteps = RP / (kHalf ? 16 : 8), kBasisPerThread = kCols * RP / kThreads;
   // M's A fragments for the block's rows (static shared memory) and the tiles' B fragments (two buffers,
   // tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
@@ -359,20 +335,18 @@ __global__ void __launch_bounds__(kThreads, tc_min_blocks(RP))
   const int64_t rows[2] = {row0 + 16 * warp_rows + (lane >> 2), row0 + 16 * warp_rows + (lane >> 2) + 8};
   const int64_t col_offset = 64 * warp_cols + 8 * (lane & 3);
   WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 32 .. + 39 of a tile
-  auto load_weights_chunk = [&](int64_t tile, int p) {  // chunk p (columns + 32 p .. + 7) of rows g, g + 8
+  auto load_weights = [&](int64_t tile) {
 #pragma unroll
     for (int h = 0; h < 2; ++h)
-      if (rows[h] < d_out) {
-        const int64_t col = tile * kCols + col_offset + 32 * p;
-        if (col + 8 <= d_in && vec_aligned<WT, 8>(w + rows[h] * d_in + col))
-          load_16_bytes_l2_256(w + rows[h] * d_in + col, raw[h][p]);
-        else
-          load_raw<WT, 8>(w + rows[h] * d_in, col, d_in, raw[h][p]);
-      }
-  };
-  auto load_weights = [&](int64_t tile) {
-    load_weights_chunk(tile, 0);
-    load_weights_chunk(tile, 1);
+#pragma unroll
+      for (int p = 0; p < 2; ++p)
+        if (rows[h] < d_out) {
+          const int64_t col = tile * kCols + col_offset + 32 * p;
+          if (col + 8 <= d_in && vec_aligned<WT, 8>(w + rows[h] * d_in + col))
+            load_16_bytes_l2_256(w + rows[h] * d_in + col, raw[h][p]);
+          else
+            load_raw<WT, 8>(w + rows[h] * d_in, col, d_in, raw[h][p]);
+        }
   };
   // the first tile's weights and basis are loaded before M is formed, so that their latency overlaps M's Philox
   // and Box-Muller work (H100: 0.3-1% faster at every rank and K, bench/NOTES.md, fourteenth session)
@@ -441,19 +415,25 @@ __global__ void __launch_bounds__(kThreads, tc_min_blocks(RP))
   };
   if (tiles > 0) {
     stage_basis(0, basis);
-    if (tiles > 1 && kBasisAhead == 2) load_basis((row.tile_begin + 1) * kCols, basis);
+    if (tiles > 1) load_basis((row.tile_begin + 1) * kCols, basis);
   }
   __syncthreads();  // M's fragments and the first tile's basis are written
-  // acc += this warp's rows of M times n-tile pairs [pair0, pair0 + kPairs) of a tile's staged basis b_frag
-  auto product = [&](const float* b_frag, auto& acc, int pair0) {
-    constexpr int kPairs = std::extent<std::remove_reference_t<decltype(acc)>>::value / 2;
+  for (int64_t u = 0; u < tiles; ++u) {
+    const int64_t tile = row.tile_begin + u;
+    const int64_t col_lane = tile * kCols + col_offset;
+    const float* b_frag = v_frag + (u & 1) * kTileFloats + warp_cols * (kTileFloats * 64 / kCols);
+    float acc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
 #pragma unroll
     for (int s = 0; s < kSteps; ++s) {  // a lane's fragments of a k step: one uint4 of M, one per n-tile pair
       const uint4 a4 = reinterpret_cast<const uint4*>(m_frag)[(warp_rows * kSteps + s) * 32 + lane];
       const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
 #pragma unroll
-      for (int p = 0; p < kPairs; ++p) {
-        const uint4 b = reinterpret_cast<const uint4*>(b_frag)[(s * 4 + pair0 + p) * 32 + lane];
+      for (int p = 0; p < 4; ++p) {
+        const uint4 b = reinterpret_cast<const uint4*>(b_frag)[(s * 4 + p) * 32 + lane];
         if constexpr (kHalf) {
           mma_f16(acc[2 * p], a, b.x, b.y);
           mma_f16(acc[2 * p + 1], a, b.z, b.w);
@@ -463,120 +443,47 @@ __global__ void __launch_bounds__(kThreads, tc_min_blocks(RP))
         }
       }
     }
-  };
-  // column chunk p (columns col_lane + 32 p .. + 7) of rows g (h = 0) and g + 8 (h = 1) of tile u: the weights wt
-  // loaded before, plus the chunk's n-tiles of the product (acc4: element i of row h is acc4[i / 2][2 h + i % 2]),
-  // rounded and stored
-  auto add_chunk_and_store = [&](int64_t u, int64_t col_lane, int h, int p, const WT (&wt)[8],
-                                 const float (&acc4)[4][4]) {
-    const int64_t col = col_lane + 32 * p;
-    if (rows[h] >= d_out || col >= d_in) return;
-    float out[8];
-    to_f32<WT, 8>(wt, out);
-    float scale[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};  // s_M s_c of the fp16 product
-    if constexpr (kHalf) {
-      const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][col_offset + 32 * p]);
-      const float4 s0 = cs[0], s1 = cs[1];
-      const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+    WT cur[2][2][8];  // this tile's weights, while the next tile's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
 #pragma unroll
-      for (int i = 0; i < 8; ++i) scale[i] = sv[i];
-    }
+    for (int h = 0; h < 2; ++h)
 #pragma unroll
-    for (int i = 0; i < 8; ++i)  // column col + i
-      out[i] += kHalf ? acc4[i >> 1][2 * h + (i & 1)] * scale[i] : acc4[i >> 1][2 * h + (i & 1)];
-    uint32_t words[8];
-    rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
-    alignas(16) WT rounded[8];
-    round_group<WT, 8>(out, words, STOCHASTIC, rounded);
-    WT* dst = w + rows[h] * d_in + col;  // one vector store where the chunk is inside the row and aligned
-    if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, rounded);
-    else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
-  };
-  // the next tile's basis, into the other buffer (whose readers passed the last barrier)
-  auto stage_next_basis = [&](int64_t u) {
+      for (int p = 0; p < 2; ++p)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
+    if (u + 1 < tiles) load_weights(tile + 1);
+    // the next tile's basis, into the other buffer (whose readers passed the last barrier)
     if (u + 1 < tiles) {
       stage_basis(u + 1, basis);
-      if (u + 2 < tiles) load_basis((row.tile_begin + u + 2) * kCols, basis);
+      if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
     }
-  };
-  for (int64_t u = 0; u < tiles; ++u) {
-    const int64_t tile = row.tile_begin + u;
-    const int64_t col_lane = tile * kCols + col_offset;
-    const float* b_frag = v_frag + (u & 1) * kTileFloats + warp_cols * (kTileFloats * 64 / kCols);
-    if constexpr (kChunked == 2) {
-      // the whole product first (8 independent accumulator chains), then each chunk rounded and its weight
-      // registers refilled; the basis of the next tile loaded and staged at once (no registers held across the
-      // product), before the product with the barrier after it (ZK_TC_EARLY_BARRIER) or after the rounding
-      if (kEarlyBarrier && u + 1 < tiles) {
-        load_basis((tile + 1) * kCols, basis);
-        stage_basis(u + 1, basis);
-      }
-      float acc[8][4];
+    __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
 #pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
-      product(b_frag, acc, 0);
-      if constexpr (kEarlyBarrier) __syncthreads();  // this tile's reads of its buffer done, the next's writes seen
+    for (int h = 0; h < 2; ++h) {
 #pragma unroll
       for (int p = 0; p < 2; ++p) {
+        const int64_t col = col_lane + 32 * p;
+        if (rows[h] >= d_out || col >= d_in) continue;
+        float out[8];
+        to_f32<WT, 8>(cur[h][p], out);
+        float scale[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};  // s_M s_c of the fp16 product
+        if constexpr (kHalf) {
+          const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][col_offset + 32 * p]);
+          const float4 s0 = cs[0], s1 = cs[1];
+          const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-          add_chunk_and_store(u, col_lane, h, p, raw[h][p], reinterpret_cast<const float(&)[4][4]>(acc[4 * p]));
-        if (u + 1 < tiles) load_weights_chunk(tile + 1, p);
-      }
-      if constexpr (!kEarlyBarrier) {
-        if (u + 1 < tiles) {
-          load_basis((tile + 1) * kCols, basis);
-          stage_basis(u + 1, basis);
+          for (int i = 0; i < 8; ++i) scale[i] = sv[i];
         }
-        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < 8; ++i)  // column col + i
+          out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * scale[i] : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
+        uint32_t words[8];
+        rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
+        alignas(16) WT rounded[8];
+        round_group<WT, 8>(out, words, STOCHASTIC, rounded);
+        WT* dst = w + rows[h] * d_in + col;  // one vector store where the chunk is inside the row and aligned
+        if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, rounded);
+        else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
       }
-    } else if constexpr (kChunked == 1) {
-      // one 32-column chunk at a time: 16 accumulators live instead of 32, and each chunk's weight registers are
-      // refilled with the next tile's as soon as the chunk is stored (no second copy), so that tall blocks fit
-      // kTcTallMinBlocks per SM; one barrier per tile, after both chunks (their reads of this tile's buffer)
-      if constexpr (kBasisAhead == 2) stage_next_basis(u);
-      if (kBasisAhead == 1 && u + 1 < tiles) load_basis((tile + 1) * kCols, basis);
-#pragma unroll
-      for (int p = 0; p < 2; ++p) {
-        float acc[4][4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
-        product(b_frag, acc, 2 * p);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) add_chunk_and_store(u, col_lane, h, p, raw[h][p], acc);
-        if (u + 1 < tiles) load_weights_chunk(tile + 1, p);
-        if (p == 1 - kBasisAhead && u + 1 < tiles) {  // kBasisAhead 1: loaded at the tile's start; 0: now
-          if (kBasisAhead == 0) load_basis((tile + 1) * kCols, basis);
-          stage_basis(u + 1, basis);
-        }
-      }
-      __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
-    } else {
-      float acc[8][4];
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
-      product(b_frag, acc, 0);
-      WT cur[2][2][8];  // this tile's weights, while the next tile's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int p = 0; p < 2; ++p)
-#pragma unroll
-          for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
-      if (u + 1 < tiles) load_weights(tile + 1);
-      stage_next_basis(u);
-      __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int p = 0; p < 2; ++p)
-          add_chunk_and_store(u, col_lane, h, p, cur[h][p], reinterpret_cast<const float(&)[4][4]>(acc[4 * p]));
     }
   }
 }
