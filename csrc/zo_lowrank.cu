@@ -54,14 +54,14 @@ __device__ __forceinline__ void rounding_words(int64_t e0, uint32_t tensor_id, u
 // Rows [row0, row0 + ROWS) of the block's factor M (zero for rows >= d_out), each entry handed once to
 // put(i, j, M[row0 + i, j]): regenerated from the streams (indices [row0 r, (row0 + ROWS) r), row-major; row0 is a
 // multiple of ROWS, itself a multiple of 4) or read from the explicit factor f [d_out, r].
-template <int ROWS, bool REGEN, typename Put>
+template <int ROWS, bool REGEN, int THREADS = kThreads, typename Put>
 __device__ __forceinline__ void form_factor_rows(const LowrankRow& row, const float* __restrict__ f, const Directions& d,
                                                  uint2 key, Put put) {
   const int r = static_cast<int>(row.rank);
   const int64_t d_out = row.d_out, row0 = row.row0;
   if constexpr (REGEN) {
     const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
-    for (int u = threadIdx.x; u < ROWS * r / 4; u += kThreads) {
+    for (int u = threadIdx.x; u < ROWS * r / 4; u += THREADS) {
       float m[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       for (int k = 0; k < d.K; ++k) {
         const uint4 x = unit_words((row0 * r >> 2) + u, d.stream(k), tensor_id, key);
@@ -74,7 +74,7 @@ __device__ __forceinline__ void form_factor_rows(const LowrankRow& row, const fl
       }
     }
   } else {
-    for (int e = threadIdx.x; e < ROWS * r; e += kThreads) {
+    for (int e = threadIdx.x; e < ROWS * r; e += THREADS) {
       const int i = e / r;
       put(i, e - i * r, row0 + i < d_out ? f[(row0 + i) * r + (e - i * r)] : 0.0f);
     }
@@ -178,10 +178,19 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // columns 64 (w / 4) .. + 63). Every warp computes a 16 x 64 piece either way.
 // (Deep blocks of 256 rows and 16 warps at r >= 32, each tile's basis staged once for twice the rows, were
 // slower on the H100: r = 64 2.113 -> 2.159 device ms nearest, bench/NOTES.md.)
+// Tall blocks may take 128-column tiles (ZK_TC_TALL_COLS=128: 16 warps, one block per SM), so that every row
+// segment a tile loads and stores is 256 bytes: on the H200 a walk of 128 x 64 tiles alone (no product, no basis)
+// takes 1.26-1.28x the copy roofline, of 128 x 128 or 64 x 128 tiles 1.10-1.13x (bench/exp/traversal_probe*.py,
+// bench/NOTES.md, twenty-second session).
+#ifndef ZK_TC_TALL_COLS
+#define ZK_TC_TALL_COLS 64
+#endif
 __host__ __device__ constexpr bool tc_wide(int rp) { return rp <= kTcWideMaxRank; }
 __host__ __device__ constexpr int tc_rows(int rp) { return tc_wide(rp) ? 64 : 128; }
-__host__ __device__ constexpr int tc_cols(int rp) { return tc_wide(rp) ? 128 : 64; }
-static_assert(kThreads == 256, "8 warps of 16 x 64");
+__host__ __device__ constexpr int tc_cols(int rp) { return tc_wide(rp) ? 128 : ZK_TC_TALL_COLS; }
+// threads per block: a warp per 16 x 64 piece of the block's rows and a tile's columns
+__host__ __device__ constexpr int tc_threads(int rp) { return 32 * (tc_rows(rp) / 16) * (tc_cols(rp) / 64); }
+static_assert(tc_threads(8) == kThreads && tc_threads(64) % kThreads == 0, "8 or 16 warps of 16 x 64");
 
 __device__ __forceinline__ uint32_t to_tf32(float x) {
   uint32_t y;
@@ -272,7 +281,7 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
 __host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * tc_cols(rp) * rp * 4; }
 
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
     lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
                       uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
@@ -281,7 +290,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   // fp16 product (kHalf: k steps of 16, fragments in halves) or TF32 (k steps of 8, fragments as float bits)
   constexpr bool kHalf = RP >= kTcHalfMinRank;
   static_assert(!kHalf || RP % 16 == 0, "fp16 k steps of 16");
-  constexpr int kSteps = RP / (kHalf ? 16 : 8), kBasisPerThread = kCols * RP / kThreads;
+  constexpr int kBlockThreads = tc_threads(RP), kWarps = kBlockThreads / 32;
+  constexpr int kSteps = RP / (kHalf ? 16 : 8), kBasisPerThread = kCols * RP / kBlockThreads;
   // M's A fragments for the block's rows (static shared memory) and the tiles' B fragments (two buffers,
   // tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
   constexpr int kTileFloats = kHalf ? kCols * RP / 2 : kCols * RP;
@@ -312,9 +322,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   // r = 32: 1.930 -> 1.900 device ms; at r = 64 (fp16 pairs) that mapping was slower (bench/NOTES.md, fifteenth
   // session).
   constexpr int kPerPass = kHalf ? RP / 32 : RP / 8, kPasses = kBasisPerThread / kPerPass;
-  static_assert(kHalf ? RP % 32 == 0 : kCols % 32 == 0, "staging passes");
+  static_assert(kHalf ? RP % 32 == 0 : kCols % (4 * kWarps) == 0, "staging passes");
   const int c_mine = kHalf ? warp : 4 * warp + (lane >> 3), k_mine = kHalf ? lane : lane & 7;
-  constexpr int kPassCols = kHalf ? 8 : 32, kRankStride = kHalf ? 32 : 8;  // column and rank steps between entries
+  constexpr int kPassCols = kHalf ? kWarps : 4 * kWarps, kRankStride = kHalf ? 32 : 8;  // column, rank steps
   // a tile column's slot (floats, or halves for kHalf): its 64-column half's fragments, then the half's column
   // slot (additive over the bits of c)
   auto column_slot = [](int c) {
@@ -362,8 +372,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   // (cuda_backend.lowrank_product_error), as s_c <= s_V.
   float m_scale_up = 1.0f;
   auto form_m = [&](auto put) {
-    form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put);
-    for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
+    form_factor_rows<kRows, REGEN, kBlockThreads>(row, ptrs.f[row.tensor], d, key, put);
+    for (int e = threadIdx.x; e < kRows * (RP - r); e += kBlockThreads) {
       const int i = e / (RP - r);
       put(i, r + e - i * (RP - r), 0.0f);
     }
@@ -383,7 +393,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     const float2 m_scale = pow2_scale(m_amax_bits);
     m_scale_up = m_scale.x;
     __half* m_half = reinterpret_cast<__half*>(m_frag);
-    for (int e = threadIdx.x; e < kRows * RP; e += kThreads)
+    for (int e = threadIdx.x; e < kRows * RP; e += kBlockThreads)
       m_half[tc_half_factor_slot<RP>(e / RP, e % RP)] = __float2half_rn(m32[e] * m_scale.y);
     __syncthreads();  // M's float32 copy read before the basis overwrites it
   } else {
@@ -498,11 +508,11 @@ static int lowrank_tc_padded_rank(int max_rank) {
 template <typename WT>
 static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t stream) {
   const LowrankRow* table = reinterpret_cast<const LowrankRow*>(a.table);
-  const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
+  const dim3 grid(static_cast<unsigned>(a.rows));
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
-  auto launch = [&](auto kernel, int shared_bytes = 0) {
-    kernel<<<grid, block, shared_bytes, stream>>>(a.ptrs, table, d, key, rkey);
+  auto launch = [&](auto kernel, int shared_bytes = 0, int threads = kThreads) {
+    kernel<<<grid, dim3(threads), shared_bytes, stream>>>(a.ptrs, table, d, key, rkey);
     return cudaGetLastError();
   };
   // pick(REGEN, STOCHASTIC) as std::true_type / std::false_type values for the launch's flags
@@ -521,7 +531,7 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
           constexpr int kBytes = tc_basis_bytes(kRp);
           const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
           if (e != cudaSuccess) return e;
-          return launch(kernel, kBytes);
+          return launch(kernel, kBytes, tc_threads(kRp));
         });
       };
       switch (lowrank_tc_padded_rank(a.max_rank)) {
