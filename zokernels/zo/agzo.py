@@ -22,8 +22,9 @@ DENSE_STREAM = 1  # the Gaussian stream of the parameters outside the targeted l
 # Whether AGZO's projections x V take SharedProjection's split path. Off: its bases are drawn anew every step, so
 # each would be split (a few small launches) every step, and its r = 1 projection is a memory-bound GEMV whose
 # device saving is small; AGZO's steps are host-bound. NVIDIA H200, 2026-12-03 (bench/NOTES.md, twenty-second
-# session): host time per projection 28.7 us float32 against 41.8 us split; the step with the split slower in 5
-# of 6 alternating rounds (median ratio 1.19). bench_step's agzo-split row turns it on.
+# session): host time per projection 28.7 us float32 against 41.8 us split; the step with the split slower in 9
+# of 11 rounds of two in-process A/Bs in alternating order (median ratios 1.20 and 1.21). bench_step's agzo-split
+# row turns it on.
 SPLIT_PROJECTION = False
 
 
