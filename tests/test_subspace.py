@@ -6,7 +6,7 @@ from zokernels import ops
 from zokernels.zo import subspace
 from zokernels.zo.subspace import BasisGraphs, activation_basis, gram_basis, orthonormalize, target_linears
 
-from .zo_problems import tiny_opt
+from .zo_problems import force_split_projection, tiny_opt
 
 
 def _low_rank_activations(tokens=96, d_in=40, rank=6, noise=1e-3, seed=0):
@@ -193,12 +193,7 @@ def test_a_basis_is_split_once_per_version_across_projections_and_its_split_leav
     """AGZO builds a SharedProjection per pass and passes it every layer's basis: each basis is split once (not
     once per pass or per switch between bases), again after an in-place change, and its split is dropped when the
     basis is. The split path is forced on the CPU with a float32 stand-in for the 16-bit GEMM."""
-    calls = []
-    split_basis = ops.split_basis
-    monkeypatch.setattr(ops, "split_basis", lambda v, dtype: calls.append(v) or split_basis(v, dtype))
-    monkeypatch.setattr(ops, "mm_float32_output", lambda device, dtype: True)
-    monkeypatch.setattr(ops, "lowrank_project_split", lambda x, split: x.float() @ (
-        split[:, :split.shape[1] // 2].float() + split[:, split.shape[1] // 2:].float()))
+    calls = force_split_projection(monkeypatch)
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(5, 64, generator=gen).bfloat16()
     v1, v2 = (torch.linalg.qr(torch.randn(64, 2, generator=gen))[0] for _ in range(2))

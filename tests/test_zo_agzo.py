@@ -12,7 +12,7 @@ from zokernels.zo.perturbation import evaluate_closure
 from zokernels.zo.subspace import target_linears
 
 from .conftest import DEVICE
-from .zo_problems import DEVICES, tiny_opt
+from .zo_problems import DEVICES, force_split_projection, tiny_opt
 
 
 def _weights(layers):
@@ -270,19 +270,13 @@ def test_projections_read_x_as_float32_unless_the_split_is_switched_on(monkeypat
     off): no basis is split, even where the split path could run (forced here on the CPU with a float32 stand-in
     for the 16-bit GEMM); switched on, each of the pass's distinct bases is split and the loss stays within the
     split's precision."""
-    from zokernels import ops
     from zokernels.zo import agzo
 
     model, closure = tiny_opt(torch.float32)
     model.bfloat16()
     perturbation = LowRankPerturbation(target_linears(model), 4)
     perturbation.loss(closure, seed=3, scale=0.0, refresh=True, evaluate=evaluate_closure)
-    splits = []
-    split_basis = ops.split_basis
-    monkeypatch.setattr(ops, "split_basis", lambda v, dtype: splits.append(v) or split_basis(v, dtype))
-    monkeypatch.setattr(ops, "mm_float32_output", lambda device, dtype: True)
-    monkeypatch.setattr(ops, "lowrank_project_split", lambda x, split: x.float() @ (
-        split[:, :split.shape[1] // 2].float() + split[:, split.shape[1] // 2:].float()))
+    splits = force_split_projection(monkeypatch)
     plain = perturbation.loss(closure, seed=3, scale=0.05, refresh=False, evaluate=evaluate_closure)
     assert splits == []
     monkeypatch.setattr(agzo, "SPLIT_PROJECTION", True)

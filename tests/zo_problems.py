@@ -65,3 +65,18 @@ def tiny_opt(dtype=torch.bfloat16, seed=0, device="cpu"):
 
     closure.input_ids = ids  # the batch, for tests that evaluate a copy of the model on it
     return model, closure
+
+
+def force_split_projection(monkeypatch):
+    """Makes SharedProjection's split path run on the CPU: mm with float32 output reported available and
+    ops.lowrank_project_split replaced by a float32 stand-in (x (V_hi + V_lo)). Returns the list that records each
+    basis ops.split_basis is called with."""
+    from zokernels import ops
+
+    splits = []
+    split_basis = ops.split_basis
+    monkeypatch.setattr(ops, "split_basis", lambda v, dtype: splits.append(v) or split_basis(v, dtype))
+    monkeypatch.setattr(ops, "mm_float32_output", lambda device, dtype: True)
+    monkeypatch.setattr(ops, "lowrank_project_split", lambda x, split: x.float() @ (
+        split[:, :split.shape[1] // 2].float() + split[:, split.shape[1] // 2:].float()))
+    return splits

@@ -49,7 +49,7 @@ def check_rank(layers: List[Tuple[str, torch.nn.Module]], rank) -> int:
 
 
 # SharedProjection's split path (ops.lowrank_project_split) where it can run; False: float32 projections everywhere
-# (bench_step's *-f32 rows compare the two in one process).
+# (bench_step's zoact-f32 row compares the two in one process; AGZO has its own switch, agzo.SPLIT_PROJECTION).
 SPLIT_PROJECTION = True
 
 
@@ -87,9 +87,9 @@ _SPLITS = {}  # id(V) -> (weakref to V, V._version, dtype, ops.split_basis(V, dt
 
 
 def split_basis_once(basis: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """ops.split_basis(V, dtype), computed once per basis, version and dtype and kept while V lives: AGZO builds a
-    SharedProjection per pass, one for every layer's basis, so a cache per projection would split each basis
-    again in every pass."""
+    """ops.split_basis(V, dtype), computed once per basis, version and dtype and kept while V lives: AGZO (with
+    agzo.SPLIT_PROJECTION on) builds a SharedProjection per pass, one for every layer's basis, so a cache per
+    projection would split each basis again in every pass."""
     key = id(basis)
     entry = _SPLITS.get(key)
     if entry is None or entry[0]() is not basis or entry[1] != basis._version or entry[2] != dtype:
