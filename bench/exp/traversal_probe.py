@@ -21,26 +21,25 @@ from bench_perturb import copy_roofline, timer  # noqa: E402
 
 
 @triton.jit
+def _add_tile(w_ptr, r, c, d_out, d_in):
+    """One [BM, BN] tile at rows r, columns c: loaded, 1e-3 added in float32, stored rounded."""
+    mask = (r < d_out) & (c < d_in)
+    p = w_ptr + r.to(tl.int64) * d_in + c
+    x = tl.load(p, mask=mask)
+    tl.store(p, (x.to(tl.float32) + 1e-3).to(x.dtype), mask=mask)
+
+
+@triton.jit
 def _tile_walk(w_ptr, d_out, d_in, BM: tl.constexpr, BN: tl.constexpr, WALK_COLUMNS: tl.constexpr):
     pid = tl.program_id(0)
     rows = tl.arange(0, BM)[:, None]
     cols = tl.arange(0, BN)[None, :]
     if WALK_COLUMNS:  # program pid: rows [pid BM, + BM), every column tile in turn
-        r = pid * BM + rows
         for c0 in range(0, d_in, BN):
-            c = c0 + cols
-            mask = (r < d_out) & (c < d_in)
-            p = w_ptr + r.to(tl.int64) * d_in + c
-            x = tl.load(p, mask=mask)
-            tl.store(p, (x.to(tl.float32) + 1e-3).to(x.dtype), mask=mask)
+            _add_tile(w_ptr, pid * BM + rows, c0 + cols, d_out, d_in)
     else:  # program pid: columns [pid BN, + BN), every row tile in turn
-        c = pid * BN + cols
         for r0 in range(0, d_out, BM):
-            r = r0 + rows
-            mask = (r < d_out) & (c < d_in)
-            p = w_ptr + r.to(tl.int64) * d_in + c
-            x = tl.load(p, mask=mask)
-            tl.store(p, (x.to(tl.float32) + 1e-3).to(x.dtype), mask=mask)
+            _add_tile(w_ptr, r0 + rows, pid * BN + cols, d_out, d_in)
 
 
 @triton.jit
