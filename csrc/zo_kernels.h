@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <tuple>
 #include <utility>
 
 namespace zk {
@@ -54,7 +55,8 @@ constexpr int kTcMaxRank = 64;  // the tensor-core kernel's largest rank (cuda_b
 #define ZK_TC_WIDE_MAX_RANK 16
 #endif
 constexpr int kTcWideMaxRank = ZK_TC_WIDE_MAX_RANK;
-std::pair<int, int> lowrank_tc_geometry(int rp);  // (rows per block, columns per tile) at padded rank rp
+// (rows per block, columns per tile, a program's tile stride) at padded rank rp
+std::tuple<int, int, int> lowrank_tc_geometry(int rp);
 // Padded ranks from this up take the tensor-core kernel's fp16 product (M and each row of V scaled by powers of two,
 // rounded to fp16, mma m16n8k16: half the tensor instructions of TF32 at the same 11 significant bits), smaller ones
 // TF32; above kTcMaxRank: TF32 at every rank. Reported by

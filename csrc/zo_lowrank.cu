@@ -188,6 +188,14 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 __host__ __device__ constexpr bool tc_wide(int rp) { return rp <= kTcWideMaxRank; }
 __host__ __device__ constexpr int tc_rows(int rp) { return tc_wide(rp) ? 64 : 128; }
 __host__ __device__ constexpr int tc_cols(int rp) { return tc_wide(rp) ? 128 : ZK_TC_TALL_COLS; }
+// A program walks the column tiles tile_begin, tile_begin + S, ... (< tile_end) of its rows, S = tc_tile_stride:
+// with S > 1 (ZK_TC_TALL_STRIDE, tall blocks only) the table gives each row block S programs, adjacent in launch
+// order, so that S neighbouring tiles of the same rows are walked at about the same time (S 128-byte segments of
+// each row in flight together) at the price of forming M S times per row block.
+#ifndef ZK_TC_TALL_STRIDE
+#define ZK_TC_TALL_STRIDE 1
+#endif
+__host__ __device__ constexpr int tc_tile_stride(int rp) { return tc_wide(rp) ? 1 : ZK_TC_TALL_STRIDE; }
 // threads per block: a warp per 16 x 64 piece of the block's rows and a tile's columns
 __host__ __device__ constexpr int tc_threads(int rp) { return 32 * (tc_rows(rp) / 16) * (tc_cols(rp) / 64); }
 static_assert(tc_threads(8) == kThreads && tc_threads(64) % kThreads == 0, "8 or 16 warps of 16 x 64");
@@ -360,7 +368,8 @@ __global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
   };
   // the first tile's weights and basis are loaded before M is formed, so that their latency overlaps M's Philox
   // and Box-Muller work (H100: 0.3-1% faster at every rank and K, bench/NOTES.md, fourteenth session)
-  const int64_t tiles = row.tile_end - row.tile_begin;
+  constexpr int kStride = tc_tile_stride(RP);
+  const int64_t tiles = (row.tile_end - row.tile_begin + kStride - 1) / kStride;
   float basis[kBasisPerThread];  // tile u + 1's entries, loaded during tile u - 1
   if (tiles > 0) {
     load_weights(row.tile_begin);
@@ -425,11 +434,11 @@ __global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
   };
   if (tiles > 0) {
     stage_basis(0, basis);
-    if (tiles > 1) load_basis((row.tile_begin + 1) * kCols, basis);
+    if (tiles > 1) load_basis((row.tile_begin + kStride) * kCols, basis);
   }
   __syncthreads();  // M's fragments and the first tile's basis are written
   for (int64_t u = 0; u < tiles; ++u) {
-    const int64_t tile = row.tile_begin + u;
+    const int64_t tile = row.tile_begin + u * kStride;
     const int64_t col_lane = tile * kCols + col_offset;
     const float* b_frag = v_frag + (u & 1) * kTileFloats + warp_cols * (kTileFloats * 64 / kCols);
     float acc[8][4];
@@ -460,11 +469,11 @@ __global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
       for (int p = 0; p < 2; ++p)
 #pragma unroll
         for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
-    if (u + 1 < tiles) load_weights(tile + 1);
+    if (u + 1 < tiles) load_weights(tile + kStride);
     // the next tile's basis, into the other buffer (whose readers passed the last barrier)
     if (u + 1 < tiles) {
       stage_basis(u + 1, basis);
-      if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
+      if (u + 2 < tiles) load_basis((tile + 2 * kStride) * kCols, basis);
     }
     __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
 #pragma unroll
@@ -547,7 +556,7 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
   });
 }
 
-std::pair<int, int> lowrank_tc_geometry(int rp) { return {tc_rows(rp), tc_cols(rp)}; }
+std::tuple<int, int, int> lowrank_tc_geometry(int rp) { return {tc_rows(rp), tc_cols(rp), tc_tile_stride(rp)}; }
 int lowrank_tc_half_min_rank() { return kTcHalfMinRank; }
 
 cudaError_t launch_lowrank(const LowrankArgs& a, cudaStream_t stream) {
