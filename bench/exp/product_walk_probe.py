@@ -1,0 +1,193 @@
+"""The tensor-core low-rank update's lower bound per block geometry: W += M V^T on 16-bit weights with M and V
+already in mma fragment order in global memory (fp16, no scales, no Philox, no basis staging, rounding to
+nearest), so that only the walk, the fragment loads and the product remain. Each block of 8 warps owns BM rows
+and walks column tiles of BN (warp w: rows 16 (w % (BM / 16)) .. + 15 of the block, columns 64 (w / (BM / 16)) ..
++ 63 of a tile, the production kernel's column permutation and 16-byte vectors; the next tile's weights loaded
+during this tile's product). Whether 32 x 256 tiles (512-byte row segments, 1.09x the copy roofline walked
+alone) keep their walk's advantage once a product rides on them, against 128 x 64 (the production kernel's tall
+geometry, 1.26-1.28x walked alone). Weights as traversal_probe.py (OPT-1.3B's linears stacked by shape; one M and
+one basis per stack, so the fragments stay in L2 better than per-layer bases would).
+
+python bench/exp/product_walk_probe.py [OUT.json]   (a CUDA GPU with nvcc; builds an inline extension)
+"""
+import json
+import os
+import sys
+
+import torch
+from torch.utils.cpp_extension import load_inline
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_perturb import copy_roofline, timer  # noqa: E402
+
+CUDA = r"""
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <torch/extension.h>
+
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint4 load_16(const void* p) {
+  uint4 x;
+  asm volatile("ld.global.L2::256B.v4.b32 {%0, %1, %2, %3}, [%4];" : "=r"(x.x), "=r"(x.y), "=r"(x.z), "=r"(x.w)
+               : "l"(p));
+  return x;
+}
+
+__device__ __forceinline__ void store_16(void* p, const uint4& x) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(x.x), "r"(x.y), "r"(x.z), "r"(x.w)
+               : "memory");
+}
+
+// w [d_out, d_in] bf16 (whole tiles); a_frag [d_out / 16][RP / 16][32] and b_frag [d_in / 64][RP / 16][4][32]
+// uint4 fragments (product_walk_probe.py's fragments())
+template <int BM, int BN, int RP>
+__global__ void __launch_bounds__(256, 2) product_walk(__nv_bfloat16* w, const uint4* __restrict__ a_frag,
+                                                       const uint4* __restrict__ b_frag, long d_in) {
+  constexpr int kRowGroups = BM / 16, kSteps = RP / 16;
+  static_assert(kRowGroups * (BN / 64) == 8, "8 warps of 16 x 64");
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const long group = static_cast<long>(blockIdx.x) * kRowGroups + warp % kRowGroups;
+  const int piece_in_tile = warp / kRowGroups;
+  const long rows[2] = {group * 16 + (lane >> 2), group * 16 + (lane >> 2) + 8};
+  uint4 a[kSteps];
+#pragma unroll
+  for (int s = 0; s < kSteps; ++s) a[s] = a_frag[(group * kSteps + s) * 32 + lane];
+  const long tiles = d_in / BN;
+  uint4 raw[2][2];
+  auto load = [&](long tile) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int p = 0; p < 2; ++p)
+        raw[h][p] = load_16(w + rows[h] * d_in + tile * BN + 64 * piece_in_tile + 8 * (lane & 3) + 32 * p);
+  };
+  load(0);
+  for (long tile = 0; tile < tiles; ++tile) {
+    const uint4* b = b_frag + (tile * (BN / 64) + piece_in_tile) * kSteps * 4 * 32 + lane;
+    float acc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s)
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        const uint4 bp = b[(s * 4 + p) * 32];
+        mma_f16(acc[2 * p], a[s], bp.x, bp.y);
+        mma_f16(acc[2 * p + 1], a[s], bp.z, bp.w);
+      }
+    uint4 cur[2][2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int p = 0; p < 2; ++p) cur[h][p] = raw[h][p];
+    if (tile + 1 < tiles) load(tile + 1);
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int p = 0; p < 2; ++p) {
+        __nv_bfloat162* v = reinterpret_cast<__nv_bfloat162*>(&cur[h][p]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {  // columns 2 i, 2 i + 1 of the lane's 8: n-tile 4 p + i, entries 2 h, 2 h + 1
+          const float2 f = __bfloat1622float2(v[i]);
+          v[i] = __floats2bfloat162_rn(f.x + acc[4 * p + i][2 * h], f.y + acc[4 * p + i][2 * h + 1]);
+        }
+        store_16(w + rows[h] * d_in + tile * BN + 64 * piece_in_tile + 8 * (lane & 3) + 32 * p, cur[h][p]);
+      }
+  }
+}
+
+void run(torch::Tensor w, torch::Tensor a_frag, torch::Tensor b_frag, int64_t bm, int64_t bn, int64_t rp) {
+  auto* p = reinterpret_cast<__nv_bfloat16*>(w.data_ptr<at::BFloat16>());
+  const auto* a = reinterpret_cast<const uint4*>(a_frag.data_ptr<int32_t>());
+  const auto* b = reinterpret_cast<const uint4*>(b_frag.data_ptr<int32_t>());
+  const long d_out = w.size(0), d_in = w.size(1);
+  TORCH_CHECK(d_in % bn == 0 && d_out % bm == 0, "whole tiles only");
+  const dim3 grid(static_cast<unsigned>(d_out / bm)), block(256);
+#define WALK(M, N, R) \
+  if (bm == M && bn == N && rp == R) { product_walk<M, N, R><<<grid, block>>>(p, a, b, d_in); return; }
+  WALK(128, 64, 32) WALK(64, 128, 32) WALK(32, 256, 32) WALK(128, 64, 64) WALK(64, 128, 64) WALK(32, 256, 64)
+  TORCH_CHECK(false, "no such variant");
+}
+"""
+
+GEOMETRIES = [(128, 64), (64, 128), (32, 256)]
+
+
+def column_of(j, n):
+    """The production kernel's column permutation inside 64 columns: n-tile j's column n."""
+    return 32 * (j // 4) + 8 * (n // 2) + 2 * (j % 4) + n % 2
+
+
+def fragments(m, v):
+    """(a_frag, b_frag) as int32 views of fp16 fragments: a_frag [d_out / 16, r / 16, 32, 8 halves] of M [d_out, r]
+    (m16n8k16 A: a0 = (g, 2t..), a1 = (g + 8, 2t..), a2 = (g, 2t + 8..), a3 = (g + 8, 2t + 8..)); b_frag
+    [d_in / 64, r / 16, 4, 32, 8 halves] of V [d_in, r] (B = V^T: b0 = (k 2t.., column g), b1 = (k 2t + 8..,
+    column g), for n-tiles 2p then 2p + 1, columns permuted by column_of)."""
+    d_out, r = m.shape
+    d_in = v.shape[0]
+    lane = torch.arange(32)
+    g, t = lane // 4, lane % 4
+    # A: per lane 8 (row offset, k offset) pairs
+    a_rows = torch.stack([g, g, g + 8, g + 8, g, g, g + 8, g + 8], 1)
+    a_ks = torch.stack([2 * t, 2 * t + 1, 2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9, 2 * t + 8, 2 * t + 9], 1)
+    groups, steps = torch.arange(d_out // 16), torch.arange(r // 16)
+    rows = groups[:, None, None, None] * 16 + a_rows[None, None]
+    ks = steps[None, :, None, None] * 16 + a_ks[None, None]
+    a = m.half()[rows, ks]  # [groups, steps, 32, 8]
+    b_ks = torch.stack([2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9] * 2, 1)  # [32, 8]
+    pieces, pairs = torch.arange(d_in // 64), torch.arange(4)
+    j = 2 * pairs[:, None, None] + (torch.arange(8) // 4)[None, None, :]  # [4, 1, 8]
+    cols = pieces[:, None, None, None, None] * 64 + column_of(j, g[:, None])[None, None]  # [P, 1, 4, 32, 8]
+    ks = steps[None, :, None, None, None] * 16 + b_ks[None, None, None]  # [1, S, 1, 32, 8]
+    b = v.half()[cols, ks]  # [P, S, 4, 32, 8]
+    return a.contiguous().view(torch.int32), b.contiguous().view(torch.int32)
+
+
+def main():
+    ext = load_inline("zk_product_walk_probe", cpp_sources="void run(torch::Tensor w, torch::Tensor a_frag, "
+                      "torch::Tensor b_frag, int64_t bm, int64_t bn, int64_t rp);", cuda_sources=CUDA,
+                      functions=["run"], extra_cuda_cflags=["-O3", "-arch=sm_90"], verbose=False)
+    device = torch.device("cuda")
+    bench = timer(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    layers = 24
+    shapes = {(2048, 2048): 4 * layers, (8192, 2048): layers, (2048, 8192): layers}
+    mats = [(torch.randn(d_out * count, d_in, device=device, generator=gen) * 0.02).to(torch.bfloat16)
+            for (d_out, d_in), count in shapes.items()]
+    numel = sum(w.numel() for w in mats)
+    roofline = copy_roofline(bench, numel, torch.bfloat16, device)
+    rows = []
+    for rp in (32, 64):
+        factors = []
+        for w in mats:
+            m = (torch.randn(w.shape[0], rp, device=device, generator=gen) * 1e-3).half()
+            v = torch.linalg.qr(torch.randn(w.shape[1], rp, device=device, generator=gen))[0].half()
+            factors.append((m, v, *fragments(m.cpu(), v.cpu())))
+        factors = [(m, v, a.to(device), b.to(device)) for m, v, a, b in factors]
+        for bm, bn in GEOMETRIES:
+            w0 = mats[0][:4096].clone()
+            part = mats[0][:4096]
+            ext.run(part, factors[0][2][:4096 // 16], factors[0][3], bm, bn, rp)
+            expect = (w0.float() + factors[0][0][:4096].float() @ factors[0][1].float().T).bfloat16()
+            err = ((part.float() - expect.float()).abs() - expect.float().abs() * 2**-7).max().item()
+            assert err <= 1e-7, f"{bm} x {bn} r = {rp}: off by more than one bf16 ulp (excess {err})"
+            ms = bench(lambda: [ext.run(w, a, b, bm, bn, rp) for w, (_, _, a, b) in zip(mats, factors)])
+            rows.append(dict(bm=bm, bn=bn, rank=rp, ms=ms, x_roofline=ms / roofline, excess_over_one_ulp=err))
+            print(f"product walk {bm:3d} x {bn:3d} r = {rp}: {ms:.3f} ms  {ms / roofline:.2f}x", flush=True)
+    out = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, numel=numel, roofline_ms=roofline,
+               rows=rows)
+    if len(sys.argv) > 1:
+        with open(sys.argv[1], "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
