@@ -25,6 +25,9 @@ CUDA = r"""
 #include <cuda_bf16.h>
 #include <torch/extension.h>
 
+#include "zo_elements.cuh"
+#include "zo_random.cuh"
+
 __device__ __forceinline__ void mma_f16(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};"
@@ -44,20 +47,60 @@ __device__ __forceinline__ void store_16(void* p, const uint4& x) {
                : "memory");
 }
 
-// w [d_out, d_in] bf16 (whole tiles); a_frag [d_out / 16][RP / 16][32] and b_frag [d_in / 64][RP / 16][4][32]
-// uint4 fragments (product_walk_probe.py's fragments())
-template <int BM, int BN, int RP>
+// w [d_out, d_in] bf16 (whole tiles); b_frag [d_in / 64][RP / 16][4][32] uint4 fragments of V (fragments()).
+// MODE 0: a_frag [d_out / 16][RP / 16][32] uint4 fragments of M, prepared; the product added as is, rounded to
+// nearest. MODE >= 1, the production kernel's remaining costs: M [BM, RP] of the block regenerated (1e-3 times the
+// normals of Philox units (row0 RP / 4 + u) of stream 0, the contract's indices), scaled into fp16 by the power of
+// two above the block's max|M| (a block reduction), the product scaled back per element; with m_out, M is written
+// there (for the check). MODE 2 adds stochastic rounding (one Philox call per 8 elements, the rounding stream).
+template <int BM, int BN, int RP, int MODE>
 __global__ void __launch_bounds__(256, 2) product_walk(__nv_bfloat16* w, const uint4* __restrict__ a_frag,
-                                                       const uint4* __restrict__ b_frag, long d_in) {
+                                                       const uint4* __restrict__ b_frag, long d_in, float* m_out) {
   constexpr int kRowGroups = BM / 16, kSteps = RP / 16;
   static_assert(kRowGroups * (BN / 64) == 8, "8 warps of 16 x 64");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const long group = static_cast<long>(blockIdx.x) * kRowGroups + warp % kRowGroups;
   const int piece_in_tile = warp / kRowGroups;
   const long rows[2] = {group * 16 + (lane >> 2), group * 16 + (lane >> 2) + 8};
+  const uint2 key = make_uint2(1234u, 5678u), rounding_key = make_uint2(8765u, 4321u);
   uint4 a[kSteps];
+  float scale = 1.0f;
+  if constexpr (MODE == 0) {
 #pragma unroll
-  for (int s = 0; s < kSteps; ++s) a[s] = a_frag[(group * kSteps + s) * 32 + lane];
+    for (int s = 0; s < kSteps; ++s) a[s] = a_frag[(group * kSteps + s) * 32 + lane];
+  } else {
+    __shared__ float m[BM][RP];
+    __shared__ uint32_t amax_bits;
+    const long row0 = static_cast<long>(blockIdx.x) * BM;
+    if (threadIdx.x == 0) amax_bits = 0u;
+    uint32_t amax = 0u;
+    for (int u = threadIdx.x; u < BM * RP / 4; u += 256) {
+      float n[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      zk::add_scaled_normals(zk::unit_words((row0 * RP >> 2) + u, 0u, 0u, key), 1e-3f, n);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        m[(4 * u + q) / RP][(4 * u + q) % RP] = n[q];
+        amax = max(amax, __float_as_uint(fabsf(n[q])));
+        if (m_out != nullptr) m_out[row0 * RP + 4 * u + q] = n[q];
+      }
+    }
+    amax = __reduce_max_sync(0xffffffffu, amax);
+    __syncthreads();
+    if (lane == 0) atomicMax(&amax_bits, amax);
+    __syncthreads();
+    const uint32_t e = min((amax_bits >> 23) & 0xFFu, 253u);  // s = 2^(e - 126) > max|M|, then M / s in fp16
+    scale = __uint_as_float((e + 1) << 23);
+    const float inv = __uint_as_float((253 - e) << 23);
+    const int g = lane >> 2, t = lane & 3, r0 = 16 * (warp % kRowGroups);
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
+      auto pair = [&](int i, int k) {
+        const __half2 h = __floats2half2_rn(m[r0 + i][16 * s + k] * inv, m[r0 + i][16 * s + k + 1] * inv);
+        return *reinterpret_cast<const uint32_t*>(&h);
+      };
+      a[s] = make_uint4(pair(g, 2 * t), pair(g + 8, 2 * t), pair(g, 2 * t + 8), pair(g + 8, 2 * t + 8));
+    }
+  }
   const long tiles = d_in / BN;
   uint4 raw[2][2];
   auto load = [&](long tile) {
@@ -93,32 +136,54 @@ __global__ void __launch_bounds__(256, 2) product_walk(__nv_bfloat16* w, const u
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int p = 0; p < 2; ++p) {
+        const long col = tile * BN + 64 * piece_in_tile + 8 * (lane & 3) + 32 * p;
         __nv_bfloat162* v = reinterpret_cast<__nv_bfloat162*>(&cur[h][p]);
+        if constexpr (MODE < 2) {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {  // columns 2 i, 2 i + 1 of the lane's 8: n-tile 4 p + i, entries 2 h, 2 h + 1
-          const float2 f = __bfloat1622float2(v[i]);
-          v[i] = __floats2bfloat162_rn(f.x + acc[4 * p + i][2 * h], f.y + acc[4 * p + i][2 * h + 1]);
+          for (int i = 0; i < 4; ++i) {  // columns 2 i, 2 i + 1 of the lane's 8: n-tile 4 p + i, entries 2 h, + 1
+            const float2 f = __bfloat1622float2(v[i]);
+            v[i] = __floats2bfloat162_rn(f.x + acc[4 * p + i][2 * h] * scale, f.y + acc[4 * p + i][2 * h + 1] * scale);
+          }
+        } else {
+          float out[8];
+          uint32_t words[8];
+          const uint4 x = zk::unit_words((rows[h] * d_in + col) >> 3, zk::kRoundingStream, 0u, rounding_key);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const float2 f = __bfloat1622float2(v[i]);
+            out[2 * i] = f.x + acc[4 * p + i][2 * h] * scale;
+            out[2 * i + 1] = f.y + acc[4 * p + i][2 * h + 1] * scale;
+          }
+#pragma unroll
+          for (int j = 0; j < 8; ++j) words[j] = zk::rounding_half(x, j);
+          zk::round_group<__nv_bfloat16, 8>(out, words, true, *reinterpret_cast<__nv_bfloat16(*)[8]>(&cur[h][p]));
         }
-        store_16(w + rows[h] * d_in + tile * BN + 64 * piece_in_tile + 8 * (lane & 3) + 32 * p, cur[h][p]);
+        store_16(w + rows[h] * d_in + col, cur[h][p]);
       }
   }
 }
 
-void run(torch::Tensor w, torch::Tensor a_frag, torch::Tensor b_frag, int64_t bm, int64_t bn, int64_t rp) {
+void run(torch::Tensor w, torch::Tensor a_frag, torch::Tensor b_frag, int64_t bm, int64_t bn, int64_t rp,
+         int64_t mode, torch::Tensor m_out) {
   auto* p = reinterpret_cast<__nv_bfloat16*>(w.data_ptr<at::BFloat16>());
   const auto* a = reinterpret_cast<const uint4*>(a_frag.data_ptr<int32_t>());
   const auto* b = reinterpret_cast<const uint4*>(b_frag.data_ptr<int32_t>());
+  float* mo = m_out.numel() ? m_out.data_ptr<float>() : nullptr;
   const long d_out = w.size(0), d_in = w.size(1);
   TORCH_CHECK(d_in % bn == 0 && d_out % bm == 0, "whole tiles only");
   const dim3 grid(static_cast<unsigned>(d_out / bm)), block(256);
-#define WALK(M, N, R) \
-  if (bm == M && bn == N && rp == R) { product_walk<M, N, R><<<grid, block>>>(p, a, b, d_in); return; }
-  WALK(128, 64, 32) WALK(64, 128, 32) WALK(32, 256, 32) WALK(128, 64, 64) WALK(64, 128, 64) WALK(32, 256, 64)
+#define WALK(M, N, R, X) \
+  if (bm == M && bn == N && rp == R && mode == X) { product_walk<M, N, R, X><<<grid, block>>>(p, a, b, d_in, mo); return; }
+  WALK(128, 64, 32, 0) WALK(64, 128, 32, 0) WALK(32, 256, 32, 0) WALK(128, 64, 64, 0) WALK(64, 128, 64, 0)
+  WALK(32, 256, 64, 0) WALK(128, 64, 32, 1) WALK(32, 256, 32, 1) WALK(128, 64, 64, 1) WALK(32, 256, 64, 1)
+  WALK(128, 64, 32, 2) WALK(32, 256, 32, 2) WALK(128, 64, 64, 2) WALK(32, 256, 64, 2)
   TORCH_CHECK(false, "no such variant");
 }
 """
 
-GEOMETRIES = [(128, 64), (64, 128), (32, 256)]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODES = ["prepared M, nearest", "regenerated M, scaled, nearest", "regenerated M, scaled, stochastic"]
+VARIANTS = [(128, 64, 0), (64, 128, 0), (32, 256, 0), (128, 64, 1), (32, 256, 1), (128, 64, 2), (32, 256, 2)]
 
 
 def column_of(j, n):
@@ -153,8 +218,9 @@ def fragments(m, v):
 
 def main():
     ext = load_inline("zk_product_walk_probe", cpp_sources="void run(torch::Tensor w, torch::Tensor a_frag, "
-                      "torch::Tensor b_frag, int64_t bm, int64_t bn, int64_t rp);", cuda_sources=CUDA,
-                      functions=["run"], extra_cuda_cflags=["-O3", "-arch=sm_90"], verbose=False)
+                      "torch::Tensor b_frag, int64_t bm, int64_t bn, int64_t rp, int64_t mode, torch::Tensor m_out);",
+                      cuda_sources=CUDA, functions=["run"], extra_cuda_cflags=["-O3", "-arch=sm_90"],
+                      extra_include_paths=[os.path.join(ROOT, "csrc")], verbose=False)
     device = torch.device("cuda")
     bench = timer(device)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -164,6 +230,7 @@ def main():
             for (d_out, d_in), count in shapes.items()]
     numel = sum(w.numel() for w in mats)
     roofline = copy_roofline(bench, numel, torch.bfloat16, device)
+    no_m = torch.empty(0, device=device)
     rows = []
     for rp in (32, 64):
         factors = []
@@ -172,16 +239,21 @@ def main():
             v = torch.linalg.qr(torch.randn(w.shape[1], rp, device=device, generator=gen))[0].half()
             factors.append((m, v, *fragments(m.cpu(), v.cpu())))
         factors = [(m, v, a.to(device), b.to(device)) for m, v, a, b in factors]
-        for bm, bn in GEOMETRIES:
-            w0 = mats[0][:4096].clone()
+        for bm, bn, mode in VARIANTS:
+            m, v, a, b = factors[0]
             part = mats[0][:4096]
-            ext.run(part, factors[0][2][:4096 // 16], factors[0][3], bm, bn, rp)
-            expect = (w0.float() + factors[0][0][:4096].float() @ factors[0][1].float().T).bfloat16()
+            w0 = part.clone()
+            m_out = torch.zeros(4096, rp, device=device) if mode else no_m
+            ext.run(part, a[:4096 // 16], b, bm, bn, rp, mode, m_out)
+            expect = (w0.float() + (m_out if mode else m[:4096].float()) @ v.float().T).bfloat16()
             err = ((part.float() - expect.float()).abs() - expect.float().abs() * 2**-7).max().item()
-            assert err <= 1e-7, f"{bm} x {bn} r = {rp}: off by more than one bf16 ulp (excess {err})"
-            ms = bench(lambda: [ext.run(w, a, b, bm, bn, rp) for w, (_, _, a, b) in zip(mats, factors)])
-            rows.append(dict(bm=bm, bn=bn, rank=rp, ms=ms, x_roofline=ms / roofline, excess_over_one_ulp=err))
-            print(f"product walk {bm:3d} x {bn:3d} r = {rp}: {ms:.3f} ms  {ms / roofline:.2f}x", flush=True)
+            assert err <= 1e-7, f"{bm} x {bn} r = {rp} mode {mode}: off by more than one bf16 ulp (excess {err})"
+            assert not mode or m_out.abs().min() > 0, "M regenerated for every row"
+            ms = bench(lambda: [ext.run(w, a, b, bm, bn, rp, mode, no_m) for w, (_, _, a, b) in zip(mats, factors)])
+            rows.append(dict(bm=bm, bn=bn, rank=rp, mode=MODES[mode], ms=ms, x_roofline=ms / roofline,
+                             excess_over_one_ulp=err))
+            print(f"product walk {bm:3d} x {bn:3d} r = {rp} {MODES[mode]:32s} {ms:.3f} ms  {ms / roofline:.2f}x",
+                  flush=True)
     out = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, numel=numel, roofline_ms=roofline,
                rows=rows)
     if len(sys.argv) > 1:
