@@ -54,14 +54,14 @@ __device__ __forceinline__ void rounding_words(int64_t e0, uint32_t tensor_id, u
 // Rows [row0, row0 + ROWS) of the block's factor M (zero for rows >= d_out), each entry handed once to
 // put(i, j, M[row0 + i, j]): regenerated from the streams (indices [row0 r, (row0 + ROWS) r), row-major; row0 is a
 // multiple of ROWS, itself a multiple of 4) or read from the explicit factor f [d_out, r].
-template <int ROWS, bool REGEN, int THREADS = kThreads, typename Put>
+template <int ROWS, bool REGEN, typename Put>
 __device__ __forceinline__ void form_factor_rows(const LowrankRow& row, const float* __restrict__ f, const Directions& d,
                                                  uint2 key, Put put) {
   const int r = static_cast<int>(row.rank);
   const int64_t d_out = row.d_out, row0 = row.row0;
   if constexpr (REGEN) {
     const uint32_t tensor_id = static_cast<uint32_t>(row.tensor_id);
-    for (int u = threadIdx.x; u < ROWS * r / 4; u += THREADS) {
+    for (int u = threadIdx.x; u < ROWS * r / 4; u += kThreads) {
       float m[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       for (int k = 0; k < d.K; ++k) {
         const uint4 x = unit_words((row0 * r >> 2) + u, d.stream(k), tensor_id, key);
@@ -74,7 +74,7 @@ __device__ __forceinline__ void form_factor_rows(const LowrankRow& row, const fl
       }
     }
   } else {
-    for (int e = threadIdx.x; e < ROWS * r; e += THREADS) {
+    for (int e = threadIdx.x; e < ROWS * r; e += kThreads) {
       const int i = e / r;
       put(i, e - i * r, row0 + i < d_out ? f[(row0 + i) * r + (e - i * r)] : 0.0f);
     }
@@ -178,38 +178,10 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // columns 64 (w / 4) .. + 63). Every warp computes a 16 x 64 piece either way.
 // (Deep blocks of 256 rows and 16 warps at r >= 32, each tile's basis staged once for twice the rows, were
 // slower on the H100: r = 64 2.113 -> 2.159 device ms nearest, bench/NOTES.md.)
-// Tall blocks may take 128-column tiles (ZK_TC_TALL_COLS=128: 16 warps, one block per SM), so that every row
-// segment a tile loads and stores is 256 bytes: on the H200 a walk of 128 x 64 tiles alone (no product, no basis)
-// takes 1.26-1.28x the copy roofline, of 128 x 128 or 64 x 128 tiles 1.10-1.13x (bench/exp/traversal_probe*.py,
-// bench/NOTES.md, twenty-second session).
-#ifndef ZK_TC_TALL_COLS
-#define ZK_TC_TALL_COLS 64
-#endif
-// At the prepared rank (kTcPreparedRank, csrc/zo_kernels.h) blocks of 32 rows walk tiles of 256 columns: each warp
-// reads its 64-column piece's B fragments from global memory (L1), none staged, no barrier per tile. H200, OPT-1.3B's
-// linears, r = 32, a probe of that walk with the product, regenerated M and per-element scale: nearest 1.14x,
-// stochastic 1.29x the copy roofline against 1.27x / 1.39x on 128 x 64 tiles (bench/exp/product_walk_probe.py,
-// bench/NOTES.md, twenty-third session).
-static_assert(kTcPreparedRank == 0 || kTcPreparedRank == 32 || kTcPreparedRank == 64, "prepared rank: 32 or 64");
-__host__ __device__ constexpr bool tc_prepared(int rp) { return rp == kTcPreparedRank; }
-__host__ __device__ constexpr bool tc_wide(int rp) { return !tc_prepared(rp) && rp <= kTcWideMaxRank; }
-__host__ __device__ constexpr int tc_rows(int rp) { return tc_prepared(rp) ? 32 : tc_wide(rp) ? 64 : 128; }
-__host__ __device__ constexpr int tc_cols(int rp) {
-  return tc_prepared(rp) ? 256 : tc_wide(rp) ? 128 : ZK_TC_TALL_COLS;
-}
-// A program walks the column tiles tile_begin, tile_begin + S, ... (< tile_end) of its rows, S = tc_tile_stride:
-// with S > 1 (ZK_TC_TALL_STRIDE, tall blocks only) the table gives each row block S programs, adjacent in launch
-// order, so that S neighbouring tiles of the same rows are walked at about the same time (S 128-byte segments of
-// each row in flight together) at the price of forming M S times per row block.
-#ifndef ZK_TC_TALL_STRIDE
-#define ZK_TC_TALL_STRIDE 1
-#endif
-__host__ __device__ constexpr int tc_tile_stride(int rp) {
-  return tc_wide(rp) || tc_prepared(rp) ? 1 : ZK_TC_TALL_STRIDE;
-}
-// threads per block: a warp per 16 x 64 piece of the block's rows and a tile's columns
-__host__ __device__ constexpr int tc_threads(int rp) { return 32 * (tc_rows(rp) / 16) * (tc_cols(rp) / 64); }
-static_assert(tc_threads(8) == kThreads && tc_threads(64) % kThreads == 0, "8 or 16 warps of 16 x 64");
+__host__ __device__ constexpr bool tc_wide(int rp) { return rp <= kTcWideMaxRank; }
+__host__ __device__ constexpr int tc_rows(int rp) { return tc_wide(rp) ? 64 : 128; }
+__host__ __device__ constexpr int tc_cols(int rp) { return tc_wide(rp) ? 128 : 64; }
+static_assert(kThreads == 256, "8 warps of 16 x 64");
 
 __device__ __forceinline__ uint32_t to_tf32(float x) {
   uint32_t y;
@@ -297,81 +269,19 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
 // product, whose tiles take half that, forms M in float32 there first).
 // Two buffers and one barrier per tile (not per stage of several tiles: 2-4 tiles per barrier measured slower on
 // the H100, bench/NOTES.md, twelfth session).
-// At the prepared rank only M's float32 copy (kRows x RP) lives there.
-__host__ __device__ constexpr int tc_basis_bytes(int rp) {
-  return tc_prepared(rp) ? tc_rows(rp) * rp * 4 : 2 * tc_cols(rp) * rp * 4;
-}
-
-// The prepared fragments of V_t: per 64-column piece P (columns 64 P .. + 63 of V_t, zero past d_in and past r),
-// its B fragments as the staged fp16 tile of one 64-column half (tc_half_basis_*_slot: kSteps x 4 x 32 uint4, read
-// as [(s * 4 + p) * 32 + lane]), of V / s_P; then the pieces' scales s_P (floats), the power of two above the
-// piece's max|V| (pow2_scale). In 16-byte units from frag_offset[t].
-__host__ __device__ constexpr int64_t tc_piece_units(int rp) { return 64 * rp * 2 / 16; }
-__host__ __device__ constexpr int64_t tc_fragment_units(int rp, int64_t d_in) {
-  return (d_in + 63) / 64 * tc_piece_units(rp) + ((d_in + 63) / 64 + 3) / 4;
-}
-
-// Writes the prepared fragments (tc_fragment_units) of the pieces of each table row whose row0 is 0: across the
-// table those rows cover every column tile of every weight once (launch.lowrank_blocks). A warp per piece: lane
-// (g, t) reads V[c, 16 s + 2 t + {0, 1, 8, 9}] of the piece's columns c of n-tiles 2 p and 2 p + 1 (column g), for
-// every k step s and pair p, keeps them in registers for the piece's max, then writes its uint4 per (s, p).
-template <int RP>
-__global__ void __launch_bounds__(kThreads) lowrank_basis_fragments_kernel(const __grid_constant__ LowrankPtrs ptrs,
-                                                                           const LowrankRow* __restrict__ table) {
-  constexpr int kSteps = RP / 16, kPieceCols = 64, kPiecesPerTile = tc_cols(RP) / kPieceCols;
-  const LowrankRow row = table[blockIdx.x];
-  if (row.row0 != 0) return;
-  const float* v = ptrs.v[row.tensor];
-  uint4* frag = ptrs.frags + ptrs.frag_offset[row.tensor];
-  const int64_t d_in = row.d_in, pieces = (d_in + kPieceCols - 1) / kPieceCols;
-  float* piece_scale = reinterpret_cast<float*>(frag + pieces * tc_piece_units(RP));
-  const int r = static_cast<int>(row.rank), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, t = lane & 3;
-  const int64_t end = min(row.tile_end * kPiecesPerTile, pieces);
-  for (int64_t piece = row.tile_begin * kPiecesPerTile + warp; piece < end; piece += kThreads / 32) {
-    float x[kSteps][4][8];
-    uint32_t amax = 0u;
-#pragma unroll
-    for (int s = 0; s < kSteps; ++s)
-#pragma unroll
-      for (int p = 0; p < 4; ++p)
-#pragma unroll
-        for (int h = 0; h < 8; ++h) {  // n-tile 2 p + h / 4, k 16 s + 2 t + (h & 1) + 8 ((h >> 1) & 1)
-          const int j = 2 * p + (h >> 2), k = 16 * s + 2 * t + (h & 1) + 8 * ((h >> 1) & 1);
-          const int64_t c = piece * kPieceCols + 32 * (j >> 2) + 8 * (g >> 1) + 2 * (j & 3) + (g & 1);
-          x[s][p][h] = c < d_in && k < r ? v[c * r + k] : 0.0f;
-          amax = max(amax, __float_as_uint(fabsf(x[s][p][h])));
-        }
-    const float2 scale = pow2_scale(__reduce_max_sync(0xffffffffu, amax));
-#pragma unroll
-    for (int s = 0; s < kSteps; ++s)
-#pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        uint32_t words[4];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const __half2 h2 = __floats2half2_rn(x[s][p][2 * q] * scale.y, x[s][p][2 * q + 1] * scale.y);
-          words[q] = *reinterpret_cast<const uint32_t*>(&h2);
-        }
-        frag[piece * tc_piece_units(RP) + (s * 4 + p) * 32 + lane] = make_uint4(words[0], words[1], words[2], words[3]);
-      }
-    if (lane == 0) piece_scale[piece] = scale.x;
-  }
-}
+__host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * tc_cols(rp) * rp * 4; }
 
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
-__global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
+__global__ void __launch_bounds__(kThreads, 2)
     lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
                       uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
   constexpr int kRows = tc_rows(RP), kCols = tc_cols(RP), kRowGroups = kRows / 16;
   static_assert(kRows <= 2 * kCols, "the fp16 path forms M in float32 in the basis buffers first");
   // fp16 product (kHalf: k steps of 16, fragments in halves) or TF32 (k steps of 8, fragments as float bits)
-  constexpr bool kPrepared = tc_prepared(RP);  // B fragments prepared in global memory (tc_fragment_units)
-  constexpr bool kHalf = RP >= kTcHalfMinRank || kPrepared;
+  constexpr bool kHalf = RP >= kTcHalfMinRank;
   static_assert(!kHalf || RP % 16 == 0, "fp16 k steps of 16");
-  constexpr int kBlockThreads = tc_threads(RP), kWarps = kBlockThreads / 32;
-  constexpr int kSteps = RP / (kHalf ? 16 : 8), kBasisPerThread = kCols * RP / kBlockThreads;
+  constexpr int kSteps = RP / (kHalf ? 16 : 8), kBasisPerThread = kCols * RP / kThreads;
   // M's A fragments for the block's rows (static shared memory) and the tiles' B fragments (two buffers,
   // tc_basis_bytes): tile u + 1's are written while tile u's are read, one barrier per tile orders both
   constexpr int kTileFloats = kHalf ? kCols * RP / 2 : kCols * RP;
@@ -402,9 +312,9 @@ __global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
   // r = 32: 1.930 -> 1.900 device ms; at r = 64 (fp16 pairs) that mapping was slower (bench/NOTES.md, fifteenth
   // session).
   constexpr int kPerPass = kHalf ? RP / 32 : RP / 8, kPasses = kBasisPerThread / kPerPass;
-  static_assert(kHalf ? RP % 32 == 0 : kCols % (4 * kWarps) == 0, "staging passes");
+  static_assert(kHalf ? RP % 32 == 0 : kCols % 32 == 0, "staging passes");
   const int c_mine = kHalf ? warp : 4 * warp + (lane >> 3), k_mine = kHalf ? lane : lane & 7;
-  constexpr int kPassCols = kHalf ? kWarps : 4 * kWarps, kRankStride = kHalf ? 32 : 8;  // column, rank steps
+  constexpr int kPassCols = kHalf ? 8 : 32, kRankStride = kHalf ? 32 : 8;  // column and rank steps between entries
   // a tile column's slot (floats, or halves for kHalf): its 64-column half's fragments, then the half's column
   // slot (additive over the bits of c)
   auto column_slot = [](int c) {
@@ -440,12 +350,11 @@ __global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
   };
   // the first tile's weights and basis are loaded before M is formed, so that their latency overlaps M's Philox
   // and Box-Muller work (H100: 0.3-1% faster at every rank and K, bench/NOTES.md, fourteenth session)
-  constexpr int kStride = tc_tile_stride(RP);
-  const int64_t tiles = (row.tile_end - row.tile_begin + kStride - 1) / kStride;
+  const int64_t tiles = row.tile_end - row.tile_begin;
   float basis[kBasisPerThread];  // tile u + 1's entries, loaded during tile u - 1
   if (tiles > 0) {
     load_weights(row.tile_begin);
-    if constexpr (!kPrepared) load_basis(row.tile_begin * kCols, basis);
+    load_basis(row.tile_begin * kCols, basis);
   }
   // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes). The fp16 path scales M by
   // 1 / s_M and each row c of V by 1 / s_c (pow2_scale of max|M| over the block's rows and of max_k |V[c, k]|) and
@@ -453,8 +362,8 @@ __global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
   // (cuda_backend.lowrank_product_error), as s_c <= s_V.
   float m_scale_up = 1.0f;
   auto form_m = [&](auto put) {
-    form_factor_rows<kRows, REGEN, kBlockThreads>(row, ptrs.f[row.tensor], d, key, put);
-    for (int e = threadIdx.x; e < kRows * (RP - r); e += kBlockThreads) {
+    form_factor_rows<kRows, REGEN>(row, ptrs.f[row.tensor], d, key, put);
+    for (int e = threadIdx.x; e < kRows * (RP - r); e += kThreads) {
       const int i = e / (RP - r);
       put(i, r + e - i * (RP - r), 0.0f);
     }
@@ -474,7 +383,7 @@ __global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
     const float2 m_scale = pow2_scale(m_amax_bits);
     m_scale_up = m_scale.x;
     __half* m_half = reinterpret_cast<__half*>(m_frag);
-    for (int e = threadIdx.x; e < kRows * RP; e += kBlockThreads)
+    for (int e = threadIdx.x; e < kRows * RP; e += kThreads)
       m_half[tc_half_factor_slot<RP>(e / RP, e % RP)] = __float2half_rn(m32[e] * m_scale.y);
     __syncthreads();  // M's float32 copy read before the basis overwrites it
   } else {
@@ -504,43 +413,33 @@ __global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
       }
     }
   };
-  if (!kPrepared && tiles > 0) {
+  if (tiles > 0) {
     stage_basis(0, basis);
-    if (tiles > 1) load_basis((row.tile_begin + kStride) * kCols, basis);
+    if (tiles > 1) load_basis((row.tile_begin + 1) * kCols, basis);
   }
   __syncthreads();  // M's fragments and the first tile's basis are written
-  // prepared fragments: V_t's pieces, then their scales (tc_fragment_units)
-  const uint4* v_pieces = kPrepared ? ptrs.frags + ptrs.frag_offset[row.tensor] : nullptr;
-  const float* piece_scales =
-      kPrepared ? reinterpret_cast<const float*>(v_pieces + (d_in + 63) / 64 * tc_piece_units(RP)) : nullptr;
   for (int64_t u = 0; u < tiles; ++u) {
-    const int64_t tile = row.tile_begin + u * kStride;
+    const int64_t tile = row.tile_begin + u;
     const int64_t col_lane = tile * kCols + col_offset;
-    const int64_t piece = tile * (kCols / 64) + warp_cols;  // the warp's 64-column piece of V
-    const uint4* b_frag = kPrepared ? v_pieces + piece * tc_piece_units(RP)
-                                    : reinterpret_cast<const uint4*>(v_frag + (u & 1) * kTileFloats +
-                                                                     warp_cols * (kTileFloats * 64 / kCols));
-    const bool piece_in = !kPrepared || piece * 64 < d_in;  // prepared: no fragments past the last piece
+    const float* b_frag = v_frag + (u & 1) * kTileFloats + warp_cols * (kTileFloats * 64 / kCols);
     float acc[8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
-    if (piece_in) {
 #pragma unroll
-      for (int s = 0; s < kSteps; ++s) {  // a lane's fragments of a k step: one uint4 of M, one per n-tile pair
-        const uint4 a4 = reinterpret_cast<const uint4*>(m_frag)[(warp_rows * kSteps + s) * 32 + lane];
-        const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
+    for (int s = 0; s < kSteps; ++s) {  // a lane's fragments of a k step: one uint4 of M, one per n-tile pair
+      const uint4 a4 = reinterpret_cast<const uint4*>(m_frag)[(warp_rows * kSteps + s) * 32 + lane];
+      const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
 #pragma unroll
-        for (int p = 0; p < 4; ++p) {
-          const uint4 b = kPrepared ? __ldg(b_frag + (s * 4 + p) * 32 + lane) : b_frag[(s * 4 + p) * 32 + lane];
-          if constexpr (kHalf) {
-            mma_f16(acc[2 * p], a, b.x, b.y);
-            mma_f16(acc[2 * p + 1], a, b.z, b.w);
-          } else {
-            mma_tf32(acc[2 * p], a, __uint_as_float(b.x), __uint_as_float(b.y));
-            mma_tf32(acc[2 * p + 1], a, __uint_as_float(b.z), __uint_as_float(b.w));
-          }
+      for (int p = 0; p < 4; ++p) {
+        const uint4 b = reinterpret_cast<const uint4*>(b_frag)[(s * 4 + p) * 32 + lane];
+        if constexpr (kHalf) {
+          mma_f16(acc[2 * p], a, b.x, b.y);
+          mma_f16(acc[2 * p + 1], a, b.z, b.w);
+        } else {
+          mma_tf32(acc[2 * p], a, __uint_as_float(b.x), __uint_as_float(b.y));
+          mma_tf32(acc[2 * p + 1], a, __uint_as_float(b.z), __uint_as_float(b.w));
         }
       }
     }
@@ -551,16 +450,13 @@ __global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
       for (int p = 0; p < 2; ++p)
 #pragma unroll
         for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
-    if (u + 1 < tiles) load_weights(tile + kStride);
+    if (u + 1 < tiles) load_weights(tile + 1);
     // the next tile's basis, into the other buffer (whose readers passed the last barrier)
-    if constexpr (!kPrepared) {
-      if (u + 1 < tiles) {
-        stage_basis(u + 1, basis);
-        if (u + 2 < tiles) load_basis((tile + 2 * kStride) * kCols, basis);
-      }
-      __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
+    if (u + 1 < tiles) {
+      stage_basis(u + 1, basis);
+      if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
     }
-    const float tile_scale = kPrepared && piece_in ? m_scale_up * __ldg(piece_scales + piece) : 1.0f;
+    __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
 #pragma unroll
@@ -570,10 +466,7 @@ __global__ void __launch_bounds__(tc_threads(RP), 2 * kThreads / tc_threads(RP))
         float out[8];
         to_f32<WT, 8>(cur[h][p], out);
         float scale[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};  // s_M s_c of the fp16 product
-        if constexpr (kPrepared) {
-#pragma unroll
-          for (int i = 0; i < 8; ++i) scale[i] = tile_scale;
-        } else if constexpr (kHalf) {
+        if constexpr (kHalf) {
           const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][col_offset + 32 * p]);
           const float4 s0 = cs[0], s1 = cs[1];
           const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
@@ -605,11 +498,11 @@ static int lowrank_tc_padded_rank(int max_rank) {
 template <typename WT>
 static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t stream) {
   const LowrankRow* table = reinterpret_cast<const LowrankRow*>(a.table);
-  const dim3 grid(static_cast<unsigned>(a.rows));
+  const dim3 grid(static_cast<unsigned>(a.rows)), block(kThreads);
   const uint2 key = make_uint2(a.k0, a.k1), rkey = make_uint2(a.rk0, a.rk1);
   const Directions d{a.coeffs, a.scale, a.streams, a.stream0, a.K};
-  auto launch = [&](auto kernel, int shared_bytes = 0, int threads = kThreads) {
-    kernel<<<grid, dim3(threads), shared_bytes, stream>>>(a.ptrs, table, d, key, rkey);
+  auto launch = [&](auto kernel, int shared_bytes = 0) {
+    kernel<<<grid, block, shared_bytes, stream>>>(a.ptrs, table, d, key, rkey);
     return cudaGetLastError();
   };
   // pick(REGEN, STOCHASTIC) as std::true_type / std::false_type values for the launch's flags
@@ -622,17 +515,13 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
   if constexpr (!std::is_same<WT, float>::value) {
     if (a.tensor_core) {
       auto tc = [&](auto rp) {
-        constexpr int kRp = decltype(rp)::value;
-        if constexpr (tc_prepared(kRp)) {
-          if (a.ptrs.frags == nullptr) return cudaErrorInvalidValue;  // lowrank_fragment_layout's scratch
-          lowrank_basis_fragments_kernel<kRp><<<grid, dim3(kThreads), 0, stream>>>(a.ptrs, table);
-        }
         return by_flags([&](auto regen, auto stochastic) {
+          constexpr int kRp = decltype(rp)::value;
           auto kernel = lowrank_tc_kernel<WT, kRp, decltype(regen)::value, decltype(stochastic)::value>;
           constexpr int kBytes = tc_basis_bytes(kRp);
           const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
           if (e != cudaSuccess) return e;
-          return launch(kernel, kBytes, tc_threads(kRp));
+          return launch(kernel, kBytes);
         });
       };
       switch (lowrank_tc_padded_rank(a.max_rank)) {
@@ -648,23 +537,8 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
   });
 }
 
-std::tuple<int, int, int> lowrank_tc_geometry(int rp) { return {tc_rows(rp), tc_cols(rp), tc_tile_stride(rp)}; }
-int lowrank_tc_half_min_rank() {  // the prepared rank's product is fp16 too
-  return kTcPreparedRank != 0 && kTcPreparedRank < kTcHalfMinRank ? kTcPreparedRank : kTcHalfMinRank;
-}
-
-int64_t lowrank_fragment_layout(LowrankArgs& a, const int64_t* d_in, int n_tensors) {
-  if (!a.tensor_core || a.w_dtype == DType::kFloat32 || a.max_rank > kTcMaxRank) return 0;
-  const int rp = lowrank_tc_padded_rank(a.max_rank);
-  if (!tc_prepared(rp)) return 0;
-  int64_t units = 0;
-  for (int t = 0; t < n_tensors; ++t) {
-    if (units > INT32_MAX) return -1;
-    a.ptrs.frag_offset[t] = static_cast<int32_t>(units);
-    units += tc_fragment_units(rp, d_in[t]);
-  }
-  return 16 * units;
-}
+std::pair<int, int> lowrank_tc_geometry(int rp) { return {tc_rows(rp), tc_cols(rp)}; }
+int lowrank_tc_half_min_rank() { return kTcHalfMinRank; }
 
 cudaError_t launch_lowrank(const LowrankArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;

@@ -296,19 +296,17 @@ def test_new_bases_for_the_same_weights_are_read_where_they_are(backend):
                                              tensor_id=t))
 
 
-@pytest.mark.parametrize("tile_stride", [1, 2, 3])
 @pytest.mark.parametrize("min_programs", [1, 64, 10**6])
-def test_lowrank_programs_cover_every_tile_of_every_weight_once(min_programs, tile_stride):
+def test_lowrank_programs_cover_every_tile_of_every_weight_once(min_programs):
     """launch.lowrank_blocks (both GPU backends' tables): every (row block, column tile) of every weight belongs
-    to exactly one program (which walks c_begin, c_begin + stride, ... < c_end), whether or not the column tiles
-    are split or interleaved."""
+    to exactly one program, whether or not the column tiles are split."""
     from zokernels.backends.launch import lowrank_blocks
 
     shapes, bm, bn = [(37, 50), (1, 300), (64, 64), (200, 7)], 16, 32
     seen = {}
-    for t, row0, c_begin, c_end in lowrank_blocks(shapes, bm, bn, min_programs, tile_stride).tolist():
+    for t, row0, c_begin, c_end in lowrank_blocks(shapes, bm, bn, min_programs).tolist():
         assert row0 % bm == 0 and 0 <= c_begin < c_end
-        for c in range(c_begin, c_end, tile_stride):
+        for c in range(c_begin, c_end):
             seen[(t, row0, c)] = seen.get((t, row0, c), 0) + 1
     expected = {(t, row0, c) for t, (d_out, d_in) in enumerate(shapes) for row0 in range(0, d_out, bm)
                 for c in range(-(-d_in // bn))}
@@ -326,19 +324,6 @@ def test_lowrank_programs_come_longest_first_with_each_weights_row_blocks_in_ord
     assert lengths == sorted(lengths, reverse=True) and lengths[0] == 16
     assert [(t, row0) for t, row0, _, _ in table] == [(3, 0), (1, 0), (1, 16), (0, 0), (0, 16), (0, 32), (0, 48),
                                                      (2, 0), (2, 16), (2, 32), (2, 48)]
-
-
-def test_interleaved_programs_of_a_row_block_are_adjacent():
-    """tile_stride S: a row block's S programs (first tiles 0 .. S - 1) follow each other in the table, so that
-    the GPU starts them together and they walk neighbouring tiles at about the same time."""
-    from zokernels.backends.launch import lowrank_blocks
-
-    shapes = [(32, 256), (48, 128)]  # 8 and 4 column tiles of 32: every program of a weight has the same length
-    table = lowrank_blocks(shapes, 16, 32, min_programs=1, tile_stride=4).tolist()
-    assert [row[:3] for row in table] == [[0, row0, c] for row0 in (0, 16) for c in range(4)] + \
-        [[1, row0, c] for row0 in (0, 16, 32) for c in range(4)]
-    with pytest.raises(ValueError, match="tile_stride"):
-        lowrank_blocks(shapes, 16, 32, min_programs=1, tile_stride=0)
 
 
 @pytest.mark.skipif("triton" not in BACKENDS, reason="no Triton here")

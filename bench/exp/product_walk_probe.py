@@ -10,7 +10,6 @@ one basis per stack, so the fragments stay in L2 better than per-layer bases wou
 
 python bench/exp/product_walk_probe.py [OUT.json]   (a CUDA GPU with nvcc; builds an inline extension)
 """
-import json
 import os
 import sys
 
@@ -19,6 +18,9 @@ from torch.utils.cpp_extension import load_inline
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench_perturb import copy_roofline, timer  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from traversal_probe_cuda import save_rows  # noqa: E402
 
 CUDA = r"""
 #include <cstdint>
@@ -254,11 +256,7 @@ def main():
                              excess_over_one_ulp=err))
             print(f"product walk {bm:3d} x {bn:3d} r = {rp} {MODES[mode]:32s} {ms:.3f} ms  {ms / roofline:.2f}x",
                   flush=True)
-    out = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, numel=numel, roofline_ms=roofline,
-               rows=rows)
-    if len(sys.argv) > 1:
-        with open(sys.argv[1], "w") as f:
-            json.dump(out, f, indent=1)
+    save_rows(rows, numel, roofline)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ kernel uses (csrc/zo_lowrank.cu, load_16_bytes_l2_256): whether that hint gives 
 segments per tile) what 256-byte segments give. Each block of 256 threads owns BM rows of a weight and walks its
 column tiles of BN; a thread moves 16-byte vectors (load, add 1e-3 in float32, round to nearest, store). With
 stride S > 1, S blocks (adjacent in launch order) share BM rows and walk their tiles interleaved (block j takes
-tiles j, j + S, ...), as the kernel's ZK_TC_TALL_STRIDE tables do. Weights as traversal_probe.py (OPT-1.3B's
+tiles j, j + S, ...), as the withdrawn ZK_TC_TALL_STRIDE tables did (results/raw/2026-12-03i_tc_tall_stride_REJECTED.patch). Weights as traversal_probe.py (OPT-1.3B's
 linears stacked by shape, three launches per call).
 
 python bench/exp/traversal_probe_cuda.py [OUT.json]   (a CUDA GPU with nvcc; builds an inline extension)
@@ -77,6 +77,15 @@ void run(torch::Tensor w, int64_t bm, int64_t bn, bool hint, int64_t stride) {
 """
 
 
+def save_rows(rows, numel, roofline):
+    """A probe's rows with the device, torch, numel and copy roofline, to the JSON file named by argv[1] (if any)."""
+    out = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, numel=numel, roofline_ms=roofline,
+               rows=rows)
+    if len(sys.argv) > 1:
+        with open(sys.argv[1], "w") as f:
+            json.dump(out, f, indent=1)
+
+
 def main():
     ext = load_inline("zk_traversal_probe", cpp_sources="void run(torch::Tensor w, int64_t bm, int64_t bn, bool hint, int64_t stride);",
                       cuda_sources=CUDA, functions=["run"], extra_cuda_cflags=["-O3", "-arch=sm_90"], verbose=False)
@@ -99,11 +108,7 @@ def main():
         rows.append(dict(bm=bm, bn=bn, l2_256b_hint=hint, stride=stride, ms=ms, x_roofline=ms / roofline))
         print(f"columns {bm:3d} x {bn:3d} {'L2::256B' if hint else 'plain   '} stride {stride} {ms:.3f} ms  "
               f"{ms / roofline:.2f}x", flush=True)
-    out = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, numel=numel, roofline_ms=roofline,
-               rows=rows)
-    if len(sys.argv) > 1:
-        with open(sys.argv[1], "w") as f:
-            json.dump(out, f, indent=1)
+    save_rows(rows, numel, roofline)
 
 
 if __name__ == "__main__":

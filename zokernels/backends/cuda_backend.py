@@ -114,9 +114,9 @@ def _launch(dsts, srcs, *, seed, coeffs, streams, tensor_ids, offsets, dist, rou
 combine = functools.partial(combine_by_dtype, _launch)  # reference.combine's contract, a launch per dtype pair
 
 
-# (rows per block, columns per tile, tile stride) of csrc/zo_lowrank.cu's fp32 FMA kernel (kLowrankRows, kLowrankCols); the
+# (rows per block, columns per tile) of csrc/zo_lowrank.cu's fp32 FMA kernel (kLowrankRows, kLowrankCols); the
 # TF32 tensor-core kernel's (for 16-bit weights at ranks <= LOWRANK_TC_MAX_RANK) depend on the padded rank
-LOWRANK_FMA_GEOMETRY = (32, 256, 1)
+LOWRANK_FMA_GEOMETRY = (32, 256)
 LOWRANK_TC_MAX_RANK = 64  # csrc/zo_kernels.h kTcMaxRank
 LOWRANK_MIN_PROGRAMS = 1024  # as the Triton kernel: below this many row blocks, column tiles are split
 # TF32 operands rounded to nearest (10 stored mantissa bits, unit roundoff 2^-11): a product of two is off by at
@@ -131,10 +131,9 @@ def lowrank_kernel(dtype, r) -> str:
 
 
 def lowrank_geometry(kernel, r_pad) -> tuple:
-    """(rows per block, columns per tile, tile stride) of `kernel` for a launch of padded rank r_pad: the
-    tensor-core kernel's as the extension was built (its lowrank_tc_geometry: wide (64, 128) blocks at low ranks,
-    tall (128, 64) above, (32, 256) at a prepared rank; a program walks every tile_stride-th tile of its rows;
-    csrc/zo_lowrank.cu)."""
+    """(rows per block, columns per tile) of `kernel` for a launch of padded rank r_pad: the tensor-core kernel's
+    as the extension was built (its lowrank_tc_geometry: wide (64, 128) blocks at low ranks, tall (128, 64)
+    above; csrc/zo_lowrank.cu)."""
     if kernel == "fma":
         return LOWRANK_FMA_GEOMETRY
     return _state["tc_geometry"][r_pad]
@@ -148,8 +147,7 @@ def _lowrank_table(ws, ranks, tensor_ids, kernel, r_pad):
     key = ("lowrank", geometry, ws[0].device, LOWRANK_MIN_PROGRAMS, tuple(zip(shapes, ranks, tensor_ids)))
 
     def build():
-        bm, bn, stride = geometry
-        blocks = lowrank_blocks(shapes, bm, bn, LOWRANK_MIN_PROGRAMS, stride)
+        blocks = lowrank_blocks(shapes, *geometry, LOWRANK_MIN_PROGRAMS)
         meta = torch.tensor([[d_out, d_in, r, tid] for (d_out, d_in), r, tid in zip(shapes, ranks, tensor_ids)],
                             dtype=torch.int64)
         return to_device(torch.cat([blocks, meta[blocks[:, 0]]], dim=1), ws[0].device)
@@ -160,9 +158,8 @@ def _lowrank_table(ws, ranks, tensor_ids, kernel, r_pad):
 def lowrank_product_error(dtype) -> tuple:
     """(relative, underflow) as triton_backend's: float32 weights take the fp32 FMA kernel (no error beyond fp32
     accumulation); 16-bit weights the tensor-core kernel up to rank 64, FMA above. Its TF32 and fp16 products both
-    round operands to 11 significant bits (TF32_PRODUCT_ERROR); the fp16 one (M per block and V per row, or per
-    64-column piece at the extension's prepared rank, scaled by powers of two, each at most Triton's per-basis
-    scale) adds underflow 2^-24 (max|V| sum_j |M_ij| + max|M|
+    round operands to 11 significant bits (TF32_PRODUCT_ERROR); the fp16 one (M per block and V per row scaled by
+    powers of two, each at most Triton's per-basis scale) adds underflow 2^-24 (max|V| sum_j |M_ij| + max|M|
     sum_j |V_cj|) where the extension has it (or is not loaded yet: the bound then covers both)."""
     if dtype == torch.float32:
         return 0.0, 0.0

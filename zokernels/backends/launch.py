@@ -94,35 +94,27 @@ def padded_rank(r: int, floor: int) -> int:
     return max(1 << (r - 1).bit_length(), floor)
 
 
-def lowrank_blocks(shapes, bm: int, bn: int, min_programs: int, tile_stride: int = 1) -> torch.Tensor:
+def lowrank_blocks(shapes, bm: int, bn: int, min_programs: int) -> torch.Tensor:
     """int64 [programs, 4] host table of a low-rank launch over weights of `shapes` [(d_out, d_in), ...]: per
     program (weight index t, first row, first column tile, end column tile). A program takes a block of bm rows
-    and walks its column tiles of bn from the first to the end in steps of tile_stride; with fewer than
-    min_programs row blocks in all, each row block's tiles are split into contiguous chunks over several programs
-    (as evenly as the count allows), so that small lists still fill the GPU. tile_stride S > 1 gives each chunk S
-    programs (first tiles c, c + 1, ..., c + S - 1), adjacent in the table, which walk its tiles interleaved;
-    programs with no tile are left out.
+    and walks its column tiles of bn; with fewer than min_programs row blocks in all, each row block's tiles are
+    split over several programs (as evenly as the count allows), so that small lists still fill the GPU.
     Programs come longest first (most column tiles; stable, so a weight's row blocks stay together): the GPU
     starts blocks in this order, and long programs started last leave most of it idle at the end (OPT-1.3B's
     fc2 rows walk 4x the tiles of the others; list scheduling of its table: 1.15x the ideal in weight order,
     1.03x longest first)."""
-    if tile_stride < 1:
-        raise ValueError(f"lowrank_blocks: tile_stride must be >= 1, got {tile_stride}")
     d_out = torch.tensor([s[0] for s in shapes], dtype=torch.int64)
     d_in = torch.tensor([s[1] for s in shapes], dtype=torch.int64)
     row_blocks = -(-d_out // bm)
     col_tiles = -(-d_in // bn)
-    split = max(1, min(int(col_tiles.max()), -(-min_programs // (int(row_blocks.sum()) * tile_stride))))
-    per_chunk = -(-col_tiles // split)  # column tiles per chunk
+    split = max(1, min(int(col_tiles.max()), -(-min_programs // int(row_blocks.sum()))))
+    per_chunk = -(-col_tiles // split)  # column tiles per program
     chunks = -(-col_tiles // per_chunk)
-    programs = row_blocks * chunks * tile_stride
+    programs = row_blocks * chunks
     t = torch.repeat_interleave(torch.arange(len(shapes)), programs)
     local = torch.arange(int(programs.sum())) - torch.repeat_interleave(torch.cumsum(programs, 0) - programs, programs)
-    chunk, lane = (local // tile_stride) % chunks[t], local % tile_stride
-    c_begin = chunk * per_chunk[t] + lane
-    c_end = torch.minimum(chunk * per_chunk[t] + per_chunk[t], col_tiles[t])
-    length = (c_end - c_begin + tile_stride - 1).clamp(min=0) // tile_stride
-    order = torch.sort(length, descending=True, stable=True).indices
-    order = order[length[order] > 0]
-    return torch.stack([t, (local // (chunks[t] * tile_stride)) * bm, c_begin, c_end], 1)[order]
+    c_begin = (local % chunks[t]) * per_chunk[t]
+    c_end = torch.minimum(c_begin + per_chunk[t], col_tiles[t])
+    order = torch.sort(c_end - c_begin, descending=True, stable=True).indices
+    return torch.stack([t, (local // chunks[t]) * bm, c_begin, c_end], 1)[order]
 
