@@ -3,7 +3,7 @@
 # ahead-of-time build; one log per group and the summary lines. Keeps a device call under its 600 s limit. STEPS=1:
 # then the step table, where time is left.
 source bench/exp/device_run.sh
-build "$ROOT" "" main
+build_tree  # stops with the build log where no extension came out
 test_group kernels 480 tests/test_lowrank.py tests/test_cuda_backend.py tests/test_auto_choice.py \
   tests/test_contract.py &
 test_group ops 480 tests/test_ops.py tests/test_subspace.py tests/test_examples.py tests/test_optim.py &

@@ -49,7 +49,8 @@ __device__ __forceinline__ void store_16(void* p, const uint4& x) {
                : "memory");
 }
 
-// w [d_out, d_in] bf16 (whole tiles); b_frag [d_in / 64][RP / 16][4][32] uint4 fragments of V (fragments()).
+// w [d_out, d_in] bf16 (whole tiles); b_frag [d_out / rows_per_basis][d_in / 64][RP / 16][4][32] uint4 fragments of
+// one V per rows_per_basis rows (a stack of weights, each with its own basis; fragments()).
 // MODE 0: a_frag [d_out / 16][RP / 16][32] uint4 fragments of M, prepared; the product added as is, rounded to
 // nearest. MODE >= 1, the production kernel's remaining costs: M [BM, RP] of the block regenerated (1e-3 times the
 // normals of Philox units (row0 RP / 4 + u) of stream 0, the contract's indices), scaled into fp16 by the power of
@@ -57,7 +58,8 @@ __device__ __forceinline__ void store_16(void* p, const uint4& x) {
 // there (for the check). MODE 2 adds stochastic rounding (one Philox call per 8 elements, the rounding stream).
 template <int BM, int BN, int RP, int MODE>
 __global__ void __launch_bounds__(256, 2) product_walk(__nv_bfloat16* w, const uint4* __restrict__ a_frag,
-                                                       const uint4* __restrict__ b_frag, long d_in, float* m_out) {
+                                                       const uint4* __restrict__ b_frag, long d_in, float* m_out,
+                                                       long rows_per_basis) {
   constexpr int kRowGroups = BM / 16, kSteps = RP / 16;
   static_assert(kRowGroups * (BN / 64) == 8, "8 warps of 16 x 64");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -114,7 +116,8 @@ __global__ void __launch_bounds__(256, 2) product_walk(__nv_bfloat16* w, const u
   };
   load(0);
   for (long tile = 0; tile < tiles; ++tile) {
-    const uint4* b = b_frag + (tile * (BN / 64) + piece_in_tile) * kSteps * 4 * 32 + lane;
+    const uint4* b = b_frag + ((group * 16 / rows_per_basis) * (d_in / 64) + tile * (BN / 64) + piece_in_tile) *
+                                  kSteps * 4 * 32 + lane;
     float acc[8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j)
@@ -166,16 +169,16 @@ __global__ void __launch_bounds__(256, 2) product_walk(__nv_bfloat16* w, const u
 }
 
 void run(torch::Tensor w, torch::Tensor a_frag, torch::Tensor b_frag, int64_t bm, int64_t bn, int64_t rp,
-         int64_t mode, torch::Tensor m_out) {
+         int64_t mode, torch::Tensor m_out, int64_t rows_per_basis) {
   auto* p = reinterpret_cast<__nv_bfloat16*>(w.data_ptr<at::BFloat16>());
   const auto* a = reinterpret_cast<const uint4*>(a_frag.data_ptr<int32_t>());
   const auto* b = reinterpret_cast<const uint4*>(b_frag.data_ptr<int32_t>());
   float* mo = m_out.numel() ? m_out.data_ptr<float>() : nullptr;
   const long d_out = w.size(0), d_in = w.size(1);
-  TORCH_CHECK(d_in % bn == 0 && d_out % bm == 0, "whole tiles only");
+  TORCH_CHECK(d_in % bn == 0 && d_out % bm == 0 && rows_per_basis % bm == 0, "whole tiles and blocks only");
   const dim3 grid(static_cast<unsigned>(d_out / bm)), block(256);
 #define WALK(M, N, R, X) \
-  if (bm == M && bn == N && rp == R && mode == X) { product_walk<M, N, R, X><<<grid, block>>>(p, a, b, d_in, mo); return; }
+  if (bm == M && bn == N && rp == R && mode == X) { product_walk<M, N, R, X><<<grid, block>>>(p, a, b, d_in, mo, rows_per_basis); return; }
   WALK(128, 64, 32, 0) WALK(64, 128, 32, 0) WALK(32, 256, 32, 0) WALK(128, 64, 64, 0) WALK(64, 128, 64, 0)
   WALK(32, 256, 64, 0) WALK(128, 64, 32, 1) WALK(32, 256, 32, 1) WALK(128, 64, 64, 1) WALK(32, 256, 64, 1)
   WALK(128, 64, 32, 2) WALK(32, 256, 32, 2) WALK(128, 64, 64, 2) WALK(32, 256, 64, 2)
@@ -185,7 +188,12 @@ void run(torch::Tensor w, torch::Tensor a_frag, torch::Tensor b_frag, int64_t bm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODES = ["prepared M, nearest", "regenerated M, scaled, nearest", "regenerated M, scaled, stochastic"]
-VARIANTS = [(128, 64, 0), (64, 128, 0), (32, 256, 0), (128, 64, 1), (32, 256, 1), (128, 64, 2), (32, 256, 2)]
+LANE = torch.arange(32)
+# (rows, columns, mode, bases): the twenty-third session's shared-basis figures again, then a basis per weight as
+# production has (each weight's fragments read by its own blocks only)
+VARIANTS = [(128, 64, 0, "shared"), (32, 256, 0, "shared")] + [
+    (bm, bn, mode, "per weight") for bm, bn, mode in
+    [(128, 64, 0), (64, 128, 0), (32, 256, 0), (128, 64, 1), (32, 256, 1), (128, 64, 2), (32, 256, 2)]]
 
 
 def column_of(j, n):
@@ -193,34 +201,37 @@ def column_of(j, n):
     return 32 * (j // 4) + 8 * (n // 2) + 2 * (j % 4) + n % 2
 
 
-def fragments(m, v):
-    """(a_frag, b_frag) as int32 views of fp16 fragments: a_frag [d_out / 16, r / 16, 32, 8 halves] of M [d_out, r]
-    (m16n8k16 A: a0 = (g, 2t..), a1 = (g + 8, 2t..), a2 = (g, 2t + 8..), a3 = (g + 8, 2t + 8..)); b_frag
-    [d_in / 64, r / 16, 4, 32, 8 halves] of V [d_in, r] (B = V^T: b0 = (k 2t.., column g), b1 = (k 2t + 8..,
-    column g), for n-tiles 2p then 2p + 1, columns permuted by column_of)."""
+def factor_fragments(m):
+    """int32 view of M [d_out, r]'s fp16 A fragments [d_out / 16, r / 16, 32, 8 halves] (m16n8k16 A: a0 = (g, 2t..),
+    a1 = (g + 8, 2t..), a2 = (g, 2t + 8..), a3 = (g + 8, 2t + 8..))."""
     d_out, r = m.shape
-    d_in = v.shape[0]
-    lane = torch.arange(32)
-    g, t = lane // 4, lane % 4
-    # A: per lane 8 (row offset, k offset) pairs
+    g, t = LANE // 4, LANE % 4
     a_rows = torch.stack([g, g, g + 8, g + 8, g, g, g + 8, g + 8], 1)
     a_ks = torch.stack([2 * t, 2 * t + 1, 2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9, 2 * t + 8, 2 * t + 9], 1)
     groups, steps = torch.arange(d_out // 16), torch.arange(r // 16)
     rows = groups[:, None, None, None] * 16 + a_rows[None, None]
     ks = steps[None, :, None, None] * 16 + a_ks[None, None]
-    a = m.half()[rows, ks]  # [groups, steps, 32, 8]
+    return m.half()[rows, ks].contiguous().view(torch.int32)  # [groups, steps, 32, 8 halves]
+
+
+def basis_fragments(v):
+    """int32 view of V [d_in, r]'s fp16 B fragments [d_in / 64, r / 16, 4, 32, 8 halves] (B = V^T: b0 = (k 2t..,
+    column g), b1 = (k 2t + 8.., column g), for n-tiles 2p then 2p + 1, columns permuted by column_of)."""
+    d_in, r = v.shape
+    g, t = LANE // 4, LANE % 4
+    steps = torch.arange(r // 16)
     b_ks = torch.stack([2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9] * 2, 1)  # [32, 8]
     pieces, pairs = torch.arange(d_in // 64), torch.arange(4)
     j = 2 * pairs[:, None, None] + (torch.arange(8) // 4)[None, None, :]  # [4, 1, 8]
     cols = pieces[:, None, None, None, None] * 64 + column_of(j, g[:, None])[None, None]  # [P, 1, 4, 32, 8]
     ks = steps[None, :, None, None, None] * 16 + b_ks[None, None, None]  # [1, S, 1, 32, 8]
-    b = v.half()[cols, ks]  # [P, S, 4, 32, 8]
-    return a.contiguous().view(torch.int32), b.contiguous().view(torch.int32)
+    return v.half()[cols, ks].contiguous().view(torch.int32)  # [P, S, 4, 32, 8 halves]
 
 
 def main():
     ext = load_inline("zk_product_walk_probe", cpp_sources="void run(torch::Tensor w, torch::Tensor a_frag, "
-                      "torch::Tensor b_frag, int64_t bm, int64_t bn, int64_t rp, int64_t mode, torch::Tensor m_out);",
+                      "torch::Tensor b_frag, int64_t bm, int64_t bn, int64_t rp, int64_t mode, torch::Tensor m_out, "
+                      "int64_t rows_per_basis);",
                       cuda_sources=CUDA, functions=["run"], extra_cuda_cflags=["-O3", "-arch=sm_90"],
                       extra_include_paths=[os.path.join(ROOT, "csrc")], verbose=False)
     device = torch.device("cuda")
@@ -235,27 +246,33 @@ def main():
     no_m = torch.empty(0, device=device)
     rows = []
     for rp in (32, 64):
-        factors = []
-        for w in mats:
-            m = (torch.randn(w.shape[0], rp, device=device, generator=gen) * 1e-3).half()
-            v = torch.linalg.qr(torch.randn(w.shape[1], rp, device=device, generator=gen))[0].half()
-            factors.append((m, v, *fragments(m.cpu(), v.cpu())))
-        factors = [(m, v, a.to(device), b.to(device)) for m, v, a, b in factors]
-        for bm, bn, mode in VARIANTS:
-            m, v, a, b = factors[0]
-            part = mats[0][:4096]
+        stacks = {}  # per bases ("shared": one per stack of a shape; "per weight": one per layer): factors
+        for bases in ("shared", "per weight"):
+            stacks[bases] = []
+            for w, ((d_out, d_in), count) in zip(mats, shapes.items()):
+                n_bases = count if bases == "per weight" else 1
+                m = (torch.randn(w.shape[0], rp, device=device, generator=gen) * 1e-3).half()
+                vs = torch.linalg.qr(torch.randn(n_bases, d_in, rp, device=device, generator=gen))[0].half()
+                b = torch.cat([basis_fragments(v.cpu()).flatten() for v in vs])
+                stacks[bases].append((m, vs, factor_fragments(m.cpu()).to(device), b.to(device), w.shape[0] // n_bases))
+        for bm, bn, mode, bases in VARIANTS:
+            m, vs, a, b, rows_per_basis = stacks[bases][0]
+            part = mats[0][:4096]  # two 2048-row weights of the first stack
             w0 = part.clone()
             m_out = torch.zeros(4096, rp, device=device) if mode else no_m
-            ext.run(part, a[:4096 // 16], b, bm, bn, rp, mode, m_out)
-            expect = (w0.float() + (m_out if mode else m[:4096].float()) @ v.float().T).bfloat16()
+            ext.run(part, a[:4096 // 16], b, bm, bn, rp, mode, m_out, rows_per_basis)
+            m_used = m_out if mode else m[:4096].float()
+            expect = torch.cat([w0[i:i + 2048].float() + m_used[i:i + 2048] @ vs[i // rows_per_basis].float().T
+                                for i in (0, 2048)]).bfloat16()
             err = ((part.float() - expect.float()).abs() - expect.float().abs() * 2**-7).max().item()
-            assert err <= 1e-7, f"{bm} x {bn} r = {rp} mode {mode}: off by more than one bf16 ulp (excess {err})"
+            assert err <= 1e-7, f"{bm} x {bn} r = {rp} mode {mode} {bases}: more than one bf16 ulp off (excess {err})"
             assert not mode or m_out.abs().min() > 0, "M regenerated for every row"
-            ms = bench(lambda: [ext.run(w, a, b, bm, bn, rp, mode, no_m) for w, (_, _, a, b) in zip(mats, factors)])
-            rows.append(dict(bm=bm, bn=bn, rank=rp, mode=MODES[mode], ms=ms, x_roofline=ms / roofline,
+            ms = bench(lambda: [ext.run(w, a, b, bm, bn, rp, mode, no_m, rpb)
+                                for w, (_, _, a, b, rpb) in zip(mats, stacks[bases])])
+            rows.append(dict(bm=bm, bn=bn, rank=rp, mode=MODES[mode], bases=bases, ms=ms, x_roofline=ms / roofline,
                              excess_over_one_ulp=err))
-            print(f"product walk {bm:3d} x {bn:3d} r = {rp} {MODES[mode]:32s} {ms:.3f} ms  {ms / roofline:.2f}x",
-                  flush=True)
+            print(f"product walk {bm:3d} x {bn:3d} r = {rp} {MODES[mode]:33s} bases {bases:10s} {ms:.3f} ms  "
+                  f"{ms / roofline:.2f}x", flush=True)
     save_rows(rows, numel, roofline)
 
 
