@@ -3,8 +3,9 @@ kernel uses (csrc/zo_lowrank.cu, load_16_bytes_l2_256): whether that hint gives 
 segments per tile) what 256-byte segments give. Each block of 256 threads owns BM rows of a weight and walks its
 column tiles of BN; a thread moves 16-byte vectors (load, add 1e-3 in float32, round to nearest, store). With
 stride S > 1, S blocks (adjacent in launch order) share BM rows and walk their tiles interleaved (block j takes
-tiles j, j + S, ...), as the withdrawn ZK_TC_TALL_STRIDE tables did (results/raw/2026-12-03i_tc_tall_stride_REJECTED.patch). Weights as traversal_probe.py (OPT-1.3B's
-linears stacked by shape, three launches per call).
+tiles j, j + S, ...), as the withdrawn ZK_TC_TALL_STRIDE tables did
+(results/raw/2026-12-03i_tc_tall_stride_REJECTED.patch). Weights as traversal_probe.py (OPT-1.3B's linears stacked
+by shape, three launches per call).
 
 python bench/exp/traversal_probe_cuda.py [OUT.json]   (a CUDA GPU with nvcc; builds an inline extension)
 """
@@ -87,7 +88,8 @@ def save_rows(rows, numel, roofline):
 
 
 def main():
-    ext = load_inline("zk_traversal_probe", cpp_sources="void run(torch::Tensor w, int64_t bm, int64_t bn, bool hint, int64_t stride);",
+    ext = load_inline("zk_traversal_probe",
+                      cpp_sources="void run(torch::Tensor w, int64_t bm, int64_t bn, bool hint, int64_t stride);",
                       cuda_sources=CUDA, functions=["run"], extra_cuda_cflags=["-O3", "-arch=sm_90"], verbose=False)
     device = torch.device("cuda")
     bench = timer(device)
