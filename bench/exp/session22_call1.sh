@@ -11,14 +11,7 @@ echo "probe rc=$?"; tail -12 "$OUT/projection_probe.log"
 timeout $((470 - SECONDS)) python3 bench/bench_step.py --rows agzo,agzo-f32,zoact,zoact-f32 --rounds ${ROUNDS:-6} \
   --alternate --out "$OUT/step_split_ab.json" > "$OUT/step_split_ab.log" 2>&1
 echo "step rc=$? ${SECONDS}s"; grep -E "round|\|" "$OUT/step_split_ab.log" | tail -14
-python3 - "$OUT/step_split_ab.json" <<'PY'
-import json, sys
-rows = {r["name"]: r["rounds"] for r in json.load(open(sys.argv[1]))["rows"]}
-names = list(rows)
-print("forward per round:", " ".join("%.1f" % x for x in rows[names[0]]))
-for split, f32 in [(names[1], names[2]), (names[3], names[4])]:
-    print(split, "/ float32 projections per round:", " ".join("%.3f" % (a / b) for a, b in zip(rows[split], rows[f32])))
-PY
+python3 bench/exp/step_ratios.py "$OUT/step_split_ab.json"
 for c in 64:nearest 64:stochastic; do
   IFS=: read -r rank rounding <<< "$c"
   (( SECONDS > 560 )) && break

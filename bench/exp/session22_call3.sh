@@ -12,11 +12,4 @@ cd $t && unset TRITON_INTERPRET && PYTHONPATH=$t timeout $((590 - ${PROBE_S:-300
   --rows agzo-split,agzo,zoact,zoact-f32 --rounds ${ROUNDS:-5} --alternate --out "$OUT/step_split_ab.json" \
   > "$OUT/step_split_ab.log" 2>&1
 echo "step rc=$?"; grep -E "round|\|" "$OUT/step_split_ab.log" | tail -12
-python3 - "$OUT/step_split_ab.json" <<'PY'
-import json, sys
-rows = {r["name"]: r["rounds"] for r in json.load(open(sys.argv[1]))["rows"]}
-names = list(rows)
-print("forward per round:", " ".join("%.1f" % x for x in rows[names[0]]))
-for a, b in [(names[1], names[2]), (names[3], names[4])]:
-    print(a, "/", b, "per round:", " ".join("%.3f" % (x / y) for x, y in zip(rows[a], rows[b])))
-PY
+python3 bench/exp/step_ratios.py "$OUT/step_split_ab.json"
