@@ -10,6 +10,8 @@ blocks; the twenty-third session's first figures) or one per weight ("per weight
 traversal_probe.py (OPT-1.3B's linears stacked by shape; one launch per stack).
 
 python bench/exp/product_walk_probe.py [OUT.json]   (a CUDA GPU with nvcc; builds an inline extension)
+PROBE_ONLY="32,256,1,per weight,0,32" (rows, columns, mode, bases, smem, rank): that variant's check and one untimed
+launch per stack, for ncu.
 """
 import os
 import sys
@@ -328,6 +330,10 @@ def main():
     bench = timer(device)
     gen = torch.Generator(device=device).manual_seed(0)
     layers = 24
+    only = os.environ.get("PROBE_ONLY")  # "bm,bn,mode,bases,smem,rank": that variant's launches only (for ncu)
+    if only:
+        bm, bn, mode, bases, smem, rank = only.split(",")
+        only = (int(bm), int(bn), int(mode), bases, smem == "1", int(rank))
     shapes = {(2048, 2048): 4 * layers, (8192, 2048): layers, (2048, 8192): layers}
     mats = [(torch.randn(d_out * count, d_in, device=device, generator=gen) * 0.02).to(torch.bfloat16)
             for (d_out, d_in), count in shapes.items()]
@@ -346,7 +352,7 @@ def main():
                 b = torch.cat([basis_fragments(v.cpu()).flatten() for v in vs])
                 stacks[bases].append((m, vs, factor_fragments(m.cpu()).to(device), b.to(device), w.shape[0] // n_bases))
         for bm, bn, mode, bases, smem, ranks in VARIANTS:
-            if rp not in ranks:
+            if rp not in ranks or (only and only != (bm, bn, mode, bases, smem, rp)):
                 continue
             m, vs, a, b, rows_per_basis = stacks[bases][0]
             part = mats[0][:4096]  # two 2048-row weights of the first stack
@@ -360,8 +366,13 @@ def main():
             err = ((part.float() - expect.float()).abs() - expect.float().abs() * 2**-7).max().item()
             assert err <= 1e-7, f"{bm} x {bn} r = {rp} mode {mode} {bases}: more than one bf16 ulp off (excess {err})"
             assert not regenerated or m_out.abs().min() > 0, "M regenerated for every row"
-            ms = bench(lambda: [ext.run(w, a, b, bm, bn, rp, mode, no_m, rpb, smem)
-                                for w, (_, _, a, b, rpb) in zip(mats, stacks[bases])])
+            run_all = lambda: [ext.run(w, a, b, bm, bn, rp, mode, no_m, rpb, smem)  # noqa: E731
+                               for w, (_, _, a, b, rpb) in zip(mats, stacks[bases])]
+            if only:  # one launch per stack for a profiler, untimed
+                run_all()
+                torch.cuda.synchronize()
+                return
+            ms = bench(run_all)
             rows.append(dict(bm=bm, bn=bn, rank=rp, mode=MODES[mode], bases=bases, weights_in_smem=smem, ms=ms,
                              x_roofline=ms / roofline, excess_over_one_ulp=err))
             print(f"product walk {bm:3d} x {bn:3d}{' smem' if smem else '     '} r = {rp} {MODES[mode]:33s} "
