@@ -363,7 +363,10 @@ def main():
             m_used = m_out if regenerated else m[:4096].float() * (mode != 3)
             expect = torch.cat([w0[i:i + 2048].float() + m_used[i:i + 2048] @ vs[i // rows_per_basis].float().T
                                 for i in (0, 2048)]).bfloat16()
-            err = ((part.float() - expect.float()).abs() - expect.float().abs() * 2**-7).max().item()
+            # one bf16 ulp of the result, plus (regenerated M, rounded to fp16 in the kernel) 2^-11 of |M| |V|^T
+            m_error = torch.cat([m_used[i:i + 2048].abs() @ vs[i // rows_per_basis].float().abs().T
+                                 for i in (0, 2048)]) * 2**-11 * regenerated
+            err = ((part.float() - expect.float()).abs() - expect.float().abs() * 2**-7 - m_error).max().item()
             assert err <= 1e-7, f"{bm} x {bn} r = {rp} mode {mode} {bases}: more than one bf16 ulp off (excess {err})"
             assert not regenerated or m_out.abs().min() > 0, "M regenerated for every row"
             run_all = lambda: [ext.run(w, a, b, bm, bn, rp, mode, no_m, rpb, smem)  # noqa: E731
