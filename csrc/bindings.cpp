@@ -8,6 +8,7 @@
 
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "zo_kernels.h"
 
@@ -142,6 +143,17 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
   set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);
+  std::vector<int64_t> d_in(weights.size());
+  for (size_t t = 0; t < weights.size(); ++t) d_in[t] = weights[t].size(1);
+  // the prepared basis fragments' scratch (stream-ordered: the caching allocator reuses it only after the launch)
+  const int64_t frag_bytes = zk::lowrank_fragment_layout(a, d_in.data(), static_cast<int>(weights.size()));
+  TORCH_CHECK(frag_bytes >= 0, "zokernels cuda: the bases' prepared fragments exceed one launch's 2^31 16-byte "
+              "units; split the list");
+  at::Tensor frags;
+  if (frag_bytes > 0) {
+    frags = at::empty({frag_bytes}, table.options().dtype(at::kByte));
+    a.ptrs.frags = reinterpret_cast<uint4*>(frags.data_ptr());
+  }
   const cudaError_t err = zk::launch_lowrank(a, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, message("zokernels cuda: lowrank_combine_ launch failed: ", cudaGetErrorString(err)));
 }

@@ -66,10 +66,21 @@ std::pair<int, int> lowrank_tc_geometry(int rp);  // (rows per block, columns pe
 #endif
 constexpr int kTcHalfMinRank = ZK_TC_HALF_MIN_RANK;
 int lowrank_tc_half_min_rank();
+// The padded rank (0: none) at which the tensor-core kernel reads the basis as prepared fp16 fragments in global
+// memory (a small kernel writes them per launch, each 64-column piece of V scaled by its own power of two) instead
+// of staging it in shared memory per tile; its blocks are then 32 rows with 256-column tiles (512-byte row
+// segments; csrc/zo_lowrank.cu).
+#ifndef ZK_TC_PREPARED_RANK
+#define ZK_TC_PREPARED_RANK 32
+#endif
+constexpr int kTcPreparedRank = ZK_TC_PREPARED_RANK;
 struct LowrankPtrs {
   void* w[kMaxTensorsPerLaunch];
   const float* v[kMaxTensorsPerLaunch];  // V_t [d_in, r] row-major
   const float* f[kMaxTensorsPerLaunch];  // M_t [d_out, r] row-major when not regenerated, else unused
+  // prepared basis fragments (lowrank_fragment_layout): V_t's at frags + frag_offset[t] (16-byte units), else unused
+  uint4* frags;
+  int32_t frag_offset[kMaxTensorsPerLaunch];
 };
 
 struct LowrankArgs {
@@ -89,6 +100,10 @@ struct LowrankArgs {
 };
 
 cudaError_t launch_lowrank(const LowrankArgs& args, cudaStream_t stream);
+// Where a launch of the tensor-core kernel at a prepared rank (kTcPreparedRank) keeps its basis fragments: fills
+// args.ptrs.frag_offset from the weights' d_in and returns the device scratch bytes it needs (args.ptrs.frags),
+// or 0 where the launch prepares none.
+int64_t lowrank_fragment_layout(LowrankArgs& args, const int64_t* d_in, int n_tensors);
 
 // Output update of a low-rank perturbation (csrc/zo_delta_add.cu): out += scale * xv f^T, float32 sums rounded
 // once to nearest into out's dtype. out [n_rows, d_out], xv [n_rows, rank] and f [d_out, rank] float32, contiguous.

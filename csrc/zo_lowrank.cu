@@ -178,10 +178,16 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // columns 64 (w / 4) .. + 63). Every warp computes a 16 x 64 piece either way.
 // (Deep blocks of 256 rows and 16 warps at r >= 32, each tile's basis staged once for twice the rows, were
 // slower on the H100: r = 64 2.113 -> 2.159 device ms nearest, bench/NOTES.md.)
-__host__ __device__ constexpr bool tc_wide(int rp) { return rp <= kTcWideMaxRank; }
-__host__ __device__ constexpr int tc_rows(int rp) { return tc_wide(rp) ? 64 : 128; }
-__host__ __device__ constexpr int tc_cols(int rp) { return tc_wide(rp) ? 128 : 64; }
-static_assert(kThreads == 256, "8 warps of 16 x 64");
+// At the prepared rank (kTcPreparedRank, csrc/zo_kernels.h) blocks of 32 rows walk tiles of 256 columns (512-byte
+// row segments): each warp reads its 64-column piece's B fragments from global memory (L1), written per launch by
+// lowrank_basis_fragments_kernel; none staged, no barrier per tile. H200, OPT-1.3B's linears, r = 32: nearest 1.393,
+// stochastic 1.659 device ms against 1.410 / 1.735 on 128 x 64 tiles (bench/NOTES.md, twenty-fourth session).
+static_assert(kTcPreparedRank == 0 || kTcPreparedRank == 32 || kTcPreparedRank == 64, "prepared rank: 0, 32 or 64");
+__host__ __device__ constexpr bool tc_prepared(int rp) { return rp == kTcPreparedRank; }
+__host__ __device__ constexpr bool tc_wide(int rp) { return !tc_prepared(rp) && rp <= kTcWideMaxRank; }
+__host__ __device__ constexpr int tc_rows(int rp) { return tc_prepared(rp) ? 32 : tc_wide(rp) ? 64 : 128; }
+__host__ __device__ constexpr int tc_cols(int rp) { return tc_prepared(rp) ? 256 : tc_wide(rp) ? 128 : 64; }
+static_assert(kThreads == 256, "8 warps of 16 x 64 (rows / 16 x columns / 64 = 8 in every geometry)");
 
 __device__ __forceinline__ uint32_t to_tf32(float x) {
   uint32_t y;
@@ -269,7 +275,71 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
 // product, whose tiles take half that, forms M in float32 there first).
 // Two buffers and one barrier per tile (not per stage of several tiles: 2-4 tiles per barrier measured slower on
 // the H100, bench/NOTES.md, twelfth session).
-__host__ __device__ constexpr int tc_basis_bytes(int rp) { return 2 * tc_cols(rp) * rp * 4; }
+// At the prepared rank only M's float32 copy (kRows x RP) lives there.
+__host__ __device__ constexpr int tc_basis_bytes(int rp) {
+  return tc_prepared(rp) ? tc_rows(rp) * rp * 4 : 2 * tc_cols(rp) * rp * 4;
+}
+
+// The prepared fragments of V_t: per 64-column piece P (columns 64 P .. + 63 of V_t, zero past d_in and past r),
+// its B fragments as the staged fp16 tile of one 64-column half (tc_half_basis_*_slot: kSteps x 4 x 32 uint4, read
+// as [(s * 4 + p) * 32 + lane]), of V / s_P; then the pieces' scales s_P (floats), the power of two above the
+// piece's max|V| (pow2_scale). In 16-byte units from frag_offset[t].
+__host__ __device__ constexpr int64_t tc_piece_units(int rp) { return 64 * rp * 2 / 16; }
+__host__ __device__ constexpr int64_t tc_fragment_units(int rp, int64_t d_in) {
+  return (d_in + 63) / 64 * tc_piece_units(rp) + ((d_in + 63) / 64 + 3) / 4;
+}
+
+// Writes the prepared fragments (tc_fragment_units) of the pieces of each table row whose row0 is 0: across the
+// table those rows cover every column tile of every weight once (launch.lowrank_blocks). A warp per piece: lane
+// (g, t) reads V[c, 16 s + 2 t + {0, 1, 8, 9}] of the piece's columns c of n-tiles 2 p and 2 p + 1 (column g), for
+// every k step s and pair p, keeps them in registers for the piece's max, then writes its uint4 per (s, p).
+template <int RP>
+__global__ void __launch_bounds__(kThreads) lowrank_basis_fragments_kernel(const __grid_constant__ LowrankPtrs ptrs,
+                                                                           const LowrankRow* __restrict__ table) {
+  constexpr int kSteps = RP / 16, kPieceCols = 64, kPiecesPerTile = tc_cols(RP) / kPieceCols;
+  const LowrankRow row = table[blockIdx.x];
+  const float* v = ptrs.v[row.tensor];
+  uint4* frag = ptrs.frags + ptrs.frag_offset[row.tensor];
+  const int64_t d_in = row.d_in, pieces = (d_in + kPieceCols - 1) / kPieceCols;
+  float* piece_scale = reinterpret_cast<float*>(frag + pieces * tc_piece_units(RP));
+  const int r = static_cast<int>(row.rank), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  // the row blocks of one column chunk (same tile range) share its pieces: block b's warps take pieces
+  // b * warps + warp + j * (row blocks * warps), so that a piece's latency, not a weight's, bounds the kernel
+  constexpr int kRowsPerBlock = tc_rows(RP), kWarps = kThreads / 32;
+  const int64_t row_blocks = (row.d_out + kRowsPerBlock - 1) / kRowsPerBlock, b = row.row0 / kRowsPerBlock;
+  const int64_t end = min(row.tile_end * kPiecesPerTile, pieces);
+  for (int64_t piece = row.tile_begin * kPiecesPerTile + b * kWarps + warp; piece < end;
+       piece += row_blocks * kWarps) {
+    float x[kSteps][4][8];
+    uint32_t amax = 0u;
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s)
+#pragma unroll
+      for (int p = 0; p < 4; ++p)
+#pragma unroll
+        for (int h = 0; h < 8; ++h) {  // n-tile 2 p + h / 4, k 16 s + 2 t + (h & 1) + 8 ((h >> 1) & 1)
+          const int j = 2 * p + (h >> 2), k = 16 * s + 2 * t + (h & 1) + 8 * ((h >> 1) & 1);
+          const int64_t c = piece * kPieceCols + 32 * (j >> 2) + 8 * (g >> 1) + 2 * (j & 3) + (g & 1);
+          x[s][p][h] = c < d_in && k < r ? v[c * r + k] : 0.0f;
+          amax = max(amax, __float_as_uint(fabsf(x[s][p][h])));
+        }
+    const float2 scale = pow2_scale(__reduce_max_sync(0xffffffffu, amax));
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s)
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        uint32_t words[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const __half2 h2 = __floats2half2_rn(x[s][p][2 * q] * scale.y, x[s][p][2 * q + 1] * scale.y);
+          words[q] = *reinterpret_cast<const uint32_t*>(&h2);
+        }
+        frag[piece * tc_piece_units(RP) + (s * 4 + p) * 32 + lane] = make_uint4(words[0], words[1], words[2], words[3]);
+      }
+    if (lane == 0) piece_scale[piece] = scale.x;
+  }
+}
 
 template <typename WT, int RP, bool REGEN, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads, 2)
@@ -279,7 +349,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr int kRows = tc_rows(RP), kCols = tc_cols(RP), kRowGroups = kRows / 16;
   static_assert(kRows <= 2 * kCols, "the fp16 path forms M in float32 in the basis buffers first");
   // fp16 product (kHalf: k steps of 16, fragments in halves) or TF32 (k steps of 8, fragments as float bits)
-  constexpr bool kHalf = RP >= kTcHalfMinRank;
+  constexpr bool kPrepared = tc_prepared(RP);  // B fragments prepared in global memory (tc_fragment_units)
+  constexpr bool kHalf = RP >= kTcHalfMinRank || kPrepared;
   static_assert(!kHalf || RP % 16 == 0, "fp16 k steps of 16");
   constexpr int kSteps = RP / (kHalf ? 16 : 8), kBasisPerThread = kCols * RP / kThreads;
   // M's A fragments for the block's rows (static shared memory) and the tiles' B fragments (two buffers,
@@ -335,14 +406,16 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int64_t rows[2] = {row0 + 16 * warp_rows + (lane >> 2), row0 + 16 * warp_rows + (lane >> 2) + 8};
   const int64_t col_offset = 64 * warp_cols + 8 * (lane & 3);
   WT raw[2][2][8];  // rows g, g + 8; columns col_lane .. + 7 and + 32 .. + 39 of a tile
-  auto load_weights = [&](int64_t tile) {
+  // interior: the program's rows and tiles lie inside the weight, rows 16-byte aligned (no per-chunk checks)
+  auto load_weights = [&](auto interior, int64_t tile) {
+    constexpr bool kInterior = decltype(interior)::value;
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int p = 0; p < 2; ++p)
-        if (rows[h] < d_out) {
+        if (kInterior || rows[h] < d_out) {
           const int64_t col = tile * kCols + col_offset + 32 * p;
-          if (col + 8 <= d_in && vec_aligned<WT, 8>(w + rows[h] * d_in + col))
+          if (kInterior || (col + 8 <= d_in && vec_aligned<WT, 8>(w + rows[h] * d_in + col)))
             load_16_bytes_l2_256(w + rows[h] * d_in + col, raw[h][p]);
           else
             load_raw<WT, 8>(w + rows[h] * d_in, col, d_in, raw[h][p]);
@@ -353,8 +426,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int64_t tiles = row.tile_end - row.tile_begin;
   float basis[kBasisPerThread];  // tile u + 1's entries, loaded during tile u - 1
   if (tiles > 0) {
-    load_weights(row.tile_begin);
-    load_basis(row.tile_begin * kCols, basis);
+    load_weights(std::false_type{}, row.tile_begin);
+    if constexpr (!kPrepared) load_basis(row.tile_begin * kCols, basis);
   }
   // M[row0 + i, j], zero for rows >= d_out and for j in [r, RP) (disjoint writes). The fp16 path scales M by
   // 1 / s_M and each row c of V by 1 / s_c (pow2_scale of max|M| over the block's rows and of max_k |V[c, k]|) and
@@ -413,78 +486,122 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
   };
-  if (tiles > 0) {
+  if (!kPrepared && tiles > 0) {
     stage_basis(0, basis);
     if (tiles > 1) load_basis((row.tile_begin + 1) * kCols, basis);
   }
   __syncthreads();  // M's fragments and the first tile's basis are written
-  for (int64_t u = 0; u < tiles; ++u) {
-    const int64_t tile = row.tile_begin + u;
-    const int64_t col_lane = tile * kCols + col_offset;
-    const float* b_frag = v_frag + (u & 1) * kTileFloats + warp_cols * (kTileFloats * 64 / kCols);
-    float acc[8][4];
+  // prepared fragments: V_t's pieces, then their scales (tc_fragment_units)
+  const uint4* v_pieces = kPrepared ? ptrs.frags + ptrs.frag_offset[row.tensor] : nullptr;
+  const float* piece_scales =
+      kPrepared ? reinterpret_cast<const float*>(v_pieces + (d_in + 63) / 64 * tc_piece_units(RP)) : nullptr;
+  // the tile loop; kInterior (prepared only): every row and tile of the program inside the weight, rows 16-byte
+  // aligned, so the loop has no per-chunk checks (H200, r = 32: 1.586 -> 1.393 device ms nearest)
+  auto walk = [&](auto interior) {
+    constexpr bool kInterior = decltype(interior)::value;
+    uint4 a_held[kPrepared ? kSteps : 1];  // prepared: the warp's A fragments in registers for the whole walk
+    if constexpr (kPrepared)
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+      for (int s = 0; s < kSteps; ++s)
+        a_held[s] = reinterpret_cast<const uint4*>(m_frag)[(warp_rows * kSteps + s) * 32 + lane];
+    for (int64_t u = 0; u < tiles; ++u) {
+      const int64_t tile = row.tile_begin + u;
+      const int64_t col_lane = tile * kCols + col_offset;
+      const int64_t piece = tile * (kCols / 64) + warp_cols;  // the warp's 64-column piece of V
+      const uint4* b_frag = kPrepared ? v_pieces + piece * tc_piece_units(RP)
+                                      : reinterpret_cast<const uint4*>(v_frag + (u & 1) * kTileFloats +
+                                                                       warp_cols * (kTileFloats * 64 / kCols));
+      // prepared: no fragments past the last piece
+      const bool piece_in = !kPrepared || kInterior || piece * 64 < d_in;
+      float acc[8][4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
+      for (int j = 0; j < 8; ++j)
 #pragma unroll
-    for (int s = 0; s < kSteps; ++s) {  // a lane's fragments of a k step: one uint4 of M, one per n-tile pair
-      const uint4 a4 = reinterpret_cast<const uint4*>(m_frag)[(warp_rows * kSteps + s) * 32 + lane];
-      const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
+        for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
+      if (piece_in) {
 #pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        const uint4 b = reinterpret_cast<const uint4*>(b_frag)[(s * 4 + p) * 32 + lane];
-        if constexpr (kHalf) {
-          mma_f16(acc[2 * p], a, b.x, b.y);
-          mma_f16(acc[2 * p + 1], a, b.z, b.w);
-        } else {
-          mma_tf32(acc[2 * p], a, __uint_as_float(b.x), __uint_as_float(b.y));
-          mma_tf32(acc[2 * p + 1], a, __uint_as_float(b.z), __uint_as_float(b.w));
+        for (int s = 0; s < kSteps; ++s) {  // a lane's fragments of a k step: one uint4 of M, one per n-tile pair
+          const uint4 a4 =
+              kPrepared ? a_held[s] : reinterpret_cast<const uint4*>(m_frag)[(warp_rows * kSteps + s) * 32 + lane];
+          const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
+#pragma unroll
+          for (int p = 0; p < 4; ++p) {
+            uint4 b;
+            if constexpr (kPrepared) {  // a plain global load (as the probe's), not the non-coherent path
+              uint32_t bw[4];
+              load_16_bytes_l2_256(reinterpret_cast<const uint32_t*>(b_frag + (s * 4 + p) * 32 + lane), bw);
+              b = make_uint4(bw[0], bw[1], bw[2], bw[3]);
+            } else {
+              b = b_frag[(s * 4 + p) * 32 + lane];
+            }
+            if constexpr (kHalf) {
+              mma_f16(acc[2 * p], a, b.x, b.y);
+              mma_f16(acc[2 * p + 1], a, b.z, b.w);
+            } else {
+              mma_tf32(acc[2 * p], a, __uint_as_float(b.x), __uint_as_float(b.y));
+              mma_tf32(acc[2 * p + 1], a, __uint_as_float(b.z), __uint_as_float(b.w));
+            }
+          }
+        }
+      }
+      WT cur[2][2][8];  // this tile's weights, while the next tile's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int p = 0; p < 2; ++p)
+#pragma unroll
+          for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
+      if (u + 1 < tiles) load_weights(interior, tile + 1);
+      // the next tile's basis, into the other buffer (whose readers passed the last barrier)
+      if constexpr (!kPrepared) {
+        if (u + 1 < tiles) {
+          stage_basis(u + 1, basis);
+          if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
+        }
+        __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
+      }
+      const float tile_scale = kPrepared && piece_in ? m_scale_up * __ldg(piece_scales + piece) : 1.0f;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+          const int64_t col = col_lane + 32 * p;
+          if (!kInterior && (rows[h] >= d_out || col >= d_in)) continue;
+          float out[8];
+          to_f32<WT, 8>(cur[h][p], out);
+          float scale[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};  // s_M s_c of the fp16 product
+          if constexpr (kPrepared) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) scale[i] = tile_scale;
+          } else if constexpr (kHalf) {
+            const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][col_offset + 32 * p]);
+            const float4 s0 = cs[0], s1 = cs[1];
+            const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+#pragma unroll
+            for (int i = 0; i < 8; ++i) scale[i] = sv[i];
+          }
+#pragma unroll
+          for (int i = 0; i < 8; ++i)  // column col + i
+            out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * scale[i]
+                            : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
+          uint32_t words[8];
+          rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
+          alignas(16) WT rounded[8];
+          round_group<WT, 8>(out, words, STOCHASTIC, rounded);
+          WT* dst = w + rows[h] * d_in + col;  // one vector store where the chunk is inside the row and aligned
+          if (kInterior || (col + 8 <= d_in && vec_aligned<WT, 8>(dst))) store_16_bytes(dst, rounded);
+          else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
         }
       }
     }
-    WT cur[2][2][8];  // this tile's weights, while the next tile's are loaded (H100: 1.2-1.3x faster, bench/NOTES.md)
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-      for (int p = 0; p < 2; ++p)
-#pragma unroll
-        for (int i = 0; i < 8; ++i) cur[h][p][i] = raw[h][p][i];
-    if (u + 1 < tiles) load_weights(tile + 1);
-    // the next tile's basis, into the other buffer (whose readers passed the last barrier)
-    if (u + 1 < tiles) {
-      stage_basis(u + 1, basis);
-      if (u + 2 < tiles) load_basis((tile + 2) * kCols, basis);
-    }
-    __syncthreads();  // this tile's reads of its buffer done, the next tile's writes seen
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-#pragma unroll
-      for (int p = 0; p < 2; ++p) {
-        const int64_t col = col_lane + 32 * p;
-        if (rows[h] >= d_out || col >= d_in) continue;
-        float out[8];
-        to_f32<WT, 8>(cur[h][p], out);
-        float scale[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};  // s_M s_c of the fp16 product
-        if constexpr (kHalf) {
-          const float4* cs = reinterpret_cast<const float4*>(&col_scale[u % 3][col_offset + 32 * p]);
-          const float4 s0 = cs[0], s1 = cs[1];
-          const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
-#pragma unroll
-          for (int i = 0; i < 8; ++i) scale[i] = sv[i];
-        }
-#pragma unroll
-        for (int i = 0; i < 8; ++i)  // column col + i
-          out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * scale[i] : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
-        uint32_t words[8];
-        rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
-        alignas(16) WT rounded[8];
-        round_group<WT, 8>(out, words, STOCHASTIC, rounded);
-        WT* dst = w + rows[h] * d_in + col;  // one vector store where the chunk is inside the row and aligned
-        if (col + 8 <= d_in && vec_aligned<WT, 8>(dst)) store_16_bytes(dst, rounded);
-        else store_elems<WT, 8>(dst, int64_t{0}, d_in - col, rounded);
-      }
-    }
+  };
+  if constexpr (kPrepared) {
+    const bool interior = row0 + kRows <= d_out && row.tile_end * kCols <= d_in && d_in % 8 == 0 &&
+                          (reinterpret_cast<uintptr_t>(w) & 15) == 0;
+    if (interior) walk(std::true_type{});
+    else walk(std::false_type{});
+  } else {
+    walk(std::false_type{});
   }
 }
 
@@ -515,8 +632,12 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
   if constexpr (!std::is_same<WT, float>::value) {
     if (a.tensor_core) {
       auto tc = [&](auto rp) {
+        constexpr int kRp = decltype(rp)::value;
+        if constexpr (tc_prepared(kRp)) {
+          if (a.ptrs.frags == nullptr) return cudaErrorInvalidValue;  // lowrank_fragment_layout's scratch
+          lowrank_basis_fragments_kernel<kRp><<<grid, dim3(kThreads), 0, stream>>>(a.ptrs, table);
+        }
         return by_flags([&](auto regen, auto stochastic) {
-          constexpr int kRp = decltype(rp)::value;
           auto kernel = lowrank_tc_kernel<WT, kRp, decltype(regen)::value, decltype(stochastic)::value>;
           constexpr int kBytes = tc_basis_bytes(kRp);
           const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
@@ -538,7 +659,22 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
 }
 
 std::pair<int, int> lowrank_tc_geometry(int rp) { return {tc_rows(rp), tc_cols(rp)}; }
-int lowrank_tc_half_min_rank() { return kTcHalfMinRank; }
+int lowrank_tc_half_min_rank() {  // the prepared rank's product is fp16 too
+  return kTcPreparedRank != 0 && kTcPreparedRank < kTcHalfMinRank ? kTcPreparedRank : kTcHalfMinRank;
+}
+
+int64_t lowrank_fragment_layout(LowrankArgs& a, const int64_t* d_in, int n_tensors) {
+  if (!a.tensor_core || a.w_dtype == DType::kFloat32 || a.max_rank > kTcMaxRank) return 0;
+  const int rp = lowrank_tc_padded_rank(a.max_rank);
+  if (!tc_prepared(rp)) return 0;
+  int64_t units = 0;
+  for (int t = 0; t < n_tensors; ++t) {
+    if (units > INT32_MAX) return -1;
+    a.ptrs.frag_offset[t] = static_cast<int32_t>(units);
+    units += tc_fragment_units(rp, d_in[t]);
+  }
+  return 16 * units;
+}
 
 cudaError_t launch_lowrank(const LowrankArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;

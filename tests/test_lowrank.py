@@ -240,6 +240,30 @@ def test_many_row_blocks_of_one_weight_match_the_reference(backend, r, rounding,
                   abs_factor=_abs_factor((660, r), seed=21, coeffs=coeffs, streams=streams, tensor_id=8))
 
 
+
+@pytest.mark.skipif("cuda" not in LOWRANK_BACKENDS, reason="the CUDA backend's tile walk")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("min_programs", [1, 64])
+def test_interior_and_edge_programs_of_the_prepared_rank_match_the_reference(dtype, rounding, min_programs,
+                                                                            monkeypatch):
+    """r = 24 (padded to the CUDA extension's prepared rank, 32: blocks of 32 rows, 256-column tiles) on 80 x 768
+    (two row blocks inside the weight, the third past d_out) and 64 x 520 (two whole tiles, the last 8 wide): the
+    programs inside the weight take the interior walk without per-chunk checks, the others the checked one; with
+    one program per row block (multi-tile walks) and with the tiles split over programs (min_programs 64)."""
+    monkeypatch.setattr(backends.load("cuda"), "LOWRANK_MIN_PROGRAMS", min_programs)
+    pairs = [_weight_and_basis(80, 768, 24, dtype, seed=31), _weight_and_basis(64, 520, 24, dtype, seed=32)]
+    weights, bases = [w for w, _ in pairs], [v for _, v in pairs]
+    refs = [w.clone() for w in weights]
+    coeffs, streams = [0.5, -1.25], [7, 2]
+    kw = dict(seed=17, coeffs=coeffs, streams=streams, tensor_ids=[4, 5], rounding=rounding, rounding_seed=9)
+    zk.lowrank_combine_(weights, bases, backend="cuda", **kw)
+    zk.lowrank_combine_(refs, bases, backend="reference", **kw)
+    for weight, ref, basis, tensor_id in zip(weights, refs, bases, (4, 5)):
+        _assert_close(weight, ref, dtype, sum(map(abs, coeffs)), basis, backend="cuda",
+                      abs_factor=_abs_factor((weight.shape[0], 24), seed=17, coeffs=coeffs, streams=streams,
+                                             tensor_id=tensor_id))
+
 def _lowrank_list(seed):
     """Weights of several shapes, dtypes and rank buckets (r 5 and 8 pad to 16, r 20 to 32, r 40 and 64 to 64: three
     bf16 weights of 2, 3 and 1 column tiles in the CUDA kernel's launch with prepared bases), one basis shared."""

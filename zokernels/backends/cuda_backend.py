@@ -133,7 +133,7 @@ def lowrank_kernel(dtype, r) -> str:
 def lowrank_geometry(kernel, r_pad) -> tuple:
     """(rows per block, columns per tile) of `kernel` for a launch of padded rank r_pad: the tensor-core kernel's
     as the extension was built (its lowrank_tc_geometry: wide (64, 128) blocks at low ranks, tall (128, 64)
-    above; csrc/zo_lowrank.cu)."""
+    above, (32, 256) at the prepared rank; csrc/zo_lowrank.cu)."""
     if kernel == "fma":
         return LOWRANK_FMA_GEOMETRY
     return _state["tc_geometry"][r_pad]
@@ -158,8 +158,9 @@ def _lowrank_table(ws, ranks, tensor_ids, kernel, r_pad):
 def lowrank_product_error(dtype) -> tuple:
     """(relative, underflow) as triton_backend's: float32 weights take the fp32 FMA kernel (no error beyond fp32
     accumulation); 16-bit weights the tensor-core kernel up to rank 64, FMA above. Its TF32 and fp16 products both
-    round operands to 11 significant bits (TF32_PRODUCT_ERROR); the fp16 one (M per block and V per row scaled by
-    powers of two, each at most Triton's per-basis scale) adds underflow 2^-24 (max|V| sum_j |M_ij| + max|M|
+    round operands to 11 significant bits (TF32_PRODUCT_ERROR); the fp16 one (M per block and V per row, or per
+    64-column piece at the extension's prepared rank, scaled by powers of two, each at most Triton's per-basis
+    scale) adds underflow 2^-24 (max|V| sum_j |M_ij| + max|M|
     sum_j |V_cj|) where the extension has it (or is not loaded yet: the bound then covers both)."""
     if dtype == torch.float32:
         return 0.0, 0.0
