@@ -245,8 +245,8 @@ def test_many_row_blocks_of_one_weight_match_the_reference(backend, r, rounding,
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("min_programs", [1, 64])
-def test_interior_and_edge_programs_of_the_prepared_rank_match_the_reference(dtype, rounding, min_programs,
-                                                                            monkeypatch):
+def test_cuda_interior_and_edge_programs_of_the_prepared_rank_match_the_reference(dtype, rounding, min_programs,
+                                                                                 monkeypatch):
     """r = 24 (padded to the CUDA extension's prepared rank, 32: blocks of 32 rows, 256-column tiles) on 80 x 768
     (two row blocks inside the weight, the third past d_out) and 64 x 520 (two whole tiles, the last 8 wide): the
     programs inside the weight take the interior walk without per-chunk checks, the others the checked one; with
