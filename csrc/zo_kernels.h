@@ -69,7 +69,8 @@ int lowrank_tc_half_min_rank();
 // The padded rank (0: none) at which the tensor-core kernel reads the basis as prepared fp16 fragments in global
 // memory (a small kernel writes them per launch, each 64-column piece of V scaled by its own power of two) instead
 // of staging it in shared memory per tile; its blocks are then 32 rows with 256-column tiles (512-byte row
-// segments; csrc/zo_lowrank.cu).
+// segments; csrc/zo_lowrank.cu). 32 by default (H200: faster at r = 32 than the staged 128 x 64 kernel); 0 turns it
+// off; 64 compiles but was not measured.
 #ifndef ZK_TC_PREPARED_RANK
 #define ZK_TC_PREPARED_RANK 32
 #endif

@@ -180,8 +180,8 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // slower on the H100: r = 64 2.113 -> 2.159 device ms nearest, bench/NOTES.md.)
 // At the prepared rank (kTcPreparedRank, csrc/zo_kernels.h) blocks of 32 rows walk tiles of 256 columns (512-byte
 // row segments): each warp reads its 64-column piece's B fragments from global memory (L1), written per launch by
-// lowrank_basis_fragments_kernel; none staged, no barrier per tile. H200, OPT-1.3B's linears, r = 32: nearest 1.393,
-// stochastic 1.659 device ms against 1.410 / 1.735 on 128 x 64 tiles (bench/NOTES.md, twenty-fourth session).
+// lowrank_basis_fragments_kernel; none staged, no barrier per tile. H200, OPT-1.3B's linears, r = 32, K = 1: nearest
+// 1.360, stochastic 1.510 device ms against 1.408 / 1.734 on 128 x 64 tiles (bench/NOTES.md, twenty-fourth session).
 static_assert(kTcPreparedRank == 0 || kTcPreparedRank == 32 || kTcPreparedRank == 64, "prepared rank: 0, 32 or 64");
 __host__ __device__ constexpr bool tc_prepared(int rp) { return rp == kTcPreparedRank; }
 __host__ __device__ constexpr bool tc_wide(int rp) { return !tc_prepared(rp) && rp <= kTcWideMaxRank; }
@@ -289,8 +289,9 @@ __host__ __device__ constexpr int64_t tc_fragment_units(int rp, int64_t d_in) {
   return (d_in + 63) / 64 * tc_piece_units(rp) + ((d_in + 63) / 64 + 3) / 4;
 }
 
-// Writes the prepared fragments (tc_fragment_units) of the pieces of each table row whose row0 is 0: across the
-// table those rows cover every column tile of every weight once (launch.lowrank_blocks). A warp per piece: lane
+// Writes the prepared fragments (tc_fragment_units) of every weight's pieces: the table's row blocks of one column
+// chunk (launch.lowrank_blocks: each chunk's tiles have one program per row block, and the chunks cover every tile
+// once) share that chunk's pieces, each piece written by one warp of one of them. A warp per piece: lane
 // (g, t) reads V[c, 16 s + 2 t + {0, 1, 8, 9}] of the piece's columns c of n-tiles 2 p and 2 p + 1 (column g), for
 // every k step s and pair p, keeps them in registers for the piece's max, then writes its uint4 per (s, p).
 template <int RP>
