@@ -6,8 +6,9 @@
 # may be empty; tree: a directory under _old/ built instead of this tree, e.g. a variant's code shipped with the
 # device tool's carry of _old). OLD=1 adds the committed tree as variant "old" (ship it as _old/ itself: `git
 # archive HEAD csrc zokernels setup.py bench tests | tar -x -C _old`; _old/ is git-ignored, so pass it in carry).
-# Flags in the tree: ZK_TC_WIDE_MAX_RANK, ZK_TC_HALF_MIN_RANK, ZK_TC_PREPARED_RANK (0 turns the 32 x 256 kernel off). The withdrawn variants' flags and patches are in
-# bench/NOTES.md and bench/results/raw/*_REJECTED*; their code is not in the tree.
+# Flags in the tree: ZK_TC_WIDE_MAX_RANK, ZK_TC_HALF_MIN_RANK, ZK_TC_PREPARED_RANK (0 turns the 32 x 256 kernel
+# off). The withdrawn variants' flags and patches are in bench/NOTES.md and bench/results/raw/*_REJECTED*; their
+# code is not in the tree.
 source bench/exp/device_run.sh
 VARIANTS=${VARIANTS:-"base:"}
 names=()
