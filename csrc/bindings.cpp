@@ -118,6 +118,7 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
   a.regenerate = regenerate;
   a.stochastic = stochastic;
   a.tensor_core = tensor_core;
+  std::vector<int64_t> d_in(weights.size());  // for the prepared fragments' layout
   for (size_t t = 0; t < weights.size(); ++t) {
     const at::Tensor &w = weights[t], &v = bases[t];
     TORCH_CHECK(w.is_cuda() && w.is_contiguous() && w.dim() == 2 && w.scalar_type() == weights[0].scalar_type(),
@@ -128,6 +129,7 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
                         zk::kMaxLowrankRank));
     a.ptrs.w[t] = w.data_ptr();
     a.ptrs.v[t] = v.data_ptr<float>();
+    d_in[t] = w.size(1);
     a.max_rank = std::max(a.max_rank, static_cast<int>(v.size(1)));
     if (!regenerate) {
       const at::Tensor& f = factors[t];
@@ -143,8 +145,6 @@ void lowrank_combine_(at::TensorList weights, at::TensorList bases, at::TensorLi
   a.table = table.data_ptr<int64_t>();
   a.rows = table.size(0);
   set_directions(a, coeffs, scale, streams, stream0, K, k0, k1, rk0, rk1);
-  std::vector<int64_t> d_in(weights.size());
-  for (size_t t = 0; t < weights.size(); ++t) d_in[t] = weights[t].size(1);
   // the prepared basis fragments' scratch (stream-ordered: the caching allocator reuses it only after the launch)
   const int64_t frag_bytes = zk::lowrank_fragment_layout(a, d_in.data(), static_cast<int>(weights.size()));
   TORCH_CHECK(frag_bytes >= 0, "zokernels cuda: the bases' prepared fragments exceed one launch's 2^31 16-byte "

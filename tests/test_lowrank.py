@@ -240,7 +240,6 @@ def test_many_row_blocks_of_one_weight_match_the_reference(backend, r, rounding,
                   abs_factor=_abs_factor((660, r), seed=21, coeffs=coeffs, streams=streams, tensor_id=8))
 
 
-
 @pytest.mark.skipif("cuda" not in LOWRANK_BACKENDS, reason="the CUDA backend's tile walk")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
@@ -263,6 +262,7 @@ def test_cuda_interior_and_edge_programs_of_the_prepared_rank_match_the_referenc
         _assert_close(weight, ref, dtype, sum(map(abs, coeffs)), basis, backend="cuda",
                       abs_factor=_abs_factor((weight.shape[0], 24), seed=17, coeffs=coeffs, streams=streams,
                                              tensor_id=tensor_id))
+
 
 def _lowrank_list(seed):
     """Weights of several shapes, dtypes and rank buckets (r 5 and 8 pad to 16, r 20 to 32, r 40 and 64 to 64: three
