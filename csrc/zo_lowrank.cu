@@ -496,8 +496,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint4* v_pieces = kPrepared ? ptrs.frags + ptrs.frag_offset[row.tensor] : nullptr;
   const float* piece_scales =
       kPrepared ? reinterpret_cast<const float*>(v_pieces + (d_in + 63) / 64 * tc_piece_units(RP)) : nullptr;
-  // the tile loop; kInterior (prepared only): every row and tile of the program inside the weight, rows 16-byte
-  // aligned, so the loop has no per-chunk checks (H200, r = 32: 1.586 -> 1.393 device ms nearest)
+  // the tile loop; kInterior: every row and tile of the program inside the weight, rows 16-byte aligned, so the
+  // loop has no per-chunk checks (H200, K = 1, device ms: prepared r = 32 nearest 1.586 -> 1.393; staged r = 64
+  // nearest 1.680 -> 1.538, stochastic r = 8 1.449 -> 1.347, r = 64 2.080 -> 1.886; bench/NOTES.md)
   auto walk = [&](auto interior) {
     constexpr bool kInterior = decltype(interior)::value;
     uint4 a_held[kPrepared ? kSteps : 1];  // prepared: the warp's A fragments in registers for the whole walk
@@ -596,14 +597,10 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
   };
-  if constexpr (kPrepared) {
-    const bool interior = row0 + kRows <= d_out && row.tile_end * kCols <= d_in && d_in % 8 == 0 &&
-                          (reinterpret_cast<uintptr_t>(w) & 15) == 0;
-    if (interior) walk(std::true_type{});
-    else walk(std::false_type{});
-  } else {
-    walk(std::false_type{});
-  }
+  const bool interior = row0 + kRows <= d_out && row.tile_end * kCols <= d_in && d_in % 8 == 0 &&
+                        (reinterpret_cast<uintptr_t>(w) & 15) == 0;
+  if (interior) walk(std::true_type{});
+  else walk(std::false_type{});
 }
 
 // the rank the tensor-core kernel is compiled for: 8, 16, 32 or 64 (cuda_backend groups weights by it too)

@@ -241,17 +241,21 @@ def test_many_row_blocks_of_one_weight_match_the_reference(backend, r, rounding,
 
 
 @pytest.mark.skipif("cuda" not in LOWRANK_BACKENDS, reason="the CUDA backend's tile walk")
+@pytest.mark.parametrize("r", [8, 24, 48])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("min_programs", [1, 64])
-def test_cuda_interior_and_edge_programs_of_the_prepared_rank_match_the_reference(dtype, rounding, min_programs,
-                                                                                 monkeypatch):
-    """r = 24 (padded to the CUDA extension's prepared rank, 32: blocks of 32 rows, 256-column tiles) on 80 x 768
-    (two row blocks inside the weight, the third past d_out) and 64 x 520 (two whole tiles, the last 8 wide): the
-    programs inside the weight take the interior walk without per-chunk checks, the others the checked one; with
-    one program per row block (multi-tile walks) and with the tiles split over programs (min_programs 64)."""
-    monkeypatch.setattr(backends.load("cuda"), "LOWRANK_MIN_PROGRAMS", min_programs)
-    pairs = [_weight_and_basis(80, 768, 24, dtype, seed=31), _weight_and_basis(64, 520, 24, dtype, seed=32)]
+def test_cuda_interior_and_edge_programs_match_the_reference(r, dtype, rounding, min_programs, monkeypatch):
+    """In each tensor-core geometry (R rows per block, C columns per tile: r = 8 pads to 8, 24 to the prepared rank
+    32, 48 to 64) on (2 R + 16) x 3 C (two row blocks inside the weight, the third past d_out) and 2 R x (2 C + 8)
+    (two whole tiles, the last 8 wide): the programs inside the weight take the interior walk without per-chunk
+    checks, the others the checked one; with one program per row block (multi-tile walks) and with the tiles split
+    over programs (min_programs 64)."""
+    cuda = backends.load("cuda")
+    monkeypatch.setattr(cuda, "LOWRANK_MIN_PROGRAMS", min_programs)
+    rows, cols = cuda.lowrank_geometry("tensor_core", max(8, 1 << (r - 1).bit_length()))
+    shapes = [(2 * rows + 16, 3 * cols), (2 * rows, 2 * cols + 8)]
+    pairs = [_weight_and_basis(d_out, d_in, r, dtype, seed=31 + i) for i, (d_out, d_in) in enumerate(shapes)]
     weights, bases = [w for w, _ in pairs], [v for _, v in pairs]
     refs = [w.clone() for w in weights]
     coeffs, streams = [0.5, -1.25], [7, 2]
@@ -260,7 +264,7 @@ def test_cuda_interior_and_edge_programs_of_the_prepared_rank_match_the_referenc
     zk.lowrank_combine_(refs, bases, backend="reference", **kw)
     for weight, ref, basis, tensor_id in zip(weights, refs, bases, (4, 5)):
         _assert_close(weight, ref, dtype, sum(map(abs, coeffs)), basis, backend="cuda",
-                      abs_factor=_abs_factor((weight.shape[0], 24), seed=17, coeffs=coeffs, streams=streams,
+                      abs_factor=_abs_factor((weight.shape[0], r), seed=17, coeffs=coeffs, streams=streams,
                                              tensor_id=tensor_id))
 
 
