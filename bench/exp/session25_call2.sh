@@ -9,6 +9,7 @@ P0=-DZK_TC_PREPARED_RANK=0
 VARIANTS="base:;s0:$P0::32;s0h:$P0 -DZK_TC_HALF_MIN_RANK=32::32;s0w:$P0 -DZK_TC_WIDE_MAX_RANK=32::32;\
 s0wh:$P0 -DZK_TC_WIDE_MAX_RANK=32 -DZK_TC_HALF_MIN_RANK=32::32;h16:-DZK_TC_HALF_MIN_RANK=16::16;\
 p64:-DZK_TC_PREPARED_RANK=64::64" TEST_FILES=tests/test_lowrank.py bash bench/exp/tc_variant_probe.sh
-cd /tmp/v_base && PYTHONPATH=/tmp/v_base timeout $((590 - SECONDS)) compute-sanitizer --tool memcheck --error-exitcode 9 \
-  python3 -m pytest -q -x tests/test_lowrank.py -k "cuda and interior" 2>&1 | tail -3 | tee "${OUT:-/tmp/out}/memcheck.log"
+cd /tmp/v_base && PYTHONPATH=/tmp/v_base timeout $((590 - SECONDS)) compute-sanitizer --tool memcheck \
+  --error-exitcode 9 python3 -m pytest -q -x tests/test_lowrank.py -k "cuda and interior" 2>&1 | tail -3 \
+  | tee "${OUT:-/tmp/out}/memcheck.log"
 echo "memcheck exit ${PIPESTATUS[0]} total ${SECONDS}s"
