@@ -9,7 +9,8 @@ VARIANTS="ra:;base::base" KS=1,4 TEST_FILES=tests/test_lowrank.py bash bench/exp
 OUT=${OUT:-/tmp/out}; rm -f "$OUT/pytest_cuda.log" "$OUT/env.txt"  # the tool returns at most 8 files
 cd /tmp/v_ra && export PYTHONPATH=/tmp/v_ra
 timeout $(left) python3 bench/bench_lowrank.py --backend triton,cuda --save-auto \
-  --out "$OUT/lowrank_triton_vs_cuda.json" 2>&1 | tee "$OUT/lowrank_triton_vs_cuda.log" | grep -E "one call" | tail -n 32
+  --out "$OUT/lowrank_triton_vs_cuda.json" 2>&1 | tee "$OUT/lowrank_triton_vs_cuda.log" | grep -E "one call" \
+  | tail -n 32
 cp zokernels/backends/auto_choices.json "$OUT/"; echo "both backends done, $(left) s left"
 timeout $(( $(left) - 100 )) compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x \
   tests/test_lowrank.py -k cuda 2>&1 | tail -n 3 | tee "$OUT/memcheck_lowrank_cuda.log"
