@@ -31,9 +31,8 @@ struct LowrankRow {  // one table row, 8 x int64 (cuda_backend.py builds it)
 static_assert(sizeof(LowrankRow) == 8 * sizeof(int64_t), "table layout");
 
 // Stochastic-rounding words of the N <= 8 elements from element index e0, or zeros. One Philox call where they lie
-// in one rounding unit (e0 % 8 + N <= 8: every group of a row when d_in is a multiple of 8), else two. kUnitStart:
-// the caller knows e0 % 8 == 0 (no code for the two-unit case).
-template <int N, bool kRound, bool kUnitStart = false>
+// in one rounding unit (e0 % 8 + N <= 8: every group of a row when d_in is a multiple of 8), else two.
+template <int N, bool kRound>
 __device__ __forceinline__ void rounding_words(int64_t e0, uint32_t tensor_id, uint2 rounding_key, uint32_t (&r)[N]) {
   static_assert(N <= 8, "at most two units");
 #pragma unroll
@@ -41,7 +40,7 @@ __device__ __forceinline__ void rounding_words(int64_t e0, uint32_t tensor_id, u
   if constexpr (kRound) {
     const uint4 x0 = unit_words(e0 >> 3, kRoundingStream, tensor_id, rounding_key);
     const int s = static_cast<int>(e0 & 7);
-    if (kUnitStart || s == 0) {
+    if (s == 0) {
 #pragma unroll
       for (int j = 0; j < N; ++j) r[j] = rounding_half(x0, j);
     } else {
@@ -588,7 +587,7 @@ __global__ void __launch_bounds__(kThreads, 2)
             out[i] += kHalf ? acc[4 * p + (i >> 1)][2 * h + (i & 1)] * scale[i]
                             : acc[4 * p + (i >> 1)][2 * h + (i & 1)];
           uint32_t words[8];
-          rounding_words<8, STOCHASTIC, kInterior>(rows[h] * d_in + col, tensor_id, rounding_key, words);
+          rounding_words<8, STOCHASTIC>(rows[h] * d_in + col, tensor_id, rounding_key, words);
           alignas(16) WT rounded[8];
           round_group<WT, 8>(out, words, STOCHASTIC, rounded);
           WT* dst = w + rows[h] * d_in + col;  // one vector store where the chunk is inside the row and aligned
