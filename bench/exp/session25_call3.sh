@@ -3,7 +3,8 @@
 # two-unit case (e0 % 8 == 0 there; 750-840 fewer SASS instructions per stochastic kernel), against base (the
 # committed tree, shipped as _old/base; carry _old), K = 1 and 4. Then on ra: the CUDA low-rank tests, both backends'
 # low-rank benchmark with --save-auto (the committed results' refresh), memcheck of the CUDA low-rank tests and
-# racecheck of the tensor-core kernel, each within the time left.
+# racecheck of the tensor-core kernel, each within the time left. (ra was withdrawn after this call, 48a6175: mixed
+# times; the tree no longer has it, so a rerun compares base with itself.)
 start=$(date +%s); left() { echo $((585 - $(date +%s) + start)); }
 VARIANTS="ra:;base::base" KS=1,4 TEST_FILES=tests/test_lowrank.py bash bench/exp/tc_variant_probe.sh
 OUT=${OUT:-/tmp/out}; rm -f "$OUT/pytest_cuda.log" "$OUT/env.txt"  # the tool returns at most 8 files
