@@ -7,6 +7,7 @@ import torch
 
 import zokernels as zk
 from zokernels import backends
+from zokernels.backends import launch
 
 from .conftest import BACKENDS, DEVICE, ON_GPU
 from .test_contract import Z_ATOL
@@ -253,7 +254,7 @@ def test_cuda_interior_and_edge_programs_match_the_reference(r, dtype, rounding,
     over programs (min_programs 64)."""
     cuda = backends.load("cuda")
     monkeypatch.setattr(cuda, "LOWRANK_MIN_PROGRAMS", min_programs)
-    rows, cols = cuda.lowrank_geometry("tensor_core", max(8, 1 << (r - 1).bit_length()))
+    rows, cols = cuda.lowrank_geometry("tensor_core", launch.padded_rank(r, 8))
     shapes = [(2 * rows + 16, 3 * cols), (2 * rows, 2 * cols + 8)]
     pairs = [_weight_and_basis(d_out, d_in, r, dtype, seed=31 + i) for i, (d_out, d_in) in enumerate(shapes)]
     weights, bases = [w for w, _ in pairs], [v for _, v in pairs]
