@@ -70,7 +70,8 @@ int lowrank_tc_half_min_rank();
 // memory (a small kernel writes them per launch, each 64-column piece of V scaled by its own power of two) instead
 // of staging it in shared memory per tile; its blocks are then 32 rows with 256-column tiles (512-byte row
 // segments; csrc/zo_lowrank.cu). 32 by default (H200: faster at r = 32 than the staged 128 x 64 kernel); 0 turns it
-// off; 64 compiles but was not measured.
+// off; 64 compiles (8-12 bytes of spill) and on the H200 was 11% slower than 128 x 64 at r = 64 with nearest
+// rounding, 3.5% faster with stochastic (bench/NOTES.md, twenty-fifth session).
 #ifndef ZK_TC_PREPARED_RANK
 #define ZK_TC_PREPARED_RANK 32
 #endif
