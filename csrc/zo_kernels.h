@@ -66,16 +66,19 @@ std::pair<int, int> lowrank_tc_geometry(int rp);  // (rows per block, columns pe
 #endif
 constexpr int kTcHalfMinRank = ZK_TC_HALF_MIN_RANK;
 int lowrank_tc_half_min_rank();
-// The padded rank (0: none) at which the tensor-core kernel reads the basis as prepared fp16 fragments in global
-// memory (a small kernel writes them per launch, each 64-column piece of V scaled by its own power of two) instead
-// of staging it in shared memory per tile; its blocks are then 32 rows with 256-column tiles (512-byte row
-// segments; csrc/zo_lowrank.cu). 32 by default (H200: faster at r = 32 than the staged 128 x 64 kernel); 0 turns it
-// off; 64 compiles (8-12 bytes of spill) and on the H200 was 11% slower than 128 x 64 at r = 64 with nearest
-// rounding, 3.5% faster with stochastic (bench/NOTES.md, twenty-fifth session).
-#ifndef ZK_TC_PREPARED_RANK
-#define ZK_TC_PREPARED_RANK 32
+// Rows per block (0: none) with which the tensor-core kernel reads the basis at padded rank 32 / 64 as prepared fp16
+// fragments in global memory (a small kernel writes them per launch, each 64-column piece of V scaled by its own
+// power of two) instead of staging it in shared memory per tile; its tiles are then 8192 / rows columns (8 warps
+// of 16 x 64; csrc/zo_lowrank.cu). r = 32: 32 rows by default (H200: faster than the staged 128 x 64 kernel).
+// r = 64: staged by default; 32 rows compiles (8-12 bytes of spill) and on the H200 was 11% slower than the staged
+// 128 x 64 kernel with nearest rounding, 3.5% faster with stochastic (bench/NOTES.md, twenty-fifth session).
+#ifndef ZK_TC_PREPARED_ROWS_R32
+#define ZK_TC_PREPARED_ROWS_R32 32
 #endif
-constexpr int kTcPreparedRank = ZK_TC_PREPARED_RANK;
+#ifndef ZK_TC_PREPARED_ROWS_R64
+#define ZK_TC_PREPARED_ROWS_R64 0
+#endif
+constexpr int kTcPreparedRowsR32 = ZK_TC_PREPARED_ROWS_R32, kTcPreparedRowsR64 = ZK_TC_PREPARED_ROWS_R64;
 struct LowrankPtrs {
   void* w[kMaxTensorsPerLaunch];
   const float* v[kMaxTensorsPerLaunch];  // V_t [d_in, r] row-major
@@ -102,7 +105,7 @@ struct LowrankArgs {
 };
 
 cudaError_t launch_lowrank(const LowrankArgs& args, cudaStream_t stream);
-// Where a launch of the tensor-core kernel at a prepared rank (kTcPreparedRank) keeps its basis fragments: fills
+// Where a launch of the tensor-core kernel at a prepared rank (kTcPreparedRows*) keeps its basis fragments: fills
 // args.ptrs.frag_offset from the weights' d_in and returns the device scratch bytes it needs (args.ptrs.frags),
 // or 0 where the launch prepares none.
 int64_t lowrank_fragment_layout(LowrankArgs& args, const int64_t* d_in, int n_tensors);

@@ -178,15 +178,22 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // columns 64 (w / 4) .. + 63). Every warp computes a 16 x 64 piece either way.
 // (Deep blocks of 256 rows and 16 warps at r >= 32, each tile's basis staged once for twice the rows, were
 // slower on the H100: r = 64 2.113 -> 2.159 device ms nearest, bench/NOTES.md.)
-// At the prepared rank (kTcPreparedRank, csrc/zo_kernels.h) blocks of 32 rows walk tiles of 256 columns (512-byte
-// row segments): each warp reads its 64-column piece's B fragments from global memory (L1), written per launch by
-// lowrank_basis_fragments_kernel; none staged, no barrier per tile. H200, OPT-1.3B's linears, r = 32, K = 1: nearest
-// 1.360, stochastic 1.510 device ms against 1.408 / 1.734 on 128 x 64 tiles (bench/NOTES.md, twenty-fourth session).
-static_assert(kTcPreparedRank == 0 || kTcPreparedRank == 32 || kTcPreparedRank == 64, "prepared rank: 0, 32 or 64");
-__host__ __device__ constexpr bool tc_prepared(int rp) { return rp == kTcPreparedRank; }
+// At a prepared rank (kTcPreparedRowsR32 / R64, csrc/zo_kernels.h: 32 at r = 32) each warp reads its 64-column
+// piece's B fragments from global memory (L1), written per launch by lowrank_basis_fragments_kernel; none staged, no
+// barrier per tile. H200, OPT-1.3B's linears, r = 32, K = 1, blocks of 32 rows and 256-column tiles (512-byte row
+// segments): nearest 1.360, stochastic 1.510 device ms against 1.408 / 1.734 on staged 128 x 64 tiles
+// (bench/NOTES.md, twenty-fourth session).
+static_assert(kTcPreparedRowsR32 == 0 || kTcPreparedRowsR32 == 32 || kTcPreparedRowsR32 == 64 ||
+                  kTcPreparedRowsR32 == 128, "prepared rows at r = 32: 0, 32, 64 or 128");
+static_assert(kTcPreparedRowsR64 == 0 || kTcPreparedRowsR64 == 32 || kTcPreparedRowsR64 == 64 ||
+                  kTcPreparedRowsR64 == 128, "prepared rows at r = 64: 0, 32, 64 or 128");
+__host__ __device__ constexpr int tc_prepared_rows(int rp) {
+  return rp == 32 ? kTcPreparedRowsR32 : rp == 64 ? kTcPreparedRowsR64 : 0;
+}
+__host__ __device__ constexpr bool tc_prepared(int rp) { return tc_prepared_rows(rp) != 0; }
 __host__ __device__ constexpr bool tc_wide(int rp) { return !tc_prepared(rp) && rp <= kTcWideMaxRank; }
-__host__ __device__ constexpr int tc_rows(int rp) { return tc_prepared(rp) ? 32 : tc_wide(rp) ? 64 : 128; }
-__host__ __device__ constexpr int tc_cols(int rp) { return tc_prepared(rp) ? 256 : tc_wide(rp) ? 128 : 64; }
+__host__ __device__ constexpr int tc_rows(int rp) { return tc_prepared(rp) ? tc_prepared_rows(rp) : tc_wide(rp) ? 64 : 128; }
+__host__ __device__ constexpr int tc_cols(int rp) { return 8192 / tc_rows(rp); }  // 8 warps of 16 x 64
 static_assert(kThreads == 256, "8 warps of 16 x 64 (rows / 16 x columns / 64 = 8 in every geometry)");
 
 __device__ __forceinline__ uint32_t to_tf32(float x) {
@@ -658,7 +665,7 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
 
 std::pair<int, int> lowrank_tc_geometry(int rp) { return {tc_rows(rp), tc_cols(rp)}; }
 int lowrank_tc_half_min_rank() {  // the prepared rank's product is fp16 too
-  return kTcPreparedRank != 0 && kTcPreparedRank < kTcHalfMinRank ? kTcPreparedRank : kTcHalfMinRank;
+  return tc_prepared(32) ? min(32, kTcHalfMinRank) : tc_prepared(64) ? min(64, kTcHalfMinRank) : kTcHalfMinRank;
 }
 
 int64_t lowrank_fragment_layout(LowrankArgs& a, const int64_t* d_in, int n_tensors) {

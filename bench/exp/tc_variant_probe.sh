@@ -7,9 +7,9 @@
 # the device tool's carry of _old, empty for this tree; ranks: that variant's --ranks, e.g. 8,16,64 where it changes
 # those only). OLD=1 adds the committed tree as variant "old" (ship it as _old/ itself: `git archive HEAD csrc
 # zokernels setup.py bench tests | tar -x -C _old`; _old/ is git-ignored, so pass it in carry).
-# Flags in the tree: ZK_TC_WIDE_MAX_RANK, ZK_TC_HALF_MIN_RANK, ZK_TC_PREPARED_RANK (0 turns the 32 x 256 kernel
-# off). The withdrawn variants' flags and patches are in bench/NOTES.md and bench/results/raw/*_REJECTED*; their
-# code is not in the tree.
+# Flags in the tree: ZK_TC_WIDE_MAX_RANK, ZK_TC_HALF_MIN_RANK, ZK_TC_PREPARED_ROWS_R32 / _R64 (rows per block of
+# the prepared-fragment kernel at r = 32 / 64, 0: staged; before the twenty-sixth session ZK_TC_PREPARED_RANK).
+# The withdrawn variants' flags and patches are in bench/NOTES.md and bench/results/raw/*_REJECTED*; their code is not in the tree.
 source bench/exp/device_run.sh
 VARIANTS=${VARIANTS:-"base:"}
 names=(); declare -A ranks_of
