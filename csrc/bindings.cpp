@@ -235,6 +235,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "zokernels CUDA kernels (ops under torch.ops.zokernels)";
   m.attr("max_tensors_per_launch") = zk::kMaxTensorsPerLaunch;  // as built: 512 with CUDA >= 12.1, else 128
   m.def("lowrank_tc_geometry", &zk::lowrank_tc_geometry, "(rows per block, columns per tile) of the tensor-core "
-        "low-rank kernel at a padded rank (8, 16, 32 or 64), as built");
+        "low-rank kernel at a padded rank (8, 16, 32 or 64) and rounding (stochastic: True), as built");
   m.attr("lowrank_tc_half_min_rank") = zk::lowrank_tc_half_min_rank();  // fp16 product from this padded rank up
 }

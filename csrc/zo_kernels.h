@@ -47,14 +47,15 @@ constexpr int kTcMaxRank = 64;  // the tensor-core kernel's largest rank (cuda_b
 // tall blocks (128 x 64). H100, OPT-1.3B's linears, K = 1: wide at r <= 16 nearest 1.795 -> 1.725 ms, stochastic
 // r = 8 1.930 -> 1.892, r = 16 1.940 -> 1.923 (a row's segment per tile: 256 bytes instead of 128); at r = 32
 // (thirteenth session, whole-sector columns) nearest 1.831 -> 1.791 device ms but stochastic 1.894 -> 2.327 (128
-// registers and a spill), so 16. The geometry per padded
-// rank is reported by lowrank_tc_geometry(), compiled with the kernel (an nvcc-only -D flag reaches it), as the
-// extension's function of that name (cuda_backend.lowrank_geometry builds tables to match).
+// registers and a spill), so 16. The geometry per padded rank and rounding is reported by lowrank_tc_geometry(),
+// compiled with the kernel (an nvcc-only -D flag reaches it), as the extension's function of that name
+// (cuda_backend.lowrank_geometry builds tables to match).
 #ifndef ZK_TC_WIDE_MAX_RANK
 #define ZK_TC_WIDE_MAX_RANK 16
 #endif
 constexpr int kTcWideMaxRank = ZK_TC_WIDE_MAX_RANK;
-std::pair<int, int> lowrank_tc_geometry(int rp);  // (rows per block, columns per tile) at padded rank rp
+// (rows per block, columns per tile) at padded rank rp with stochastic or nearest rounding
+std::pair<int, int> lowrank_tc_geometry(int rp, bool stochastic);
 // Padded ranks from this up take the tensor-core kernel's fp16 product (M and each row of V scaled by powers of two,
 // rounded to fp16, mma m16n8k16: half the tensor instructions of TF32 at the same 11 significant bits), smaller ones
 // TF32; above kTcMaxRank: TF32 at every rank. Reported by
@@ -66,19 +67,36 @@ std::pair<int, int> lowrank_tc_geometry(int rp);  // (rows per block, columns pe
 #endif
 constexpr int kTcHalfMinRank = ZK_TC_HALF_MIN_RANK;
 int lowrank_tc_half_min_rank();
-// Rows per block (0: none) with which the tensor-core kernel reads the basis at padded rank 32 / 64 as prepared fp16
-// fragments in global memory (a small kernel writes them per launch, each 64-column piece of V scaled by its own
-// power of two) instead of staging it in shared memory per tile; its tiles are then 8192 / rows columns (8 warps
-// of 16 x 64; csrc/zo_lowrank.cu). r = 32: 32 rows by default (H200: faster than the staged 128 x 64 kernel).
-// r = 64: staged by default; 32 rows compiles (8-12 bytes of spill) and on the H200 was 11% slower than the staged
-// 128 x 64 kernel with nearest rounding, 3.5% faster with stochastic (bench/NOTES.md, twenty-fifth session).
+// Rows per block (0: none) with which the tensor-core kernel reads the basis at padded rank 16 / 32 / 64 as
+// prepared fp16 fragments in global memory (a small kernel writes them per launch, each 64-column piece of V scaled
+// by its own power of two) instead of staging it in shared memory per tile; its tiles are then 8192 / rows columns
+// (8 warps of 16 x 64; csrc/zo_lowrank.cu). Per rounding (_SR: stochastic), as the two differ in what limits them. H200,
+// OPT-1.3B's linears, K = 1 (bench/NOTES.md, twenty-fifth and twenty-sixth sessions):
+// - r = 32: 32 rows (1.360 / 1.509 device ms nearest / stochastic) against the staged 128 x 64 kernel's 1.380 /
+//   1.569; 64 rows 1.347 / 1.490, 128 rows 1.396 / 1.570.
+// - r = 64 nearest: staged (1.542); prepared 32, 64, 128 rows 1.703, 1.718, 1.785.
+// - r = 64 stochastic: 64 rows (1.762) against staged 1.897; 32 rows 1.811, 128 rows 1.895.
+#ifndef ZK_TC_PREPARED_ROWS_R16
+#define ZK_TC_PREPARED_ROWS_R16 0
+#endif
+#ifndef ZK_TC_PREPARED_ROWS_R16_SR
+#define ZK_TC_PREPARED_ROWS_R16_SR ZK_TC_PREPARED_ROWS_R16
+#endif
 #ifndef ZK_TC_PREPARED_ROWS_R32
 #define ZK_TC_PREPARED_ROWS_R32 32
+#endif
+#ifndef ZK_TC_PREPARED_ROWS_R32_SR
+#define ZK_TC_PREPARED_ROWS_R32_SR ZK_TC_PREPARED_ROWS_R32
 #endif
 #ifndef ZK_TC_PREPARED_ROWS_R64
 #define ZK_TC_PREPARED_ROWS_R64 0
 #endif
-constexpr int kTcPreparedRowsR32 = ZK_TC_PREPARED_ROWS_R32, kTcPreparedRowsR64 = ZK_TC_PREPARED_ROWS_R64;
+#ifndef ZK_TC_PREPARED_ROWS_R64_SR
+#define ZK_TC_PREPARED_ROWS_R64_SR 64
+#endif
+constexpr int kTcPreparedRowsR16 = ZK_TC_PREPARED_ROWS_R16, kTcPreparedRowsR16Sr = ZK_TC_PREPARED_ROWS_R16_SR;
+constexpr int kTcPreparedRowsR32 = ZK_TC_PREPARED_ROWS_R32, kTcPreparedRowsR32Sr = ZK_TC_PREPARED_ROWS_R32_SR;
+constexpr int kTcPreparedRowsR64 = ZK_TC_PREPARED_ROWS_R64, kTcPreparedRowsR64Sr = ZK_TC_PREPARED_ROWS_R64_SR;
 struct LowrankPtrs {
   void* w[kMaxTensorsPerLaunch];
   const float* v[kMaxTensorsPerLaunch];  // V_t [d_in, r] row-major
@@ -105,9 +123,9 @@ struct LowrankArgs {
 };
 
 cudaError_t launch_lowrank(const LowrankArgs& args, cudaStream_t stream);
-// Where a launch of the tensor-core kernel at a prepared rank (kTcPreparedRows*) keeps its basis fragments: fills
-// args.ptrs.frag_offset from the weights' d_in and returns the device scratch bytes it needs (args.ptrs.frags),
-// or 0 where the launch prepares none.
+// Where a launch of the tensor-core kernel at a prepared rank and rounding (kTcPreparedRows*) keeps its basis
+// fragments: fills args.ptrs.frag_offset from the weights' d_in and returns the device scratch bytes it needs
+// (args.ptrs.frags), or 0 where the launch prepares none.
 int64_t lowrank_fragment_layout(LowrankArgs& args, const int64_t* d_in, int n_tensors);
 
 // Output update of a low-rank perturbation (csrc/zo_delta_add.cu): out += scale * xv f^T, float32 sums rounded

@@ -162,10 +162,10 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 
 // Tensor-core variant for 16-bit weights at ranks <= kTcMaxRank: mma.sync m16n8k8 on TF32 operands (M and V
 // rounded to nearest, 10-bit mantissas: cuda_backend.lowrank_product_error), or from padded rank kTcHalfMinRank
-// up m16n8k16 on fp16 operands scaled by powers of two; fp32 accumulation. One block per
-// table row of tc_rows(RP) rows (M formed once, kept as fragments in shared memory) and column tiles of
-// tc_cols(RP) (the next tile's weights and basis rows loaded during this tile's product and rounding); each warp
-// takes 16 rows of 64 columns of a tile. Columns are permuted inside those 64 so that the accumulator fragments are
+// up m16n8k16 on fp16 operands scaled by powers of two; fp32 accumulation. One block per table row of
+// tc_rows(RP, STOCHASTIC) rows (M formed once, kept as fragments in shared memory) and column tiles of
+// tc_cols(RP, STOCHASTIC) (the next tile's weights and basis rows loaded during this tile's product and rounding);
+// each warp takes 16 rows of 64 columns of a tile. Columns are permuted inside those 64 so that the accumulator fragments are
 // contiguous in memory and every load or store instruction covers whole 32-byte sectors: n-tile j's column n is
 // column 32 (j / 4) + 8 (n / 2) + 2 (j % 4) + n % 2, so lane (g, t) holds columns 8 t .. 8 t + 7 (chunk 0) and
 // 32 + 8 t .. + 7 (chunk 1) of rows g and g + 8. Its weight elements are then one 16-byte vector per chunk and
@@ -173,27 +173,36 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // per instruction, twice the L2 store requests; bench/NOTES.md, thirteenth session), and each Philox unit of the
 // stochastic-rounding words (8 consecutive elements) belongs to one lane: no word is computed twice and none
 // moves between lanes.
-// Block geometry per padded rank: tall (128 rows, 64-column tiles: warp w takes rows 16 w .. + 15) or, at padded
+// Block geometry per padded rank and rounding: tall (128 rows, 64-column tiles: warp w takes rows 16 w .. + 15) or, at padded
 // ranks <= kTcWideMaxRank, wide (64 rows, 128-column tiles: warp w takes rows 16 (w % 4) .. + 15 and the tile's
 // columns 64 (w / 4) .. + 63). Every warp computes a 16 x 64 piece either way.
 // (Deep blocks of 256 rows and 16 warps at r >= 32, each tile's basis staged once for twice the rows, were
 // slower on the H100: r = 64 2.113 -> 2.159 device ms nearest, bench/NOTES.md.)
-// At a prepared rank (kTcPreparedRowsR32 / R64, csrc/zo_kernels.h: 32 at r = 32) each warp reads its 64-column
-// piece's B fragments from global memory (L1), written per launch by lowrank_basis_fragments_kernel; none staged, no
-// barrier per tile. H200, OPT-1.3B's linears, r = 32, K = 1, blocks of 32 rows and 256-column tiles (512-byte row
-// segments): nearest 1.360, stochastic 1.510 device ms against 1.408 / 1.734 on staged 128 x 64 tiles
-// (bench/NOTES.md, twenty-fourth session).
-static_assert(kTcPreparedRowsR32 == 0 || kTcPreparedRowsR32 == 32 || kTcPreparedRowsR32 == 64 ||
-                  kTcPreparedRowsR32 == 128, "prepared rows at r = 32: 0, 32, 64 or 128");
-static_assert(kTcPreparedRowsR64 == 0 || kTcPreparedRowsR64 == 32 || kTcPreparedRowsR64 == 64 ||
-                  kTcPreparedRowsR64 == 128, "prepared rows at r = 64: 0, 32, 64 or 128");
-__host__ __device__ constexpr int tc_prepared_rows(int rp) {
-  return rp == 32 ? kTcPreparedRowsR32 : rp == 64 ? kTcPreparedRowsR64 : 0;
+// At a prepared rank and rounding (kTcPreparedRows*, csrc/zo_kernels.h: r = 32, and r = 64 with stochastic
+// rounding) each warp reads its 64-column piece's B fragments from global memory (L1), written per launch by
+// lowrank_basis_fragments_kernel; none staged, no barrier per tile. H200, OPT-1.3B's linears, K = 1: r = 32 in
+// 32 x 256 blocks (512-byte row segments) nearest 1.360, stochastic 1.510 device ms against 1.408 / 1.734 on staged
+// 128 x 64 tiles (twenty-fourth session); r = 64 stochastic in 64 x 128 blocks 1.762 against staged 1.897 (its
+// nearest 1.718 against 1.542; twenty-sixth session; bench/NOTES.md).
+__host__ __device__ constexpr bool tc_valid_rows(int rows) {
+  return rows == 0 || rows == 32 || rows == 64 || rows == 128;
 }
-__host__ __device__ constexpr bool tc_prepared(int rp) { return tc_prepared_rows(rp) != 0; }
-__host__ __device__ constexpr bool tc_wide(int rp) { return !tc_prepared(rp) && rp <= kTcWideMaxRank; }
-__host__ __device__ constexpr int tc_rows(int rp) { return tc_prepared(rp) ? tc_prepared_rows(rp) : tc_wide(rp) ? 64 : 128; }
-__host__ __device__ constexpr int tc_cols(int rp) { return 8192 / tc_rows(rp); }  // 8 warps of 16 x 64
+static_assert(tc_valid_rows(kTcPreparedRowsR16) && tc_valid_rows(kTcPreparedRowsR16Sr) &&
+                  tc_valid_rows(kTcPreparedRowsR32) && tc_valid_rows(kTcPreparedRowsR32Sr) &&
+                  tc_valid_rows(kTcPreparedRowsR64) && tc_valid_rows(kTcPreparedRowsR64Sr),
+              "prepared rows per block: 0, 32, 64 or 128");
+__host__ __device__ constexpr int tc_prepared_rows(int rp, bool sr) {
+  return rp == 16   ? (sr ? kTcPreparedRowsR16Sr : kTcPreparedRowsR16)
+         : rp == 32 ? (sr ? kTcPreparedRowsR32Sr : kTcPreparedRowsR32)
+         : rp == 64 ? (sr ? kTcPreparedRowsR64Sr : kTcPreparedRowsR64)
+                    : 0;
+}
+__host__ __device__ constexpr bool tc_prepared(int rp, bool sr) { return tc_prepared_rows(rp, sr) != 0; }
+__host__ __device__ constexpr bool tc_wide(int rp, bool sr) { return !tc_prepared(rp, sr) && rp <= kTcWideMaxRank; }
+__host__ __device__ constexpr int tc_rows(int rp, bool sr) {
+  return tc_prepared(rp, sr) ? tc_prepared_rows(rp, sr) : tc_wide(rp, sr) ? 64 : 128;
+}
+__host__ __device__ constexpr int tc_cols(int rp, bool sr) { return 8192 / tc_rows(rp, sr); }  // 8 warps of 16 x 64
 static_assert(kThreads == 256, "8 warps of 16 x 64 (rows / 16 x columns / 64 = 8 in every geometry)");
 
 __device__ __forceinline__ uint32_t to_tf32(float x) {
@@ -283,8 +292,8 @@ __device__ __forceinline__ int tc_factor_slot(int i, int j) {
 // Two buffers and one barrier per tile (not per stage of several tiles: 2-4 tiles per barrier measured slower on
 // the H100, bench/NOTES.md, twelfth session).
 // At the prepared rank only M's float32 copy (kRows x RP) lives there.
-__host__ __device__ constexpr int tc_basis_bytes(int rp) {
-  return tc_prepared(rp) ? tc_rows(rp) * rp * 4 : 2 * tc_cols(rp) * rp * 4;
+__host__ __device__ constexpr int tc_basis_bytes(int rp, bool sr) {
+  return tc_prepared(rp, sr) ? tc_rows(rp, sr) * rp * 4 : 2 * tc_cols(rp, sr) * rp * 4;
 }
 
 // The prepared fragments of V_t: per 64-column piece P (columns 64 P .. + 63 of V_t, zero past d_in and past r),
@@ -301,10 +310,10 @@ __host__ __device__ constexpr int64_t tc_fragment_units(int rp, int64_t d_in) {
 // once) share that chunk's pieces, each piece written by one warp of one of them. A warp per piece: lane
 // (g, t) reads V[c, 16 s + 2 t + {0, 1, 8, 9}] of the piece's columns c of n-tiles 2 p and 2 p + 1 (column g), for
 // every k step s and pair p, keeps them in registers for the piece's max, then writes its uint4 per (s, p).
-template <int RP>
+template <int RP, bool STOCHASTIC>
 __global__ void __launch_bounds__(kThreads) lowrank_basis_fragments_kernel(const __grid_constant__ LowrankPtrs ptrs,
                                                                            const LowrankRow* __restrict__ table) {
-  constexpr int kSteps = RP / 16, kPieceCols = 64, kPiecesPerTile = tc_cols(RP) / kPieceCols;
+  constexpr int kSteps = RP / 16, kPieceCols = 64, kPiecesPerTile = tc_cols(RP, STOCHASTIC) / kPieceCols;
   const LowrankRow row = table[blockIdx.x];
   const float* v = ptrs.v[row.tensor];
   uint4* frag = ptrs.frags + ptrs.frag_offset[row.tensor];
@@ -314,7 +323,7 @@ __global__ void __launch_bounds__(kThreads) lowrank_basis_fragments_kernel(const
   const int g = lane >> 2, t = lane & 3;
   // the row blocks of one column chunk (same tile range) share its pieces: block b's warps take pieces
   // b * warps + warp + j * (row blocks * warps), so that a piece's latency, not a weight's, bounds the kernel
-  constexpr int kRowsPerBlock = tc_rows(RP), kWarps = kThreads / 32;
+  constexpr int kRowsPerBlock = tc_rows(RP, STOCHASTIC), kWarps = kThreads / 32;
   const int64_t row_blocks = (row.d_out + kRowsPerBlock - 1) / kRowsPerBlock, b = row.row0 / kRowsPerBlock;
   const int64_t end = min(row.tile_end * kPiecesPerTile, pieces);
   for (int64_t piece = row.tile_begin * kPiecesPerTile + b * kWarps + warp; piece < end;
@@ -354,10 +363,10 @@ __global__ void __launch_bounds__(kThreads, 2)
     lowrank_tc_kernel(const __grid_constant__ LowrankPtrs ptrs, const LowrankRow* __restrict__ table, Directions d,
                       uint2 key, uint2 rounding_key) {
   static_assert(!std::is_same<WT, float>::value && RP % 8 == 0 && RP <= kTcMaxRank, "16-bit weights, r <= 64");
-  constexpr int kRows = tc_rows(RP), kCols = tc_cols(RP), kRowGroups = kRows / 16;
+  constexpr int kRows = tc_rows(RP, STOCHASTIC), kCols = tc_cols(RP, STOCHASTIC), kRowGroups = kRows / 16;
   static_assert(kRows <= 2 * kCols, "the fp16 path forms M in float32 in the basis buffers first");
   // fp16 product (kHalf: k steps of 16, fragments in halves) or TF32 (k steps of 8, fragments as float bits)
-  constexpr bool kPrepared = tc_prepared(RP);  // B fragments prepared in global memory (tc_fragment_units)
+  constexpr bool kPrepared = tc_prepared(RP, STOCHASTIC);  // B fragments prepared in global memory (tc_fragment_units)
   constexpr bool kHalf = RP >= kTcHalfMinRank || kPrepared;
   static_assert(!kHalf || RP % 16 == 0, "fp16 k steps of 16");
   constexpr int kSteps = RP / (kHalf ? 16 : 8), kBasisPerThread = kCols * RP / kThreads;
@@ -390,8 +399,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   // layout, so a warp on one column's ranks, as before, met 4-way conflicts at r = 32). H100, K = 4 stochastic
   // r = 32: 1.930 -> 1.900 device ms; at r = 64 (fp16 pairs) that mapping was slower (bench/NOTES.md, fifteenth
   // session).
-  constexpr int kPerPass = kHalf ? RP / 32 : RP / 8, kPasses = kBasisPerThread / kPerPass;
-  static_assert(kHalf ? RP % 32 == 0 : kCols % 32 == 0, "staging passes");
+  constexpr int kPerPass = kHalf ? (RP + 31) / 32 : RP / 8, kPasses = kBasisPerThread / kPerPass;
+  static_assert(kPrepared || (kHalf ? RP % 32 == 0 : kCols % 32 == 0), "staging passes");
   const int c_mine = kHalf ? warp : 4 * warp + (lane >> 3), k_mine = kHalf ? lane : lane & 7;
   constexpr int kPassCols = kHalf ? 8 : 32, kRankStride = kHalf ? 32 : 8;  // column and rank steps between entries
   // a tile column's slot (floats, or halves for kHalf): its 64-column half's fragments, then the half's column
@@ -638,13 +647,14 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
     if (a.tensor_core) {
       auto tc = [&](auto rp) {
         constexpr int kRp = decltype(rp)::value;
-        if constexpr (tc_prepared(kRp)) {
-          if (a.ptrs.frags == nullptr) return cudaErrorInvalidValue;  // lowrank_fragment_layout's scratch
-          lowrank_basis_fragments_kernel<kRp><<<grid, dim3(kThreads), 0, stream>>>(a.ptrs, table);
-        }
         return by_flags([&](auto regen, auto stochastic) {
-          auto kernel = lowrank_tc_kernel<WT, kRp, decltype(regen)::value, decltype(stochastic)::value>;
-          constexpr int kBytes = tc_basis_bytes(kRp);
+          constexpr bool kSr = decltype(stochastic)::value;
+          if constexpr (tc_prepared(kRp, kSr)) {
+            if (a.ptrs.frags == nullptr) return cudaErrorInvalidValue;  // lowrank_fragment_layout's scratch
+            lowrank_basis_fragments_kernel<kRp, kSr><<<grid, dim3(kThreads), 0, stream>>>(a.ptrs, table);
+          }
+          auto kernel = lowrank_tc_kernel<WT, kRp, decltype(regen)::value, kSr>;
+          constexpr int kBytes = tc_basis_bytes(kRp, kSr);
           const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
           if (e != cudaSuccess) return e;
           return launch(kernel, kBytes);
@@ -663,15 +673,19 @@ static cudaError_t launch_lowrank_typed(const LowrankArgs& a, cudaStream_t strea
   });
 }
 
-std::pair<int, int> lowrank_tc_geometry(int rp) { return {tc_rows(rp), tc_cols(rp)}; }
-int lowrank_tc_half_min_rank() {  // the prepared rank's product is fp16 too
-  return tc_prepared(32) ? min(32, kTcHalfMinRank) : tc_prepared(64) ? min(64, kTcHalfMinRank) : kTcHalfMinRank;
+std::pair<int, int> lowrank_tc_geometry(int rp, bool stochastic) {
+  return {tc_rows(rp, stochastic), tc_cols(rp, stochastic)};
+}
+int lowrank_tc_half_min_rank() {  // a prepared rank's product is fp16 too (with either rounding)
+  for (int rp = 8; rp < kTcHalfMinRank; rp *= 2)
+    if (tc_prepared(rp, false) || tc_prepared(rp, true)) return rp;
+  return kTcHalfMinRank;
 }
 
 int64_t lowrank_fragment_layout(LowrankArgs& a, const int64_t* d_in, int n_tensors) {
   if (!a.tensor_core || a.w_dtype == DType::kFloat32 || a.max_rank > kTcMaxRank) return 0;
   const int rp = lowrank_tc_padded_rank(a.max_rank);
-  if (!tc_prepared(rp)) return 0;
+  if (!tc_prepared(rp, a.stochastic)) return 0;
   int64_t units = 0;
   for (int t = 0; t < n_tensors; ++t) {
     if (units > INT32_MAX) return -1;

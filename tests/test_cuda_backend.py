@@ -135,7 +135,7 @@ def _binding_call(case):
                 "rank 129": (torch.bfloat16, 129)}[case]
     w = torch.randn(8, 70, device="cuda").to(dtype)
     v = torch.randn(70, r, device="cuda")
-    table = cuda_backend._lowrank_table([w], [min(r, 64)], [0], "tensor_core", 64)
+    table = cuda_backend._lowrank_table([w], [min(r, 64)], [0], "tensor_core", 64, "nearest")
     return lambda: torch.ops.zokernels.lowrank_combine_([w], [v], [], table, None, 1.0, None, 0, 1, 0, 0, 0, 0, False,
                                                          True), [w]
 

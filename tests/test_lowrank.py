@@ -247,14 +247,14 @@ def test_many_row_blocks_of_one_weight_match_the_reference(backend, r, rounding,
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("min_programs", [1, 64])
 def test_cuda_interior_and_edge_programs_match_the_reference(r, dtype, rounding, min_programs, monkeypatch):
-    """In each tensor-core geometry (R rows per block, C columns per tile: r = 8 pads to 8, 24 to the prepared rank
-    32, 48 to 64) on (2 R + 16) x 3 C (two row blocks inside the weight, the third past d_out) and 2 R x (2 C + 8)
-    (two whole tiles, the last 8 wide): the programs inside the weight take the interior walk without per-chunk
+    """In each tensor-core geometry (R rows per block, C columns per tile, per padded rank and rounding: r = 8 pads
+    to 8, 24 to the prepared rank 32, 48 to 64, prepared with stochastic rounding) on (2 R + 16) x 3 C (two row
+    blocks inside the weight, the third past d_out) and 2 R x (2 C + 8) (two whole tiles, the last 8 wide): the programs inside the weight take the interior walk without per-chunk
     checks, the others the checked one; with one program per row block (multi-tile walks) and with the tiles split
     over programs (min_programs 64)."""
     cuda = backends.load("cuda")
     monkeypatch.setattr(cuda, "LOWRANK_MIN_PROGRAMS", min_programs)
-    rows, cols = cuda.lowrank_geometry("tensor_core", launch.padded_rank(r, 8))
+    rows, cols = cuda.lowrank_geometry("tensor_core", launch.padded_rank(r, 8), rounding)
     shapes = [(2 * rows + 16, 3 * cols), (2 * rows, 2 * cols + 8)]
     pairs = [_weight_and_basis(d_out, d_in, r, dtype, seed=31 + i) for i, (d_out, d_in) in enumerate(shapes)]
     weights, bases = [w for w, _ in pairs], [v for _, v in pairs]
@@ -271,7 +271,8 @@ def test_cuda_interior_and_edge_programs_match_the_reference(r, dtype, rounding,
 
 def _lowrank_list(seed):
     """Weights of several shapes, dtypes and rank buckets (r 5 and 8 pad to 16, r 20 to 32, r 40 and 64 to 64: three
-    bf16 weights of 2, 3 and 1 column tiles in the CUDA kernel's launch with prepared bases), one basis shared."""
+    bf16 weights of 2, 3 and 1 column tiles of 64 in the CUDA kernel's staged launch, 1, 2 and 1 of 128 in its
+    prepared one with stochastic rounding), one basis shared."""
     specs = [(37, 50, 5, torch.bfloat16), (20, 52, 8, torch.float32), (33, 52, 8, torch.float32),
              (9, 64, 20, torch.bfloat16), (40, 24, 16, torch.float16), (24, 70, 40, torch.bfloat16),
              (30, 150, 64, torch.bfloat16), (12, 40, 64, torch.bfloat16)]

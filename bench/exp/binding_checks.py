@@ -22,7 +22,7 @@ try:
                        "int_dtype": (torch.int32, 16, 1), "rank129": (torch.bfloat16, 129, 1)}[case]
         w = torch.randn(8, 70, device="cuda").to(dtype)
         v = torch.randn(70, r, device="cuda")
-        table = cuda_backend._lowrank_table([w], [min(r, 64)], [0], "tensor_core", 64)
+        table = cuda_backend._lowrank_table([w], [min(r, 64)], [0], "tensor_core", 64, "nearest")
         torch.ops.zokernels.lowrank_combine_([w], [v], [], table, None, 1.0, None, 0, K, 0, 0, 0, 0, False, True)
     torch.cuda.synchronize()
     print(case, "ran")

@@ -38,7 +38,8 @@ def _load():
             _state["source"] = "JIT build (torch.utils.cpp_extension.load)"
         torch.ops.zokernels.combine_  # noqa: B018  (raises if the registration did not happen)
         _state["max_tensors"] = int(module.max_tensors_per_launch)
-        _state["tc_geometry"] = {rp: tuple(module.lowrank_tc_geometry(rp)) for rp in (8, 16, 32, 64)}
+        _state["tc_geometry"] = {(rp, rounding): tuple(module.lowrank_tc_geometry(rp, rounding == "stochastic"))
+                                 for rp in (8, 16, 32, 64) for rounding in ("nearest", "stochastic")}
         _state["tc_half_min_rank"] = int(module.lowrank_tc_half_min_rank)
         _state["loaded"] = True
     except Exception as exc:  # a missing toolkit, ninja or compiler: fall back, never crash
@@ -130,20 +131,21 @@ def lowrank_kernel(dtype, r) -> str:
     return "tensor_core" if dtype != torch.float32 and r <= LOWRANK_TC_MAX_RANK else "fma"
 
 
-def lowrank_geometry(kernel, r_pad) -> tuple:
-    """(rows per block, columns per tile) of `kernel` for a launch of padded rank r_pad: the tensor-core kernel's
-    as the extension was built (its lowrank_tc_geometry: wide (64, 128) blocks at low ranks, tall (128, 64)
-    above, (32, 256) at the prepared rank; csrc/zo_lowrank.cu)."""
+def lowrank_geometry(kernel, r_pad, rounding) -> tuple:
+    """(rows per block, columns per tile) of `kernel` for a launch of padded rank r_pad with `rounding` ("nearest"
+    or "stochastic"): the tensor-core kernel's as the extension was built (its lowrank_tc_geometry: wide (64, 128)
+    blocks at low ranks, tall (128, 64) above, the prepared-fragment blocks at r = 32 and at r = 64 stochastic;
+    csrc/zo_kernels.h)."""
     if kernel == "fma":
         return LOWRANK_FMA_GEOMETRY
-    return _state["tc_geometry"][r_pad]
+    return _state["tc_geometry"][r_pad, rounding]
 
 
-def _lowrank_table(ws, ranks, tensor_ids, kernel, r_pad):
+def _lowrank_table(ws, ranks, tensor_ids, kernel, r_pad, rounding):
     """int64 [programs, 8] device table (t, row0, tile_begin, tile_end, d_out, d_in, r, tensor id) in `kernel`'s
-    geometry for padded rank r_pad: no addresses, cached on the shapes, ranks and ids."""
+    geometry for padded rank r_pad and `rounding`: no addresses, cached on the shapes, ranks and ids."""
     shapes = [tuple(w.shape) for w in ws]
-    geometry = lowrank_geometry(kernel, r_pad)
+    geometry = lowrank_geometry(kernel, r_pad, rounding)
     key = ("lowrank", geometry, ws[0].device, LOWRANK_MIN_PROGRAMS, tuple(zip(shapes, ranks, tensor_ids)))
 
     def build():
@@ -188,7 +190,8 @@ def lowrank_combine(weights, bases, *, factors, seed, coeffs, streams, tensor_id
         for lo in range(0, len(idx), per_launch):
             part = idx[lo:lo + per_launch]
             ws, vs = [weights[t] for t in part], _float32([bases[t] for t in part])
-            table = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in part], kernel, r_pad)
+            table = _lowrank_table(ws, [v.shape[1] for v in vs], [tensor_ids[t] for t in part], kernel, r_pad,
+                                   rounding)
             torch.ops.zokernels.lowrank_combine_(ws, vs, [] if regen else _float32([factors[t] for t in part]), table,
                                                  coeff_arg, scale, stream_arg, stream0, k, *key_words(seed),
                                                  *key_words(rounding_seed), rounding == "stochastic",
