@@ -43,13 +43,14 @@ cudaError_t launch_combine(const CombineArgs& args, cudaStream_t stream);
 // Low-rank update W_t += M_t V_t^T (csrc/zo_lowrank.cu). Bases and explicit factors are float32.
 constexpr int kMaxLowrankRank = 128;  // zokernels.ops.MAX_RANK
 constexpr int kTcMaxRank = 64;  // the tensor-core kernel's largest rank (cuda_backend.LOWRANK_TC_MAX_RANK)
-// Padded ranks up to this take the tensor-core kernel's wide blocks (64 rows x 128-column tiles), larger ones its
-// tall blocks (128 x 64). H100, OPT-1.3B's linears, K = 1: wide at r <= 16 nearest 1.795 -> 1.725 ms, stochastic
-// r = 8 1.930 -> 1.892, r = 16 1.940 -> 1.923 (a row's segment per tile: 256 bytes instead of 128); at r = 32
-// (thirteenth session, whole-sector columns) nearest 1.831 -> 1.791 device ms but stochastic 1.894 -> 2.327 (128
-// registers and a spill), so 16. The geometry per padded rank and rounding is reported by lowrank_tc_geometry(),
-// compiled with the kernel (an nvcc-only -D flag reaches it), as the extension's function of that name
-// (cuda_backend.lowrank_geometry builds tables to match).
+// Padded ranks up to this take the staged tensor-core kernel's wide blocks (64 rows x 128-column tiles), larger
+// ones its tall blocks (128 x 64). H100, OPT-1.3B's linears, K = 1: wide at r <= 16 nearest 1.795 -> 1.725 ms,
+// stochastic r = 8 1.930 -> 1.892, r = 16 1.940 -> 1.923 (a row's segment per tile: 256 bytes instead of 128); at
+// r = 32 (thirteenth session, whole-sector columns) nearest 1.831 -> 1.791 device ms but stochastic 1.894 -> 2.327
+// (128 registers and a spill), so 16 (since the twenty-sixth session only r = 8 is staged at that size: r = 16
+// takes the prepared kernel, below). The geometry per padded rank and rounding is reported by
+// lowrank_tc_geometry(), compiled with the kernel (an nvcc-only -D flag reaches it), as the extension's function
+// of that name (cuda_backend.lowrank_geometry builds tables to match).
 #ifndef ZK_TC_WIDE_MAX_RANK
 #define ZK_TC_WIDE_MAX_RANK 16
 #endif
@@ -70,20 +71,22 @@ int lowrank_tc_half_min_rank();
 // Rows per block (0: none) with which the tensor-core kernel reads the basis at padded rank 16 / 32 / 64 as
 // prepared fp16 fragments in global memory (a small kernel writes them per launch, each 64-column piece of V scaled
 // by its own power of two) instead of staging it in shared memory per tile; its tiles are then 8192 / rows columns
-// (8 warps of 16 x 64; csrc/zo_lowrank.cu). Per rounding (_SR: stochastic), as the two differ in what limits them. H200,
-// OPT-1.3B's linears, K = 1 (bench/NOTES.md, twenty-fifth and twenty-sixth sessions):
-// - r = 32: 32 rows (1.360 / 1.509 device ms nearest / stochastic) against the staged 128 x 64 kernel's 1.380 /
-//   1.569; 64 rows 1.347 / 1.490, 128 rows 1.396 / 1.570.
-// - r = 64 nearest: staged (1.542); prepared 32, 64, 128 rows 1.703, 1.718, 1.785.
-// - r = 64 stochastic: 64 rows (1.762) against staged 1.897; 32 rows 1.811, 128 rows 1.895.
+// (8 warps of 16 x 64; csrc/zo_lowrank.cu). Per rounding (_SR: stochastic), as the two differ in what limits
+// them. H200, OPT-1.3B's linears, K = 1, device ms nearest / stochastic (bench/NOTES.md, twenty-fifth and
+// twenty-sixth sessions):
+// - r = 16: 64 rows (1.287 / 1.355) against the staged 64 x 128 TF32 kernel's 1.295 / 1.407; 32 rows 1.294 / 1.396.
+// - r = 32: 64 rows (1.345 / 1.489; call 1 alike) against 32 rows' 1.359 / 1.507 and the staged 128 x 64 kernel's
+//   1.380 / 1.569; 128 rows 1.396 / 1.570.
+// - r = 64 nearest: staged 128 x 64 (1.537); prepared 32, 64, 128 rows 1.703, 1.718, 1.785.
+// - r = 64 stochastic: 64 rows (1.760) against staged 1.897; 32 rows 1.811, 128 rows 1.895.
 #ifndef ZK_TC_PREPARED_ROWS_R16
-#define ZK_TC_PREPARED_ROWS_R16 0
+#define ZK_TC_PREPARED_ROWS_R16 64
 #endif
 #ifndef ZK_TC_PREPARED_ROWS_R16_SR
 #define ZK_TC_PREPARED_ROWS_R16_SR ZK_TC_PREPARED_ROWS_R16
 #endif
 #ifndef ZK_TC_PREPARED_ROWS_R32
-#define ZK_TC_PREPARED_ROWS_R32 32
+#define ZK_TC_PREPARED_ROWS_R32 64
 #endif
 #ifndef ZK_TC_PREPARED_ROWS_R32_SR
 #define ZK_TC_PREPARED_ROWS_R32_SR ZK_TC_PREPARED_ROWS_R32

@@ -178,8 +178,8 @@ __global__ void __launch_bounds__(kThreads, 2)  // 2 blocks per SM (128 register
 // columns 64 (w / 4) .. + 63). Every warp computes a 16 x 64 piece either way.
 // (Deep blocks of 256 rows and 16 warps at r >= 32, each tile's basis staged once for twice the rows, were
 // slower on the H100: r = 64 2.113 -> 2.159 device ms nearest, bench/NOTES.md.)
-// At a prepared rank and rounding (kTcPreparedRows*, csrc/zo_kernels.h: r = 32, and r = 64 with stochastic
-// rounding) each warp reads its 64-column piece's B fragments from global memory (L1), written per launch by
+// At a prepared rank and rounding (kTcPreparedRows*, csrc/zo_kernels.h: 64 x 128 blocks at r = 16 and 32, and at
+// r = 64 with stochastic rounding) each warp reads its 64-column piece's B fragments from global memory (L1), written per launch by
 // lowrank_basis_fragments_kernel; none staged, no barrier per tile. H200, OPT-1.3B's linears, K = 1: r = 32 in
 // 32 x 256 blocks (512-byte row segments) nearest 1.360, stochastic 1.510 device ms against 1.408 / 1.734 on staged
 // 128 x 64 tiles (twenty-fourth session); r = 64 stochastic in 64 x 128 blocks 1.762 against staged 1.897 (its

@@ -242,16 +242,17 @@ def test_many_row_blocks_of_one_weight_match_the_reference(backend, r, rounding,
 
 
 @pytest.mark.skipif("cuda" not in LOWRANK_BACKENDS, reason="the CUDA backend's tile walk")
-@pytest.mark.parametrize("r", [8, 24, 48])
+@pytest.mark.parametrize("r", [8, 16, 24, 48])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("min_programs", [1, 64])
 def test_cuda_interior_and_edge_programs_match_the_reference(r, dtype, rounding, min_programs, monkeypatch):
-    """In each tensor-core geometry (R rows per block, C columns per tile, per padded rank and rounding: r = 8 pads
-    to 8, 24 to the prepared rank 32, 48 to 64, prepared with stochastic rounding) on (2 R + 16) x 3 C (two row
-    blocks inside the weight, the third past d_out) and 2 R x (2 C + 8) (two whole tiles, the last 8 wide): the programs inside the weight take the interior walk without per-chunk
-    checks, the others the checked one; with one program per row block (multi-tile walks) and with the tiles split
-    over programs (min_programs 64)."""
+    """In each tensor-core geometry (R rows per block, C columns per tile, per padded rank and rounding, as
+    csrc/zo_kernels.h builds them: r = 8 staged; 16 and 24 (padded to 32) prepared; 48 (padded to 64) staged with
+    nearest rounding, prepared with stochastic) on (2 R + 16) x 3 C (two row blocks inside the weight, the third
+    past d_out) and 2 R x (2 C + 8) (two whole tiles, the last 8 wide): the programs inside the weight take the
+    interior walk without per-chunk checks, the others the checked one; with one program per row block (multi-tile
+    walks) and with the tiles split over programs (min_programs 64)."""
     cuda = backends.load("cuda")
     monkeypatch.setattr(cuda, "LOWRANK_MIN_PROGRAMS", min_programs)
     rows, cols = cuda.lowrank_geometry("tensor_core", launch.padded_rank(r, 8), rounding)

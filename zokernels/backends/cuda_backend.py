@@ -134,8 +134,8 @@ def lowrank_kernel(dtype, r) -> str:
 def lowrank_geometry(kernel, r_pad, rounding) -> tuple:
     """(rows per block, columns per tile) of `kernel` for a launch of padded rank r_pad with `rounding` ("nearest"
     or "stochastic"): the tensor-core kernel's as the extension was built (its lowrank_tc_geometry: wide (64, 128)
-    blocks at low ranks, tall (128, 64) above, the prepared-fragment blocks at r = 32 and at r = 64 stochastic;
-    csrc/zo_kernels.h)."""
+    blocks at low ranks, tall (128, 64) above, the prepared-fragment blocks (64, 128) at r = 16 and 32 and at r = 64
+    stochastic; csrc/zo_kernels.h)."""
     if kernel == "fma":
         return LOWRANK_FMA_GEOMETRY
     return _state["tc_geometry"][r_pad, rounding]
