@@ -7,8 +7,9 @@
 # the device tool's carry of _old, empty for this tree; ranks: that variant's --ranks, e.g. 8,16,64 where it changes
 # those only). OLD=1 adds the committed tree as variant "old" (ship it as _old/ itself: `git archive HEAD csrc
 # zokernels setup.py bench tests | tar -x -C _old`; _old/ is git-ignored, so pass it in carry).
-# Flags in the tree: ZK_TC_WIDE_MAX_RANK, ZK_TC_HALF_MIN_RANK, ZK_TC_PREPARED_ROWS_R32 / _R64 (rows per block of
-# the prepared-fragment kernel at r = 32 / 64, 0: staged; before the twenty-sixth session ZK_TC_PREPARED_RANK).
+# Flags in the tree: ZK_TC_WIDE_MAX_RANK, ZK_TC_HALF_MIN_RANK, ZK_TC_PREPARED_ROWS_R16 / _R32 / _R64 and their _SR
+# forms for stochastic rounding (rows per block of the prepared-fragment kernel at that rank, 0: staged; before the
+# twenty-sixth session ZK_TC_PREPARED_RANK). A -D macro that csrc/ does not read is refused.
 # The withdrawn variants' flags and patches are in bench/NOTES.md and bench/results/raw/*_REJECTED*; their code is not in the tree.
 source bench/exp/device_run.sh
 VARIANTS=${VARIANTS:-"base:"}
@@ -16,6 +17,11 @@ names=(); declare -A ranks_of
 IFS=';' read -ra specs <<< "$VARIANTS"
 for spec in "${specs[@]}"; do
   IFS=: read -r name flags tree ranks <<< "$spec"; names+=("$name"); ranks_of[$name]=$ranks
+  for macro in $(grep -o -- '-D[A-Z_0-9]*' <<< "$flags" | cut -c3-); do  # a macro the sources never read builds the
+    # same kernel as base and would time as a variant: refuse it (e.g. ZK_TC_PREPARED_RANK, gone since session 26)
+    grep -rqw "$macro" "$ROOT/csrc" "${tree:+$ROOT/_old/$tree/csrc}" 2>/dev/null \
+      || { echo "variant $name: -D$macro is not read by csrc/"; exit 2; }
+  done
   if [[ -n "$tree" ]]; then rm -rf /tmp/v_$name; cp -r "$ROOT/_old/$tree" /tmp/v_$name; else copy_tree /tmp/v_$name; fi
   build /tmp/v_$name "$flags" $name 4 &
 done
