@@ -17,10 +17,10 @@ names=(); declare -A ranks_of
 IFS=';' read -ra specs <<< "$VARIANTS"
 for spec in "${specs[@]}"; do
   IFS=: read -r name flags tree ranks <<< "$spec"; names+=("$name"); ranks_of[$name]=$ranks
+  src=$ROOT/csrc; [[ -n "$tree" ]] && src=$ROOT/_old/$tree/csrc  # the sources this variant builds
   for macro in $(grep -o -- '-D[A-Z_0-9]*' <<< "$flags" | cut -c3-); do  # a macro the sources never read builds the
     # same kernel as base and would time as a variant: refuse it (e.g. ZK_TC_PREPARED_RANK, gone since session 26)
-    grep -rqw "$macro" "$ROOT/csrc" "${tree:+$ROOT/_old/$tree/csrc}" 2>/dev/null \
-      || { echo "variant $name: -D$macro is not read by csrc/"; exit 2; }
+    grep -rqw "$macro" "$src" || { echo "variant $name: -D$macro is not read by $src"; exit 2; }
   done
   if [[ -n "$tree" ]]; then rm -rf /tmp/v_$name; cp -r "$ROOT/_old/$tree" /tmp/v_$name; else copy_tree /tmp/v_$name; fi
   build /tmp/v_$name "$flags" $name 4 &

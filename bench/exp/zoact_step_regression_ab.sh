@@ -2,7 +2,7 @@
 # ZO-Act's step on the same GPU and host from two trees: fcdfb38 (the H200 step table's tree, 46.3 ms there) in
 # _old/ (carried: `rm -rf _old && mkdir _old && git archive fcdfb38 csrc zokernels setup.py bench tests | tar -x -C
 # _old`) against this tree, rows mezo and zoact, 3 rounds per process, processes alternating old/new/old/new.
-# The twenty-eighth session's full table put ZO-Act at 64.8 ms (3.01 forwards) on an H100, against 57.2 ms in the
+# The twenty-eighth session's full table put ZO-Act at 64.8 ms (3.01x its two forwards' time) on an H100, against 57.2 ms in the
 # H100's table of f738349 (forward 12.1 ms then, 10.75 now).
 source bench/exp/device_run.sh
 build "$ROOT/_old" "" old 8 & build "$ROOT" "" main 8; wait
